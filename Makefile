@@ -1,0 +1,58 @@
+# citysense — `make run` starts everything, `make test` checks everything, on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system venv lint test run bench clean
+
+help:
+	@echo "make run    install everything, start the embedded stack, run the pipeline"
+	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
+	@echo "make setup | lint | bench | clean"
+
+setup: system venv
+
+# Debian packages (Mosquitto, PostgreSQL 15, Prometheus, build tools) and TimescaleDB, built
+# once from Debian trixie's source package; every step is skipped when already done.
+system:
+	@bash deploy/scripts/install-system.sh
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "citysense needs $(PYTHON) on PATH"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c "import citysense, decoders" || { echo "venv install failed"; exit 1; }
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: setup lint
+	@$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+
+run: setup
+	$(BIN)/citysense stack up
+	@echo ""
+	@echo "citysense is running. Where to look:"
+	@echo "  pipeline metrics   http://127.0.0.1:$${CITYSENSE_HTTP_PORT:-28080}/metrics  (/healthz, /readyz)"
+	@echo "  Prometheus         $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_PROMETHEUS_URL=//p')"
+	@echo "  service logs       .stack/logs/"
+	@echo "  connection env     $(BIN)/citysense stack env"
+	@echo "Stop with Ctrl-C; 'make clean' or '$(BIN)/citysense stack down' stops the stack."
+	$(BIN)/citysense run
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	-@test -x $(BIN)/citysense && $(BIN)/citysense stack down
+	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results

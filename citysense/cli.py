@@ -1,0 +1,212 @@
+"""The ``citysense`` command line: stack control, stages, simulator, decoder, version."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from citysense import __version__
+from citysense.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the stack module is imported lazily: the CLI must start fast
+    from citysense.stack import Stack
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="citysense",
+    help="Real-time ingestion pipeline for city sensor networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The embedded service stack on loopback.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    typer.echo(f"citysense: {message}", err=True)
+    raise typer.Exit(status)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+# --- stack ----------------------------------------------------------------------------------
+
+
+def _stack() -> Stack:
+    from citysense.stack import default_stack
+
+    settings = _settings()
+    return default_stack(settings.stack, settings.http)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Mosquitto, Kafka (Tansu), PostgreSQL+TimescaleDB and Prometheus; no-op if up."""
+    from citysense.stack import StackError
+
+    stack = _stack()
+    try:
+        started = stack.up(report=lambda msg: typer.echo(msg, err=True))
+    except StackError as exc:
+        _fail(str(exc), 1)
+    typer.echo("stack up" + (f" (started {', '.join(started)})" if started else " (no change)"))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop every service of the embedded stack."""
+    stopped = _stack().down()
+    typer.echo("stack down" + (f" (stopped {', '.join(stopped)})" if stopped else " (no change)"))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """One line per service; exit status 1 unless all are running."""
+    statuses = _stack().status()
+    for s in statuses:
+        state = f"running pid {s.pid}" if s.running else "stopped"
+        typer.echo(f"{s.name:<11} 127.0.0.1:{s.port:<6} {state}")
+    if not all(s.running for s in statuses):
+        raise typer.Exit(1)
+
+
+@stack_app.command("env")
+def stack_env() -> None:
+    """KEY=VALUE lines other commands and tests read (URLs carry credentials)."""
+    for key, value in _stack().env().items():
+        typer.echo(f"{key}={value}")
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+#: Stages not built yet, with the issue that builds them; `run` and the stage commands say so.
+PENDING_STAGES = {
+    "ingest": "issue 4 (ingest service)",
+    "aggregate": "the stream aggregation issue",
+    "sink": "issue 5 (TimescaleDB sink)",
+    "publish": "the open-data publication issue",
+}
+
+
+def _pending(stage: str) -> NoReturn:
+    _fail(f"the {stage} stage is not implemented yet; it comes with {PENDING_STAGES[stage]}", 3)
+
+
+@app.command()
+def run() -> None:
+    """Run every stage in one process (the embedded default) until SIGTERM/SIGINT."""
+    from citysense.logs import configure_logging
+    from citysense.runtime import run as run_loop
+    from citysense.runtime import run_components
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    import logging
+
+    for stage, issue in PENDING_STAGES.items():
+        logging.getLogger("citysense").warning(
+            "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
+        )
+
+    async def main() -> int:
+        return await run_components(
+            [], settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
+        )
+
+    raise typer.Exit(run_loop(main))
+
+
+@app.command()
+def ingest() -> None:
+    """MQTT/LoRaWAN listeners → Avro on Kafka."""
+    _pending("ingest")
+
+
+@app.command()
+def aggregate() -> None:
+    """Event-time windows and indicators."""
+    _pending("aggregate")
+
+
+@app.command()
+def sink() -> None:
+    """Kafka → TimescaleDB, exactly-once."""
+    _pending("sink")
+
+
+@app.command()
+def publish() -> None:
+    """Open-data API and feeds."""
+    _pending("publish")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings as JSON, secrets masked."""
+    typer.echo(json.dumps(_settings().masked(), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+# --- decode -----------------------------------------------------------------------------------
+
+
+@app.command()
+def decode(
+    payload_hex: Annotated[str | None, typer.Argument(metavar="HEX")] = None,
+    codec: Annotated[str | None, typer.Option(help="Codec name (see --list).")] = None,
+    fport: Annotated[int | None, typer.Option(help="LoRaWAN fPort.")] = None,
+    list_codecs: Annotated[bool, typer.Option("--list", help="List codecs.")] = False,
+) -> None:
+    """Decode one payload and print the canonical measurement as JSON."""
+    from decoders import DecodeError, all_codecs, get_codec
+    from decoders.render import decoded_as_json
+
+    if list_codecs:
+        for c in all_codecs():
+            ports = ",".join(str(p) for p in c.fports) or "any"
+            typer.echo(f"{c.name:<18} {'/'.join(c.kinds):<16} fport {ports:<8} {c.description}")
+        return
+    if codec is None or payload_hex is None:
+        _fail("decode needs --codec NAME and a HEX payload (or --list)")
+    try:
+        payload = bytes.fromhex(payload_hex.replace(" ", ""))
+    except ValueError:
+        _fail(f"payload is not hexadecimal: {payload_hex!r}")
+    try:
+        chosen = get_codec(codec)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    try:
+        decoded = chosen.decode(payload, fport)
+    except DecodeError as exc:
+        _fail(f"cannot decode: {exc}")
+    typer.echo(json.dumps(decoded_as_json(decoded)))
+
+
+@app.command()
+def simulate() -> None:
+    """Publish a simulated sensor fleet over MQTT."""
+    _fail("the simulator is not implemented yet; it comes with issue 3 (sensor formats)", 3)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,156 @@
+"""The canonical decoder output, the decoder error hierarchy and device profiles.
+
+Every decoder turns a vendor payload into :class:`Decoded`; everything downstream speaks only the
+canonical measurement of DESIGN.md section 3. ``Decoded`` is the part a payload can tell by itself
+(values, counts, regions, a device timestamp when the format carries one); ingest adds identity,
+times and network metadata to build the full measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+__all__ = [
+    "KINDS",
+    "TRAFFIC_CLASSES",
+    "DecodeError",
+    "Decoded",
+    "DeviceProfile",
+    "Direction",
+    "InvalidPayloadError",
+    "Kind",
+    "OutOfRangeError",
+    "RegionCount",
+    "TrafficCount",
+    "TruncatedError",
+    "UnknownChannelError",
+    "UnknownFPortError",
+]
+
+Kind = Literal["noise", "air", "traffic", "occupancy"]
+KINDS: tuple[Kind, ...] = ("noise", "air", "traffic", "occupancy")
+Direction = Literal["in", "out"]
+#: Traffic classes of DESIGN.md section 3 ("Comptage des mobilités" mobility types map onto them).
+TRAFFIC_CLASSES: tuple[str, ...] = (
+    "pedestrian",
+    "bicycle",
+    "two_wheeler",
+    "car",
+    "bus",
+    "truck",
+    "unknown",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficCount:
+    """Crossings of one counting line in one direction for one class.
+
+    ``count`` is the number in the device's reporting period (None when the payload only carries
+    the cumulative counter); ``cumulative`` is the device's running total (None when absent).
+    """
+
+    line: int
+    direction: Direction
+    traffic_class: str
+    count: int | None
+    cumulative: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionCount:
+    """People counted in one region (1-based), e.g. a pool lane or basin."""
+
+    region: int
+    count: int
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a decoder extracts from one payload.
+
+    ``values`` maps canonical quantity names (DESIGN.md section 3, unit as suffix) to floats.
+    ``partial`` is True when a TLV stream stopped on an unknown channel: what came before it is
+    kept. ``observed_at`` is the device's own timestamp when the format carries one (UTC).
+    """
+
+    codec: str
+    kind: Kind
+    values: dict[str, float] = field(default_factory=dict)
+    counts: list[TrafficCount] = field(default_factory=list)
+    regions: list[RegionCount] = field(default_factory=list)
+    partial: bool = False
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """Per-device facts from the sensor registry that some formats need to decode.
+
+    - ``calibration``: electrochemical cell constants (Decentlab DL-AC: ``no2_we0_mv``,
+      ``no2_sensitivity_mv_per_ppb``, ...).
+    - ``line_classes``: traffic class per counting line (1-based) for counters whose payload does
+      not carry a class; lines absent here are ``unknown``.
+    - ``channel_map``: Cayenne LPP ``<type>_<channel>`` names to canonical quantities
+      (``analog_in_3 → laeq_db``).
+    """
+
+    calibration: Mapping[str, float] = field(default_factory=dict)
+    line_classes: Mapping[int, str] = field(default_factory=dict)
+    channel_map: Mapping[str, str] = field(default_factory=dict)
+
+    def traffic_class(self, line: int) -> str:
+        return self.line_classes.get(line, "unknown")
+
+
+EMPTY_PROFILE = DeviceProfile()
+
+
+class DecodeError(ValueError):
+    """A payload this codec cannot decode. The message names the codec, the offset and why.
+
+    Ingest sends the payload to the dead-letter topic with ``reason`` (the subclass's short name)
+    and ``str(error)``.
+    """
+
+    reason = "invalid"
+
+    def __init__(self, codec: str, offset: int | None, detail: str) -> None:
+        self.codec = codec
+        self.offset = offset
+        self.detail = detail
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"{codec}: {detail}{where}")
+
+
+class TruncatedError(DecodeError):
+    """The payload ended before a field the format says is there."""
+
+    reason = "truncated"
+
+
+class UnknownFPortError(DecodeError):
+    """The codec has no layout for this LoRaWAN fPort."""
+
+    reason = "unknown_fport"
+
+
+class UnknownChannelError(DecodeError):
+    """The first channel of a TLV payload is unknown, so nothing could be decoded."""
+
+    reason = "unknown_channel"
+
+
+class OutOfRangeError(DecodeError):
+    """A field holds a value the format or physics rules out."""
+
+    reason = "out_of_range"
+
+
+class InvalidPayloadError(DecodeError):
+    """The payload is not of this format at all (bad header, bad JSON, schema violation)."""
+
+    reason = "invalid"

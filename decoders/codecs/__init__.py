@@ -1,0 +1,1 @@
+"""One module per payload format; each registers its codec on import."""

@@ -1,0 +1,1 @@
+"""Simulators: a fleet of sensors publishing over MQTT like real gateways."""

@@ -1,0 +1,1 @@
+"""Sinks: TimescaleDB (exactly-once rows) and open-data publication (DESIGN.md §7, §8)."""

@@ -1,0 +1,1 @@
+"""Streams: event-time windows, watermarks and indicators (DESIGN.md §6)."""

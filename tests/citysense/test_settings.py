@@ -1,0 +1,96 @@
+"""Settings: sources, precedence, validation messages, secret masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citysense.settings import SettingsError, load_settings, mask_url
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CITYSENSE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CITYSENSE_STACK_DIR", str(tmp_path / "stack"))
+
+
+def test_environment_sets_nested_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYSENSE_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("CITYSENSE_KAFKA_LINGER_MS", "20")
+    monkeypatch.setenv("CITYSENSE_LOG_LEVEL", "DEBUG")
+    settings = load_settings()
+    assert settings.kafka.bootstrap == "k1:9092,k2:9092"
+    assert settings.kafka.linger_ms == 20
+    assert settings.log_level == "DEBUG"
+
+
+def test_toml_file_is_read_and_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "citysense.toml"
+    config.write_text('[kafka]\nbootstrap = "toml:1"\nlinger_ms = 50\n[http]\nport = 9000\n')
+    monkeypatch.setenv("CITYSENSE_CONFIG", str(config))
+    monkeypatch.setenv("CITYSENSE_KAFKA_BOOTSTRAP", "env:2")
+    settings = load_settings()
+    assert settings.kafka.bootstrap == "env:2"
+    assert settings.kafka.linger_ms == 50
+    assert settings.http.port == 9000
+
+
+def test_stack_env_file_is_below_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    (stack / "env").write_text(
+        "CITYSENSE_KAFKA_BOOTSTRAP=stack:1\nCITYSENSE_KAFKA_IDEMPOTENCE=false\n"
+    )
+    settings = load_settings()
+    assert settings.kafka.bootstrap == "stack:1"
+    assert settings.kafka.idempotence is False
+    monkeypatch.setenv("CITYSENSE_KAFKA_BOOTSTRAP", "prod:9092")
+    assert load_settings().kafka.bootstrap == "prod:9092"
+
+
+def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYSENSE_CONFIG", "/nonexistent/citysense.toml")
+    with pytest.raises(SettingsError, match="CITYSENSE_CONFIG"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("CITYSENSE_KAFKA_ACKS", "2", "kafka.acks"),
+        ("CITYSENSE_DATABASE_URL", "mysql://x@h/db", "database.url"),
+        ("CITYSENSE_MQTT_KEEPALIVE_S", "1", "mqtt.keepalive_s"),
+        ("CITYSENSE_SHUTDOWN_DEADLINE_S", "-1", "shutdown_deadline_s"),
+    ],
+)
+def test_invalid_values_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert f"{field}:" in str(caught.value)
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYSENSE_DATABASE_URL", "postgresql://w:hunter2@db:5432/city")
+    monkeypatch.setenv("CITYSENSE_MQTT_URL", "mqtts://gw:s3cret@broker:8883")
+    settings = load_settings()
+    text = repr(settings) + str(settings.masked())
+    assert "hunter2" not in text
+    assert "s3cret" not in text
+    assert settings.masked()["database"]["url"] == "postgresql://w:***@db:5432/city"
+    assert settings.mqtt.endpoint() == ("broker", 8883, "gw", "s3cret", True)
+
+
+def test_mask_url_leaves_urls_without_password() -> None:
+    assert mask_url("mqtt://127.0.0.1:1883") == "mqtt://127.0.0.1:1883"
