@@ -13,8 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
-from typing import Protocol
+from typing import Any, Protocol
 
 import uvloop
 from aiohttp import web

@@ -1,1 +1,1 @@
-"""Ingest: MQTT and LoRaWAN listeners → decoded, Avro-encoded records on Kafka (DESIGN.md §2, §5)."""
+"""Ingest: MQTT and LoRaWAN listeners → Avro records on Kafka (DESIGN.md sections 2 and 5)."""
