@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -c "import citysense, decoders" || { echo "venv install failed"; exit 1; }
+	@$(BIN)/python -c "import citysense, decoders, schemas" || { echo "venv install failed"; exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,0 +1,78 @@
+"""Avro schemas of the Kafka contract (DESIGN.md section 4) and their framings.
+
+The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public surface:
+
+- schema lookup: :func:`schema`, :func:`fingerprint`, :func:`canonical_form`,
+  :func:`schema_text`, :data:`SCHEMA_NAMES`;
+- framing: :func:`encode` / :func:`decode` (Avro single-object encoding),
+  :class:`SingleObjectFraming`, :class:`ConfluentFraming`, errors as :class:`SchemaError`;
+- the canonical measurement: :class:`Measurement`, :class:`Source`, :func:`measurement_record`,
+  :func:`measurement_from_record`;
+- topic names: :func:`measurement_topic`, :func:`aggregate_topic`, :data:`DEADLETTER_TOPIC`,
+  :data:`LATE_TOPIC`.
+"""
+
+from schemas._framing import (
+    CONFLUENT_MAGIC,
+    SINGLE_OBJECT_MARKER,
+    ConfluentFraming,
+    Framing,
+    SingleObjectFraming,
+    decode,
+    encode,
+)
+from schemas._measurement import (
+    MEASUREMENT_SCHEMAS,
+    Measurement,
+    Source,
+    measurement_from_record,
+    measurement_record,
+    measurement_schema_name,
+    typed_quantities,
+)
+from schemas._registry import (
+    NAMESPACE,
+    SCHEMA_NAMES,
+    SchemaError,
+    SchemaVersion,
+    all_versions,
+    canonical_form,
+    fingerprint,
+    schema,
+    schema_text,
+    version,
+    version_by_fingerprint,
+)
+from schemas._topics import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
+
+__all__ = [
+    "CONFLUENT_MAGIC",
+    "DEADLETTER_TOPIC",
+    "LATE_TOPIC",
+    "MEASUREMENT_SCHEMAS",
+    "NAMESPACE",
+    "SCHEMA_NAMES",
+    "SINGLE_OBJECT_MARKER",
+    "ConfluentFraming",
+    "Framing",
+    "Measurement",
+    "SchemaError",
+    "SchemaVersion",
+    "SingleObjectFraming",
+    "Source",
+    "aggregate_topic",
+    "all_versions",
+    "canonical_form",
+    "decode",
+    "encode",
+    "fingerprint",
+    "measurement_from_record",
+    "measurement_record",
+    "measurement_schema_name",
+    "measurement_topic",
+    "schema",
+    "schema_text",
+    "typed_quantities",
+    "version",
+    "version_by_fingerprint",
+]

@@ -1,0 +1,249 @@
+"""The canonical measurement (DESIGN.md section 3) and its Avro record, in both directions.
+
+A kind's measurement record has a typed ``["null", "double"]`` field for each canonical quantity
+that kind usually reports, so Kafka consumers see real columns; every other quantity goes to the
+``other_values`` map. Which quantities are typed is read from the loaded schema, so the ``.avsc``
+file stays the one place that says it. Reading back merges both into ``values``: a quantity an
+older writer schema kept in ``other_values`` and a newer one types comes back all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from decoders import KINDS, Decoded, Kind, RegionCount, TrafficCount
+from schemas._registry import SchemaError, schema
+
+__all__ = [
+    "MEASUREMENT_SCHEMAS",
+    "Measurement",
+    "Source",
+    "measurement_from_record",
+    "measurement_record",
+    "measurement_schema_name",
+    "typed_quantities",
+]
+
+#: Measurement record schema name per kind.
+MEASUREMENT_SCHEMAS: Mapping[str, str] = MappingProxyType(
+    {
+        "noise": "NoiseMeasurement",
+        "air": "AirMeasurement",
+        "traffic": "TrafficMeasurement",
+        "occupancy": "OccupancyMeasurement",
+    }
+)
+_QUANTITY_TYPE = ["null", "double"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Network metadata of one uplink; None where the path did not provide it."""
+
+    network: str | None = None
+    gateway_id: str | None = None
+    rssi: float | None = None
+    snr: float | None = None
+    f_cnt: int | None = None
+    dev_eui: str | None = None
+    dedup_id: str | None = None
+    idempotency_key: str | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Source:
+        """Build from a dict such as ingest's envelope metadata; an unknown key is an error."""
+        unknown = raw.keys() - _SOURCE_FIELDS
+        if unknown:
+            raise SchemaError(f"unknown source fields {sorted(unknown)}; known: {_SOURCE_FIELDS}")
+        return cls(**raw)
+
+
+_SOURCE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Source))
+_NO_SOURCE = Source()
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """The full canonical measurement: what a decoder found plus identity, times and source.
+
+    Times are timezone-aware (UTC); Avro keeps microseconds.
+    """
+
+    sensor_id: str
+    kind: Kind
+    observed_at: datetime
+    received_at: datetime
+    codec: str
+    values: Mapping[str, float] = field(default_factory=dict)
+    counts: tuple[TrafficCount, ...] = ()
+    regions: tuple[RegionCount, ...] = ()
+    partial: bool = False
+    source: Source = _NO_SOURCE
+
+    @classmethod
+    def from_decoded(
+        cls,
+        decoded: Decoded,
+        *,
+        sensor_id: str,
+        observed_at: datetime,
+        received_at: datetime,
+        source: Source | Mapping[str, Any] | None = None,
+    ) -> Measurement:
+        """Complete a decoder's output. ``observed_at`` is the caller's choice (DESIGN.md §3:
+        device time, else network-server time, else broker time)."""
+        if source is None:
+            source = _NO_SOURCE
+        elif not isinstance(source, Source):
+            source = Source.from_mapping(source)
+        return cls(
+            sensor_id=sensor_id,
+            kind=decoded.kind,
+            observed_at=observed_at,
+            received_at=received_at,
+            codec=decoded.codec,
+            values=dict(decoded.values),
+            counts=tuple(decoded.counts),
+            regions=tuple(decoded.regions),
+            partial=decoded.partial,
+            source=source,
+        )
+
+
+def _typed_fields(name: str) -> frozenset[str]:
+    return frozenset(f["name"] for f in schema(name)["fields"] if f["type"] == _QUANTITY_TYPE)
+
+
+def _direction_symbols() -> frozenset[str]:
+    (counts,) = (f for f in schema("TrafficMeasurement")["fields"] if f["name"] == "counts")
+    (direction,) = (f for f in counts["type"]["items"]["fields"] if f["name"] == "direction")
+    return frozenset(direction["type"]["symbols"])
+
+
+_DIRECTIONS = _direction_symbols()
+_TYPED: Mapping[str, frozenset[str]] = MappingProxyType(
+    {kind: _typed_fields(MEASUREMENT_SCHEMAS[kind]) for kind in KINDS}
+)
+# A record with every typed quantity null: copied, then filled, for each measurement.
+_EMPTY_QUANTITIES: Mapping[str, dict[str, None]] = MappingProxyType(
+    {kind: dict.fromkeys(sorted(_TYPED[kind])) for kind in KINDS}
+)
+
+
+def measurement_schema_name(kind: str) -> str:
+    """The measurement record schema of ``kind`` (``"noise"`` → ``"NoiseMeasurement"``)."""
+    try:
+        return MEASUREMENT_SCHEMAS[kind]
+    except KeyError:
+        raise SchemaError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}") from None
+
+
+def typed_quantities(kind: str) -> frozenset[str]:
+    """Quantities with their own typed field in ``kind``'s measurement record."""
+    measurement_schema_name(kind)
+    return _TYPED[kind]
+
+
+def _aware(name: str, value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        # fastavro would take a naive datetime as local time and shift it silently.
+        raise SchemaError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+    return value
+
+
+def measurement_record(measurement: Measurement) -> dict[str, Any]:
+    """The Avro record of ``measurement`` for its kind's schema (see :data:`MEASUREMENT_SCHEMAS`).
+
+    Quantities with a typed field go to it, the others to ``other_values``. Counts are only
+    allowed on traffic, regions only on occupancy: the other records have no place for them.
+    """
+    kind = measurement.kind
+    measurement_schema_name(kind)
+    typed = _TYPED[kind]
+    record: dict[str, Any] = {
+        "sensor_id": measurement.sensor_id,
+        "kind": kind,
+        "observed_at": _aware("observed_at", measurement.observed_at),
+        "received_at": _aware("received_at", measurement.received_at),
+        "codec": measurement.codec,
+        "partial": measurement.partial,
+    }
+    record.update(_EMPTY_QUANTITIES[kind])
+    other: dict[str, float] = {}
+    for quantity, value in measurement.values.items():
+        if quantity in typed:
+            record[quantity] = float(value)
+        else:
+            other[quantity] = float(value)
+    record["other_values"] = other
+    if kind == "traffic":
+        record["counts"] = [_count_record(count) for count in measurement.counts]
+    elif measurement.counts:
+        raise SchemaError(f"{kind} measurement of {measurement.sensor_id} has traffic counts")
+    if kind == "occupancy":
+        record["regions"] = [
+            {"region": region.region, "count": region.count} for region in measurement.regions
+        ]
+    elif measurement.regions:
+        raise SchemaError(f"{kind} measurement of {measurement.sensor_id} has regions")
+    source = measurement.source
+    record["source"] = {name: getattr(source, name) for name in _SOURCE_FIELDS}
+    return record
+
+
+def _count_record(count: TrafficCount) -> dict[str, Any]:
+    return {
+        "line": count.line,
+        "direction": count.direction,
+        "traffic_class": count.traffic_class,
+        "count": count.count,
+        "cumulative": count.cumulative,
+    }
+
+
+def measurement_from_record(record: Mapping[str, Any]) -> Measurement:
+    """The measurement back from a record read with its kind's current schema.
+
+    ``values`` holds the non-null typed quantities and ``other_values``; a typed value wins over
+    an ``other_values`` entry of the same name.
+    """
+    kind = record["kind"]
+    measurement_schema_name(kind)
+    values: dict[str, float] = dict(record.get("other_values") or {})
+    for quantity in _TYPED[kind]:
+        value = record.get(quantity)
+        if value is not None:
+            values[quantity] = value
+    counts: list[TrafficCount] = []
+    for raw in record.get("counts") or ():
+        if raw["direction"] not in _DIRECTIONS:
+            raise SchemaError(f"unknown traffic direction {raw['direction']!r}")
+        counts.append(
+            TrafficCount(
+                line=raw["line"],
+                direction=raw["direction"],
+                traffic_class=raw["traffic_class"],
+                count=raw["count"],
+                cumulative=raw["cumulative"],
+            )
+        )
+    regions = tuple(
+        RegionCount(region=raw["region"], count=raw["count"]) for raw in record.get("regions") or ()
+    )
+    raw_source: Mapping[str, Any] = record.get("source") or {}
+    return Measurement(
+        sensor_id=record["sensor_id"],
+        kind=kind,
+        observed_at=record["observed_at"],
+        received_at=record["received_at"],
+        codec=record["codec"],
+        values=values,
+        counts=tuple(counts),
+        regions=regions,
+        partial=record["partial"],
+        source=Source(**{name: raw_source.get(name) for name in _SOURCE_FIELDS}),
+    )

@@ -1,0 +1,198 @@
+"""Single-object and Confluent framings: round trips, header bytes, errors, no re-parsing."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from io import BytesIO
+from typing import Any
+
+import fastavro
+import pytest
+
+import schemas
+from schemas import ConfluentFraming, SchemaError, SingleObjectFraming
+from tests.schemas._samples import sample_records
+
+SAMPLES = sample_records()
+
+
+def test_every_schema_has_a_sample() -> None:
+    assert set(SAMPLES) == set(schemas.SCHEMA_NAMES)
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_single_object_round_trip(name: str) -> None:
+    frame = schemas.encode(name, SAMPLES[name])
+    assert schemas.decode(frame) == (name, SAMPLES[name])
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_single_object_header_is_marker_then_little_endian_fingerprint(name: str) -> None:
+    frame = schemas.encode(name, SAMPLES[name])
+    assert frame[:2] == b"\xc3\x01"
+    assert frame[2:10] == schemas.fingerprint(name)
+    body = BytesIO()
+    fastavro.schemaless_writer(body, schemas.schema(name), SAMPLES[name])
+    assert frame[10:] == body.getvalue()
+
+
+def test_consecutive_encodes_do_not_share_bytes() -> None:
+    first = schemas.encode("DeadLetter", SAMPLES["DeadLetter"])
+    longer = dict(SAMPLES["DeadLetter"], payload=bytes(500))
+    schemas.encode("DeadLetter", longer)
+    assert schemas.decode(first) == ("DeadLetter", SAMPLES["DeadLetter"])
+    assert schemas.encode("DeadLetter", SAMPLES["DeadLetter"]) == first
+
+
+def test_encode_is_safe_across_threads() -> None:
+    framing = SingleObjectFraming()
+    expected = {name: framing.encode(name, record) for name, record in SAMPLES.items()}
+    mismatches: list[str] = []
+
+    def work() -> None:
+        for _ in range(200):
+            for name, record in SAMPLES.items():
+                if framing.encode(name, record) != expected[name]:
+                    mismatches.append(name)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mismatches == []
+
+
+def test_unknown_fingerprint_is_a_schema_error() -> None:
+    frame = schemas.encode("LateRecord", SAMPLES["LateRecord"])
+    forged = frame[:2] + bytes(8) + frame[10:]
+    with pytest.raises(SchemaError, match="unknown schema fingerprint 0000000000000000"):
+        schemas.decode(forged)
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc3", b"\xc3\x01\x00\x01"])
+def test_truncated_header_is_a_schema_error(data: bytes) -> None:
+    with pytest.raises(SchemaError, match="truncated"):
+        schemas.decode(data)
+
+
+def test_wrong_marker_is_a_schema_error() -> None:
+    frame = schemas.encode("LateRecord", SAMPLES["LateRecord"])
+    with pytest.raises(SchemaError, match="marker 0001"):
+        schemas.decode(b"\x00\x01" + frame[2:])
+
+
+@pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)
+def test_truncated_body_is_a_schema_error(name: str) -> None:
+    frame = schemas.encode(name, SAMPLES[name])
+    for cut in range(10, len(frame)):
+        with pytest.raises(SchemaError):
+            schemas.decode(frame[:cut])
+
+
+def test_trailing_bytes_are_a_schema_error() -> None:
+    frame = schemas.encode("DeadLetter", SAMPLES["DeadLetter"])
+    with pytest.raises(SchemaError, match="1 trailing bytes"):
+        schemas.decode(frame + b"\x00")
+
+
+def test_record_not_matching_schema_is_a_schema_error() -> None:
+    bad = dict(SAMPLES["DeadLetter"], payload="not bytes", received_at="yesterday")
+    with pytest.raises(SchemaError, match="DeadLetter: record does not match") as info:
+        schemas.encode("DeadLetter", bad)
+    assert info.value.__cause__ is not None
+    missing = {k: v for k, v in SAMPLES["DeadLetter"].items() if k != "reason"}
+    with pytest.raises(SchemaError, match="no value and no default for reason"):
+        schemas.encode("DeadLetter", missing)
+
+
+def test_encode_unknown_schema_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError, match=r"unknown schema 'NoiseMeasurement\.v0'"):
+        schemas.encode("NoiseMeasurement.v0", SAMPLES["NoiseMeasurement"])
+
+
+def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Schemas are parsed at import; the hot path hands fastavro the parsed objects.
+
+    fastavro's compiled writer calls its own ``parse_schema``, which returns at once for a
+    schema marked ``__fastavro_parsed``: check that the object given is exactly the shared one.
+    """
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parse_schema called on the hot path")
+
+    for module in (fastavro, fastavro.schema, schemas._registry):
+        monkeypatch.setattr(module, "parse_schema", forbidden)
+
+    given: list[Any] = []
+    real_writer = fastavro.schemaless_writer
+    real_reader = fastavro.schemaless_reader
+
+    def writer(fo: Any, schema: Any, record: Any) -> None:
+        given.append(schema)
+        real_writer(fo, schema, record)
+
+    def reader(fo: Any, writer_schema: Any, reader_schema: Any) -> Any:
+        given.append(writer_schema)
+        if reader_schema is not None:
+            given.append(reader_schema)
+        return real_reader(fo, writer_schema, reader_schema)
+
+    monkeypatch.setattr("schemas._framing.schemaless_writer", writer)
+    monkeypatch.setattr("schemas._framing.schemaless_reader", reader)
+    for name, record in SAMPLES.items():
+        given.clear()
+        assert schemas.decode(schemas.encode(name, record)) == (name, record)
+        assert given == [schemas.schema(name)] * 2
+        assert all(schema is schemas.schema(name) for schema in given)
+        assert all("__fastavro_parsed" in schema for schema in given)
+
+
+# --- Confluent wire format ---------------------------------------------------------------------
+
+IDS = {"NoiseMeasurement": 7, "DeadLetter": 0x01020304, "NoiseMeasurement.v0": 3}
+
+
+def test_confluent_frame_is_magic_then_big_endian_id_then_body() -> None:
+    framing = ConfluentFraming(IDS)
+    frame = framing.encode("DeadLetter", SAMPLES["DeadLetter"])
+    assert frame[:5] == b"\x00\x01\x02\x03\x04"
+    assert frame[5:] == schemas.encode("DeadLetter", SAMPLES["DeadLetter"])[10:]
+    assert framing.decode(frame) == ("DeadLetter", SAMPLES["DeadLetter"])
+
+
+def test_confluent_round_trip() -> None:
+    framing = ConfluentFraming(IDS)
+    frame = framing.encode("NoiseMeasurement", SAMPLES["NoiseMeasurement"])
+    assert frame[:5] == b"\x00" + struct.pack(">I", 7)
+    assert framing.decode(frame) == ("NoiseMeasurement", SAMPLES["NoiseMeasurement"])
+
+
+def test_confluent_errors() -> None:
+    framing = ConfluentFraming(IDS)
+    body = framing.encode("DeadLetter", SAMPLES["DeadLetter"])[5:]
+    with pytest.raises(SchemaError, match="no Confluent schema id configured for LateRecord"):
+        framing.encode("LateRecord", SAMPLES["LateRecord"])
+    with pytest.raises(SchemaError, match="unknown Confluent schema id 99"):
+        framing.decode(b"\x00" + struct.pack(">I", 99) + body)
+    with pytest.raises(SchemaError, match="magic byte 0xc3"):
+        framing.decode(schemas.encode("DeadLetter", SAMPLES["DeadLetter"]))
+    with pytest.raises(SchemaError, match="truncated"):
+        framing.decode(b"\x00\x00\x00")
+    with pytest.raises(SchemaError):
+        framing.decode(b"\x00" + struct.pack(">I", 0x01020304) + body[:-1])
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ({"Nope": 1}, "unknown schema 'Nope'"),
+        ({"DeadLetter": -1}, "not a registry id"),
+        ({"DeadLetter": 2**31}, "not a registry id"),
+        ({"DeadLetter": 5, "LateRecord": 5}, "given to both DeadLetter and LateRecord"),
+    ],
+)
+def test_confluent_rejects_bad_id_mappings(ids: dict[str, int], message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        ConfluentFraming(ids)
