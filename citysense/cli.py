@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -199,9 +200,44 @@ def decode(
 
 
 @app.command()
-def simulate() -> None:
-    """Publish a simulated sensor fleet over MQTT."""
-    _fail("the simulator is not implemented yet; it comes with issue 3 (sensor formats)", 3)
+def simulate(
+    scenario: Annotated[str, typer.Option(help="Shipped scenario name.")] = "nation",
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry file (.toml/.csv) instead of a scenario.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed sends the same city.")] = 0,
+    rate: Annotated[float, typer.Option(min=0, help="Messages/s in all; 0 = max.")] = 50,
+    duration: Annotated[float | None, typer.Option(min=0, help="Seconds to run.")] = None,
+    messages: Annotated[int | None, typer.Option(min=0, help="Messages to send.")] = None,
+    bad_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of malformed.")] = 0,
+    late_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of late events.")] = 0,
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Publisher processes.")] = 1,
+) -> None:
+    """Publish a simulated sensor fleet over MQTT; the last stdout line is a JSON summary."""
+    from citysense.registry import RegistryError, scenario_path
+    from simulators import PublishError, SimulationSpec, run_simulation
+
+    settings = _settings()
+    if duration is None and messages is None:
+        _fail("give --duration SECONDS or --messages N")
+    try:
+        path = registry if registry is not None else scenario_path(scenario)
+        summary = run_simulation(
+            SimulationSpec(
+                registry_path=path,
+                mqtt=settings.mqtt,
+                seed=seed,
+                rate=rate,
+                duration_s=duration,
+                messages=messages,
+                bad_ratio=bad_ratio,
+                late_ratio=late_ratio,
+                processes=processes,
+            )
+        )
+    except (RegistryError, PublishError, OSError, ValueError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(json.dumps(summary))
 
 
 def main() -> None:
