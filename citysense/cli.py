@@ -12,7 +12,9 @@ import typer
 from citysense import __version__
 from citysense.settings import Settings, SettingsError, load_settings
 
-if TYPE_CHECKING:  # the stack module is imported lazily: the CLI must start fast
+if TYPE_CHECKING:  # imported lazily: the CLI must start fast
+    from citysense.registry import Registry
+    from citysense.runtime import Component
     from citysense.stack import Stack
 
 __all__ = ["app", "main"]
@@ -92,7 +94,6 @@ def stack_env() -> None:
 
 #: Stages not built yet, with the issue that builds them; `run` and the stage commands say so.
 PENDING_STAGES = {
-    "ingest": "issue 4 (ingest service)",
     "aggregate": "the stream aggregation issue",
     "sink": "issue 5 (TimescaleDB sink)",
     "publish": "the open-data publication issue",
@@ -106,31 +107,55 @@ def _pending(stage: str) -> NoReturn:
 @app.command()
 def run() -> None:
     """Run every stage in one process (the embedded default) until SIGTERM/SIGINT."""
+    import logging
+
     from citysense.logs import configure_logging
-    from citysense.runtime import run as run_loop
-    from citysense.runtime import run_components
+    from ingest import IngestService
 
     settings = _settings()
     configure_logging(settings.log_level)
-    import logging
-
     for stage, issue in PENDING_STAGES.items():
         logging.getLogger("citysense").warning(
             "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
         )
+    _run_stage(settings, [IngestService(settings, _registry(settings))])
+
+
+def _registry(settings: Settings) -> Registry:
+    from citysense.registry import RegistryError, load_registry, scenario_path
+
+    try:
+        return load_registry(settings.registry or scenario_path("nation"))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+def _run_stage(settings: Settings, components: list[Component]) -> NoReturn:
+    from citysense.runtime import run as run_loop
+    from citysense.runtime import run_components
 
     async def main() -> int:
         return await run_components(
-            [], settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
+            components, settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
         )
 
     raise typer.Exit(run_loop(main))
 
 
 @app.command()
-def ingest() -> None:
-    """MQTT/LoRaWAN listeners → Avro on Kafka."""
-    _pending("ingest")
+def ingest(
+    client_id_suffix: Annotated[
+        str, typer.Option(help="Appended to the MQTT client id (one per ingest process).")
+    ] = "",
+) -> None:
+    """MQTT/LoRaWAN listeners → Avro on Kafka (at-least-once, dead letters)."""
+    from citysense.logs import configure_logging
+    from ingest import IngestService
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    registry = _registry(settings)
+    _run_stage(settings, [IngestService(settings, registry, client_id_suffix=client_id_suffix)])
 
 
 @app.command()

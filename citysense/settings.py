@@ -27,6 +27,7 @@ from pydantic_settings import (
 __all__ = [
     "DatabaseSettings",
     "HttpSettings",
+    "IngestSettings",
     "KafkaSettings",
     "MqttSettings",
     "PrometheusSettings",
@@ -204,6 +205,48 @@ class StackSettings(_Section):
     mqtt_max_queued_messages: int = Field(default=2_000_000, ge=1000)
 
 
+class IngestSettings(_Section):
+    """Where uplinks come from and how ingest bounds, batches and polices them."""
+
+    #: Raw binary payloads, codec from the registry: ``sensors/<sensor_id>/up``.
+    direct_topic: str | None = "sensors/+/up"
+    #: The same, published by an authenticated gateway: ``gateways/<gateway>/sensors/<id>/up``.
+    #: With the broker's ``pattern write gateways/%u/#`` ACL the gateway segment is the MQTT
+    #: username, so ingest can check the sensor is bound to that gateway.
+    gateway_topic: str | None = "gateways/+/sensors/+/up"
+    chirpstack_topic: str | None = "application/+/device/+/event/up"
+    tts_topic: str | None = "v3/+/devices/+/up"
+    #: MQTT shared-subscription group: several ingest processes split the messages.
+    shared_group: str | None = None
+    #: MQTT v5 Receive Maximum: messages delivered but not yet acknowledged (PUBACK after Kafka
+    #: acknowledged). A Kafka outage makes the broker hold the rest, not our memory.
+    max_inflight: int = Field(default=4000, ge=1, le=65535)
+    max_payload_bytes: int = Field(default=16384, ge=16, le=1_000_000)
+    #: Devices absent from the registry: dead-letter them, or accept as ``<codec>:<dev_eui>``
+    #: when the network server's device profile names a codec.
+    unknown_devices: Literal["dead-letter", "accept"] = "dead-letter"
+    #: Records per Kafka batch before it is sent, and the longest a record waits for company.
+    batch_max_records: int = Field(default=2000, ge=1)
+    linger_ms: float = Field(default=5.0, ge=0, le=10_000)
+    #: Recent LoRaWAN uplinks remembered to recognise duplicates (several gateways, redelivery).
+    duplicate_window: int = Field(default=200_000, ge=0)
+    retry_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
+    #: More brokers to subscribe to, each with its own connection settings.
+    extra_brokers: tuple[MqttSettings, ...] = ()
+    #: Tolerated clock skew of device timestamps ahead of our receive time.
+    max_future_s: float = Field(default=300.0, ge=0)
+
+    def subscriptions(self) -> list[str]:
+        topics = [
+            t
+            for t in (self.direct_topic, self.gateway_topic, self.chirpstack_topic, self.tts_topic)
+            if t
+        ]
+        if self.shared_group:
+            return [f"$share/{self.shared_group}/{t}" for t in topics]
+        return topics
+
+
 class Settings(BaseSettings):
     """All settings; each stage reads the sections it needs."""
 
@@ -221,6 +264,7 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = PrometheusSettings()
     http: HttpSettings = HttpSettings()
     stack: StackSettings = StackSettings()
+    ingest: IngestSettings = IngestSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)

@@ -1,1 +1,9 @@
-"""Ingest: MQTT and LoRaWAN listeners → Avro records on Kafka (DESIGN.md sections 2 and 5)."""
+"""Ingest: MQTT and LoRaWAN listeners → Avro records on Kafka (DESIGN.md sections 2 and 5).
+
+``IngestService`` is the stage; ``Router`` its pure core (topic → measurement or dead letter).
+"""
+
+from ingest._router import Accepted, Incoming, Rejected, Router
+from ingest._service import IngestService
+
+__all__ = ["Accepted", "Incoming", "IngestService", "Rejected", "Router"]

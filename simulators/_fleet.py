@@ -42,10 +42,11 @@ from simulators._patterns import (
 )
 from simulators._publisher import Outgoing
 
-__all__ = ["DIRECT_TOPIC", "Fleet", "FleetStats"]
+__all__ = ["DIRECT_TOPIC", "GATEWAY_TOPIC", "Fleet", "FleetStats", "direct_topic"]
 
 PARIS = ZoneInfo("Europe/Paris")
 DIRECT_TOPIC = "sensors/{sensor_id}/up"
+GATEWAY_TOPIC = "gateways/{gateway}/sensors/{sensor_id}/up"
 APPLICATION_ID = "citysense-nation"
 TENANT_ID = "paris"
 #: Crossings per minute at full intensity, by class, for one counting line.
@@ -278,6 +279,13 @@ def _via_codec(codec: str, kind: str, values: dict[str, float], sensor: Sensor) 
     return get_codec(codec).decode(payload, fport, sensor.profile())
 
 
+def direct_topic(sensor: Sensor) -> str:
+    """Sensors bound to a gateway publish under that gateway's (ACL-protected) prefix."""
+    if sensor.gateway is not None:
+        return GATEWAY_TOPIC.format(gateway=sensor.gateway, sensor_id=sensor.id)
+    return DIRECT_TOPIC.format(sensor_id=sensor.id)
+
+
 def _tts_version_ids(codec: str) -> str:
     """TTS ``version_ids`` as ``<brand_id>/<model_id>`` (e.g. ``milesight/ws302``)."""
     brand, _, model = codec.partition("-")
@@ -379,11 +387,23 @@ class Fleet:
             state.cached = (ctx.now, fport, payload, template)
         _at, fport, payload, template = state.cached
         if sensor.transport == "direct":
-            properties = (("observed_at", observed_at.isoformat()),) if late else ()
-            return Outgoing(DIRECT_TOPIC.format(sensor_id=sensor.id), payload, properties)
+            return Outgoing(
+                direct_topic(sensor),
+                payload,
+                self._direct_properties(state.fcnt, observed_at, late),
+            )
         return Outgoing(
             self._topic(sensor), self._render(sensor, template, state.fcnt, observed_at)
         )
+
+    @staticmethod
+    def _direct_properties(
+        fcnt: int, observed_at: datetime, late: bool
+    ) -> tuple[tuple[str, str], ...]:
+        """``message_id`` makes redeliveries recognisable; ``observed_at`` only when buffered."""
+        if late:
+            return (("message_id", str(fcnt)), ("observed_at", observed_at.isoformat()))
+        return (("message_id", str(fcnt)),)
 
     def _render(self, sensor: Sensor, template: bytes, fcnt: int, observed_at: datetime) -> bytes:
         """The cached envelope with this message's frame counter, dedup id and time."""
@@ -448,8 +468,8 @@ class Fleet:
         late: bool,
     ) -> Outgoing:
         if sensor.transport == "direct":
-            properties = (("observed_at", observed_at.isoformat()),) if late else ()
-            return Outgoing(DIRECT_TOPIC.format(sensor_id=sensor.id), payload, properties)
+            properties = self._direct_properties(fcnt, observed_at, late)
+            return Outgoing(direct_topic(sensor), payload, properties)
         uplink = self._uplink(sensor, fport, payload, fcnt, observed_at)
         if sensor.transport == "chirpstack":
             return Outgoing(self._topic(sensor), chirpstack_uplink_json(uplink))
@@ -468,7 +488,7 @@ class Fleet:
         else:  # a prefix that still decodes (e.g. a whole record): send nothing instead
             broken = b""
         if sensor.transport == "direct":
-            return Outgoing(DIRECT_TOPIC.format(sensor_id=sensor.id), broken)
+            return Outgoing(direct_topic(sensor), broken, (("message_id", str(fcnt)),))
         good = self._message(sensor, fport, broken, fcnt, observed_at, late=False)
         if self.rng.random() < 0.5:  # an envelope cut in the middle is not JSON
             return Outgoing(good.topic, good.payload[: len(good.payload) // 2])

@@ -9,7 +9,7 @@ import pytest
 from citysense.registry import Registry, load_registry, scenario_path
 from decoders import DecodeError, get_codec
 from decoders.envelopes import parse_uplink
-from simulators import DIRECT_TOPIC, Fleet, Outgoing
+from simulators import Fleet, Outgoing, direct_topic
 from simulators._fleet import PARIS
 from simulators._patterns import day_weather, pool_occupancy, traffic_intensity
 
@@ -28,12 +28,13 @@ def _fixed(moment: datetime) -> Fleet:
 def _classify(registry: Registry, message: Outgoing) -> tuple[str, datetime | None]:
     """("valid", event time) or ("malformed", None), decoding as ingest would."""
     try:
-        if message.topic.startswith("sensors/"):
-            sensor = registry.get(message.topic.split("/")[1])
+        if message.topic.startswith(("sensors/", "gateways/")):
+            sensor = registry.get(message.topic.split("/")[-2])
             assert sensor is not None
             get_codec(sensor.codec).decode(message.payload, None, sensor.profile())
             props = dict(message.user_properties)
-            return "valid", datetime.fromisoformat(props["observed_at"]) if props else None
+            observed = props.get("observed_at")
+            return "valid", datetime.fromisoformat(observed) if observed else None
         uplink = parse_uplink(message.topic, message.payload)
         sensor = registry.by_dev_eui[uplink.dev_eui] if uplink.dev_eui else None
         if sensor is None:
@@ -58,9 +59,10 @@ def test_every_sensor_publishes_decodable_payloads_on_its_transport(nation: Regi
     messages = fleet.next_batch(len(nation) * 3)
     assert all(_classify(nation, m)[0] == "valid" for m in messages)
     topics = {m.topic.split("/")[0] for m in messages}
-    assert topics == {"sensors", "application", "v3"}
+    assert topics == {"gateways", "application", "v3"}
     direct = [s for s in nation.sensors.values() if s.transport == "direct"]
-    assert DIRECT_TOPIC.format(sensor_id=direct[0].id) in {m.topic for m in messages}
+    assert direct_topic(direct[0]) in {m.topic for m in messages}
+    assert direct_topic(direct[0]) == f"gateways/gw-nation-1/sensors/{direct[0].id}/up"
     assert fleet.stats.sent == len(messages)
     assert sum(fleet.stats.by_kind.values()) == len(messages)
     assert set(fleet.stats.by_kind) == {"noise", "air", "traffic", "occupancy"}
@@ -86,7 +88,7 @@ def test_envelopes_carry_increasing_frame_counters(nation: Registry) -> None:
     fleet = Fleet(nation, seed=1, clock=lambda: NOON)
     counters: dict[str, list[int]] = {}
     for message in fleet.next_batch(len(nation) * 4):
-        if not message.topic.startswith("sensors/"):
+        if message.topic.startswith(("application/", "v3/")):
             uplink = parse_uplink(message.topic, message.payload)
             counters.setdefault(uplink.dev_eui or "", []).append(uplink.fcnt)
     assert counters

@@ -19,7 +19,12 @@ from simulators import SimulationSpec, run_simulation
 
 pytestmark = pytest.mark.integration
 
-SUBSCRIPTIONS = ["sensors/+/up", "application/+/device/+/event/up", "v3/+/devices/+/up"]
+SUBSCRIPTIONS = [
+    "sensors/+/up",
+    "gateways/+/sensors/+/up",
+    "application/+/device/+/event/up",
+    "v3/+/devices/+/up",
+]
 
 
 class _Counter:

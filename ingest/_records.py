@@ -1,0 +1,75 @@
+"""Kafka records for accepted measurements and dead letters (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import schemas
+from ingest._router import Incoming, Rejected
+from schemas import Measurement
+
+__all__ = ["CONTENT_TYPE", "KafkaRecord", "dead_letter_record", "measurement_kafka_record"]
+
+#: Avro single-object encoding: the schema is named by the fingerprint in the value itself.
+CONTENT_TYPE = b"application/vnd.apache.avro; encoding=single-object"
+#: Dead letters keep at most this much of a payload: Kafka's default message limit is 1 MB.
+DEAD_LETTER_PAYLOAD_LIMIT = 900_000
+
+_FINGERPRINTS = {name: schemas.fingerprint(name).hex().encode() for name in schemas.SCHEMA_NAMES}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _headers(
+    schema_name: str, received_at: datetime, idempotency_key: str | None
+) -> list[tuple[str, bytes]]:
+    headers = [
+        ("content-type", CONTENT_TYPE),
+        ("schema-fingerprint", _FINGERPRINTS[schema_name]),
+        # Ingest receive time in µs since the epoch, for end-to-end latency downstream.
+        ("trace", b"%d" % int(received_at.timestamp() * 1_000_000)),
+    ]
+    if idempotency_key is not None:
+        headers.append(("idempotency-key", idempotency_key.encode()))
+    return headers
+
+
+def measurement_kafka_record(measurement: Measurement) -> KafkaRecord:
+    """``city.<kind>.measurements.v1``, keyed by sensor id so a sensor's records stay ordered."""
+    name = schemas.measurement_schema_name(measurement.kind)
+    value = schemas.encode(name, schemas.measurement_record(measurement))
+    return KafkaRecord(
+        topic=schemas.measurement_topic(measurement.kind),
+        key=measurement.sensor_id.encode(),
+        value=value,
+        headers=_headers(name, measurement.received_at, measurement.source.idempotency_key),
+    )
+
+
+def dead_letter_record(incoming: Incoming, rejected: Rejected) -> KafkaRecord:
+    """``city.deadletter.v1`` with the raw bytes, the MQTT topic and the reason."""
+    payload = incoming.payload[:DEAD_LETTER_PAYLOAD_LIMIT]
+    record = {
+        "original_topic": incoming.topic,
+        "payload": payload,
+        "error_class": rejected.error_class,
+        "error_message": rejected.message,
+        "reason": rejected.reason,
+        "codec": rejected.codec,
+        "received_at": incoming.received_at,
+        "sensor_id": rejected.sensor_id,
+    }
+    key = (rejected.sensor_id or incoming.topic).encode()
+    return KafkaRecord(
+        topic=schemas.DEADLETTER_TOPIC,
+        key=key,
+        value=schemas.encode("DeadLetter", record),
+        headers=_headers("DeadLetter", incoming.received_at, None),
+    )

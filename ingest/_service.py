@@ -1,0 +1,179 @@
+"""The ingest stage: MQTT listeners → route/decode/validate → Avro → Kafka, PUBACK after ack.
+
+Drain order on stop (DESIGN.md section 5.7): stop reading MQTT, send what is queued to Kafka,
+release the PUBACKs, disconnect MQTT (the persistent session keeps anything unacknowledged), stop
+the producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+
+import schemas
+from citysense.clients import ensure_topics, kafka_producer
+from citysense.registry import Registry
+from citysense.settings import Settings
+from ingest._kafka import KafkaBatcher
+from ingest._metrics import METRICS
+from ingest._mqtt import MqttListener
+from ingest._records import dead_letter_record, measurement_kafka_record
+from ingest._router import Accepted, Incoming, Router
+
+__all__ = ["IngestService"]
+
+log = logging.getLogger("citysense.ingest")
+
+#: One message in this many has its processing time and end-to-end latency observed.
+_SAMPLE_EVERY = 64
+
+
+def _family(topic: str) -> str:
+    head = topic.split("/", 1)[0]
+    return {"application": "chirpstack", "v3": "tts", "gateways": "gateway"}.get(head, "direct")
+
+
+class IngestService:
+    """A runtime component (see ``citysense.runtime.Component``)."""
+
+    name = "ingest"
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+        client_id_suffix: str = "",
+    ) -> None:
+        self._settings = settings
+        self._router = Router(registry, settings.ingest)
+        self._producer_factory = producer_factory or (
+            lambda: kafka_producer(settings.kafka, request_timeout_ms=15_000)
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._batcher: KafkaBatcher | None = None
+        self._listeners: list[MqttListener] = []
+        self._client_id_suffix = client_id_suffix
+        self._recent: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._failed: asyncio.Future[None] | None = None
+        self._count = 0
+        self._decoded = {kind: METRICS.decoded.labels(kind) for kind in schemas.MEASUREMENT_SCHEMAS}
+        self._received: dict[str, object] = {}
+
+    # --- Component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._failed = loop.create_future()
+        kafka = self._settings.kafka
+        topics = [schemas.measurement_topic(k) for k in schemas.MEASUREMENT_SCHEMAS]
+        topics.append(schemas.DEADLETTER_TOPIC)
+        await ensure_topics(kafka, topics)
+        self._producer = self._producer_factory()
+        await self._producer.start()
+        ingest = self._settings.ingest
+        self._batcher = KafkaBatcher(
+            self._producer,
+            max_records=ingest.batch_max_records,
+            linger_s=ingest.linger_ms / 1000,
+            backoff_max_s=ingest.retry_backoff_max_s,
+        )
+        await self._batcher.prepare(topics)
+        brokers = [self._settings.mqtt, *ingest.extra_brokers]
+        for index, broker in enumerate(brokers):
+            client_id = f"{broker.client_id}{self._client_id_suffix}"
+            listener = MqttListener(
+                broker,
+                client_id=client_id,
+                subscriptions=ingest.subscriptions(),
+                receive_maximum=ingest.max_inflight,
+                handler=self.handle,
+                backoff_max_s=ingest.retry_backoff_max_s,
+                name=f"mqtt-{index}",
+            )
+            await listener.start()
+            self._listeners.append(listener)
+
+    def ready(self) -> bool:
+        batcher_ok = self._batcher is not None and self._batcher.healthy
+        return batcher_ok and bool(self._listeners) and all(m.ready() for m in self._listeners)
+
+    async def wait_failed(self) -> None:
+        assert self._failed is not None
+        await self._failed
+
+    async def stop(self) -> None:
+        deadline = self._settings.shutdown_deadline_s
+        for listener in self._listeners:
+            listener.pause()
+        if self._batcher is not None:
+            drained = await self._batcher.drain(deadline * 0.6)
+            if not drained:
+                log.error(
+                    "kafka did not acknowledge everything before the deadline; "
+                    "unacknowledged MQTT messages will be redelivered"
+                )
+        for listener in self._listeners:
+            await listener.wait_acknowledged(1.0)
+            await listener.stop()
+        self._listeners.clear()
+        if self._batcher is not None:
+            await self._batcher.cancel()
+            self._batcher = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    # --- hot path ----------------------------------------------------------------------------
+
+    def handle(self, incoming: Incoming, release: Callable[[], None]) -> None:
+        """Route one MQTT message to Kafka; ``release`` (the PUBACK) runs after Kafka's ack."""
+        self._count += 1
+        sample = self._count % _SAMPLE_EVERY == 0
+        started = time.perf_counter() if sample else 0.0
+        METRICS.received.labels(_family(incoming.topic)).inc()
+        verdict = self._router.route(incoming)
+        batcher = self._batcher
+        assert batcher is not None
+        if isinstance(verdict, Accepted):
+            if verdict.duplicate_key is not None and self._seen(verdict.duplicate_key):
+                METRICS.duplicates.inc()
+                release()
+                return
+            record = measurement_kafka_record(verdict.measurement)
+            self._decoded[verdict.measurement.kind].inc()
+        else:
+            record = dead_letter_record(incoming, verdict)
+            METRICS.dead_letters.labels(verdict.reason).inc()
+        if sample:
+            METRICS.decode_seconds.observe(time.perf_counter() - started)
+            received = incoming.received_at
+
+            def done() -> None:
+                release()
+                METRICS.ingest_latency.observe(
+                    time.time() - received.timestamp()  # noqa: DTZ  (both UTC epochs)
+                )
+
+            batcher.add(record, done)
+        else:
+            batcher.add(record, release)
+
+    def _seen(self, key: tuple[str, int, int]) -> bool:
+        """True when this uplink was already taken recently (a duplicate)."""
+        window = self._settings.ingest.duplicate_window
+        if window == 0:
+            return False
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return True
+        self._recent[key] = None
+        if len(self._recent) > window:
+            self._recent.popitem(last=False)
+        return False
