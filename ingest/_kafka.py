@@ -61,6 +61,8 @@ class KafkaBatcher:
         self._max_records = max_records
         self._linger_s = linger_s
         self._backoff_max_s = backoff_max_s
+        #: A record older than this means Kafka is not acknowledging (timeouts come later).
+        self._stall_s = max(5.0, linger_s * 10)
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._partition_counts: dict[str, int] = {}
         self._key_partition: dict[tuple[str, bytes], int] = {}
@@ -70,8 +72,14 @@ class KafkaBatcher:
 
     @property
     def healthy(self) -> bool:
-        """False while the last send attempt failed (Kafka unreachable or refusing)."""
-        return not self._failing
+        """False while sends fail, or while a queued record waits longer than Kafka should take."""
+        if self._failing:
+            return False
+        now = time.monotonic()
+        return all(
+            not slot.records or now - slot.first_at < self._stall_s
+            for slot in self._partitions.values()
+        )
 
     async def prepare(self, topics: list[str]) -> None:
         """Learn each topic's partition count before the first record arrives."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from citysense.settings import Settings
 from citysense.stack import free_port
 
 CITYSENSE = str(Path(sys.executable).with_name("citysense"))
@@ -26,10 +27,18 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: Settings) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
-    env.update(CITYSENSE_HTTP_PORT=str(port), CITYSENSE_STACK_DIR=str(tmp_path))
+    env.update(
+        CITYSENSE_HTTP_PORT=str(port),
+        CITYSENSE_STACK_DIR=str(tmp_path),
+        CITYSENSE_MQTT_URL=settings.mqtt.url.get_secret_value(),
+        CITYSENSE_MQTT_CLIENT_ID=f"run-{port}",
+        CITYSENSE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
+        CITYSENSE_KAFKA_IDEMPOTENCE="false",
+    )
     proc = subprocess.Popen(
         [CITYSENSE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -51,6 +60,7 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b"process_resident_memory_bytes" in body
+        assert b"citysense_ingest_received_messages_total" in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -60,7 +70,9 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         _out, err = proc.communicate()
     # Structured JSON logs: every stderr line is one JSON object.
     lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
-    assert any(entry.get("message") == "stage not implemented yet" for entry in lines)
+    messages = [entry.get("message") for entry in lines]
+    assert "stage not implemented yet" in messages
+    assert "component stopped" in messages
 
 
 @pytest.mark.parametrize(

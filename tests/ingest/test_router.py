@@ -1,0 +1,191 @@
+"""The pure core of ingest: topic → measurement or dead-letter verdict."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from citysense.registry import Registry, Sensor, Site
+from citysense.settings import IngestSettings
+from ingest import Accepted, Incoming, Rejected, Router
+
+NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+WS302 = bytes.fromhex("017564055B053F02DA016A02")  # vendor README vector
+
+
+@pytest.fixture
+def registry() -> Registry:
+    site = Site(id="square", name="Square", lat=48.8, lon=2.3)
+    return Registry(
+        [
+            Sensor(
+                id="meter-1",
+                kind="noise",
+                codec="milesight-ws302",
+                site="square",
+                lat=48.8,
+                lon=2.3,
+            ),
+            Sensor(
+                id="meter-2",
+                kind="noise",
+                codec="milesight-ws302",
+                lat=48.8,
+                lon=2.3,
+                gateway="gw-a",
+            ),
+            Sensor(
+                id="meter-3",
+                kind="noise",
+                codec="milesight-ws302",
+                lat=48.8,
+                lon=2.3,
+                dev_eui="24E124713B175390",
+                transport="chirpstack",
+            ),
+        ],
+        [site],
+    )
+
+
+def _chirpstack(dev_eui: str, payload: bytes, fcnt: int = 7, profile: str = "x") -> Incoming:
+    body = orjson.dumps(
+        {
+            "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+            "time": "2026-05-04T09:59:58.5+00:00",
+            "deviceInfo": {"devEui": dev_eui.lower(), "deviceProfileName": profile},
+            "fCnt": fcnt,
+            "fPort": 85,
+            "data": base64.b64encode(payload).decode(),
+            "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -36, "snr": 10.5}],
+        }
+    )
+    return Incoming(f"application/app/device/{dev_eui.lower()}/event/up", body, NOW, {})
+
+
+def test_direct_topic_decodes_with_the_registry_codec(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("sensors/meter-1/up", WS302, NOW, {"message_id": "42"})
+    )
+    assert isinstance(verdict, Accepted)
+    m = verdict.measurement
+    assert (m.sensor_id, m.kind, m.codec) == ("meter-1", "noise", "milesight-ws302")
+    assert m.values["laeq_db"] == pytest.approx(47.4)
+    assert m.observed_at == NOW
+    assert verdict.idempotency_key == "meter-1:42"
+    assert verdict.duplicate_key is None
+
+
+def test_direct_topic_event_time_from_user_property(registry: Registry) -> None:
+    earlier = NOW - timedelta(minutes=5)
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("sensors/meter-1/up", WS302, NOW, {"observed_at": earlier.isoformat()})
+    )
+    assert isinstance(verdict, Accepted)
+    assert verdict.measurement.observed_at == earlier
+    bad = Router(registry, IngestSettings()).route(
+        Incoming("sensors/meter-1/up", WS302, NOW, {"observed_at": "yesterday"})
+    )
+    assert isinstance(bad, Rejected)
+    assert bad.reason == "invalid_timestamp"
+
+
+def test_without_message_id_the_key_is_a_content_digest(registry: Registry) -> None:
+    router = Router(registry, IngestSettings())
+    first = router.route(Incoming("sensors/meter-1/up", WS302, NOW, {}))
+    again = router.route(Incoming("sensors/meter-1/up", WS302, NOW, {}))
+    later = router.route(Incoming("sensors/meter-1/up", WS302, NOW + timedelta(seconds=1), {}))
+    assert isinstance(first, Accepted)
+    assert isinstance(again, Accepted)
+    assert isinstance(later, Accepted)
+    assert first.idempotency_key == again.idempotency_key != later.idempotency_key
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("sensors/meter-2/up", "unauthorized"),  # bound to gw-a, came unauthenticated
+        ("gateways/gw-b/sensors/meter-2/up", "unauthorized"),  # another gateway
+        ("sensors/nobody/up", "unknown_sensor"),
+        ("something/else", "unknown_topic"),
+    ],
+)
+def test_policy_rejections(registry: Registry, topic: str, reason: str) -> None:
+    verdict = Router(registry, IngestSettings()).route(Incoming(topic, WS302, NOW, {}))
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == reason
+
+
+def test_bound_gateway_may_publish(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("gateways/gw-a/sensors/meter-2/up", WS302, NOW, {})
+    )
+    assert isinstance(verdict, Accepted)
+    assert verdict.measurement.source.gateway_id == "gw-a"
+
+
+def test_decode_errors_become_rejections_naming_codec_and_sensor(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("sensors/meter-1/up", WS302[:5], NOW, {})
+    )
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == "truncated"
+    assert verdict.codec == "milesight-ws302"
+    assert verdict.sensor_id == "meter-1"
+    assert "offset" in verdict.message
+
+
+def test_oversized_payload(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings(max_payload_bytes=64)).route(
+        Incoming("sensors/meter-1/up", b"x" * 65, NOW, {})
+    )
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == "oversized"
+
+
+def test_chirpstack_uplink_with_source_metadata(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings()).route(_chirpstack("24E124713B175390", WS302))
+    assert isinstance(verdict, Accepted)
+    m = verdict.measurement
+    assert m.sensor_id == "meter-3"
+    assert m.observed_at == datetime(2026, 5, 4, 9, 59, 58, 500000, tzinfo=UTC)
+    assert m.source.network == "chirpstack"
+    assert m.source.f_cnt == 7
+    assert m.source.rssi == -36
+    assert m.source.gateway_id == "0016c001f153a14c"
+    assert verdict.idempotency_key.startswith("24E124713B175390:7:")
+    assert verdict.duplicate_key is not None
+
+
+def test_unknown_device_policy(registry: Registry) -> None:
+    message = _chirpstack("0101010101010101", WS302, profile="milesight-ws302")
+    rejected = Router(registry, IngestSettings()).route(message)
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason == "unknown_device"
+    accepted = Router(registry, IngestSettings(unknown_devices="accept")).route(message)
+    assert isinstance(accepted, Accepted)
+    assert accepted.measurement.sensor_id == "milesight-ws302:0101010101010101"
+    unguessable = _chirpstack("0101010101010101", WS302, profile="some-profile")
+    still = Router(registry, IngestSettings(unknown_devices="accept")).route(unguessable)
+    assert isinstance(still, Rejected)
+    assert "names no known codec" in still.message
+
+
+def test_bad_envelope_is_rejected(registry: Registry) -> None:
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("application/app/device/24e124713b175390/event/up", b'{"fCnt": ', NOW, {})
+    )
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == "invalid"
+
+
+def test_event_time_far_in_the_future_is_rejected(registry: Registry) -> None:
+    future = NOW + timedelta(hours=2)
+    verdict = Router(registry, IngestSettings()).route(
+        Incoming("sensors/meter-1/up", WS302, NOW, {"observed_at": future.isoformat()})
+    )
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == "future_timestamp"
