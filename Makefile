@@ -39,15 +39,20 @@ test: setup lint
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
+# The pipeline in the foreground, the simulated Place de la Nation fleet in the background.
+SIM_RATE ?= 20
 run: setup
 	$(BIN)/citysense stack up
 	@echo ""
 	@echo "citysense is running. Where to look:"
 	@echo "  pipeline metrics   http://127.0.0.1:$${CITYSENSE_HTTP_PORT:-28080}/metrics  (/healthz, /readyz)"
 	@echo "  Prometheus         $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_PROMETHEUS_URL=//p')"
-	@echo "  service logs       .stack/logs/"
+	@echo "  Kafka topics       city.<kind>.measurements.v1, city.deadletter.v1 on $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_KAFKA_BOOTSTRAP=//p')"
+	@echo "  service logs       .stack/logs/ (simulator: .stack/logs/simulator.log)"
 	@echo "  connection env     $(BIN)/citysense stack env"
-	@echo "Stop with Ctrl-C; 'make clean' or '$(BIN)/citysense stack down' stops the stack."
+	@echo "Stop with Ctrl-C; '$(BIN)/citysense stack down' stops the stack."
+	@$(BIN)/citysense simulate --rate $(SIM_RATE) --duration 31536000 >.stack/logs/simulator.log 2>&1 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/citysense run
 
 bench: setup

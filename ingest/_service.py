@@ -33,9 +33,17 @@ log = logging.getLogger("citysense.ingest")
 _SAMPLE_EVERY = 64
 
 
+_FAMILIES = {
+    "application": "chirpstack",
+    "v3": "tts",
+    "gateways": "gateway",
+    "sensors": "direct",
+    "": "other",
+}
+
+
 def _family(topic: str) -> str:
-    head = topic.split("/", 1)[0]
-    return {"application": "chirpstack", "v3": "tts", "gateways": "gateway"}.get(head, "direct")
+    return _FAMILIES.get(topic.split("/", 1)[0], "other")
 
 
 class IngestService:
@@ -64,7 +72,12 @@ class IngestService:
         self._failed: asyncio.Future[None] | None = None
         self._count = 0
         self._decoded = {kind: METRICS.decoded.labels(kind) for kind in schemas.MEASUREMENT_SCHEMAS}
-        self._received: dict[str, object] = {}
+        # Label children looked up once: ``labels()`` costs more than the increment.
+        self._received = {f: METRICS.received.labels(f) for f in _FAMILIES.values()}
+        self._dead = {
+            r: METRICS.dead_letters.labels(r)
+            for r in ("truncated", "invalid", "unknown_fport", "unknown_channel", "out_of_range")
+        }
 
     # --- Component ---------------------------------------------------------------------------
 
@@ -137,7 +150,7 @@ class IngestService:
         self._count += 1
         sample = self._count % _SAMPLE_EVERY == 0
         started = time.perf_counter() if sample else 0.0
-        METRICS.received.labels(_family(incoming.topic)).inc()
+        self._received[_family(incoming.topic)].inc()
         verdict = self._router.route(incoming)
         batcher = self._batcher
         assert batcher is not None
@@ -150,7 +163,10 @@ class IngestService:
             self._decoded[verdict.measurement.kind].inc()
         else:
             record = dead_letter_record(incoming, verdict)
-            METRICS.dead_letters.labels(verdict.reason).inc()
+            counter = self._dead.get(verdict.reason)
+            if counter is None:
+                counter = self._dead[verdict.reason] = METRICS.dead_letters.labels(verdict.reason)
+            counter.inc()
         if sample:
             METRICS.decode_seconds.observe(time.perf_counter() - started)
             received = incoming.received_at

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +115,12 @@ class Stack:
             "CITYSENSE_PROMETHEUS_URL": f"http://127.0.0.1:{self.prometheus_port}",
         }
 
-    def up(self, report: Callable[[str], None] = lambda _msg: None) -> list[str]:
-        """Start every service that is not running; returns the names it started."""
+    def up(
+        self,
+        report: Callable[[str], None] = lambda _msg: None,
+        only: Collection[str] | None = None,
+    ) -> list[str]:
+        """Start every service (or those in ``only``) not running; returns the names started."""
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[str] = []
         for name, port, start in (
@@ -125,7 +129,7 @@ class Stack:
             ("postgres", self.postgres_port, self._start_postgres),
             ("prometheus", self.prometheus_port, self._start_prometheus),
         ):
-            if self._running(name):
+            if (only is not None and name not in only) or self._running(name):
                 continue
             if port_open(port):
                 raise StackError(
@@ -198,6 +202,18 @@ class Stack:
 
     # --- Mosquitto -----------------------------------------------------------------------------
 
+    def add_mqtt_user(self, username: str, password: str) -> None:
+        """Add (or update) an MQTT user, e.g. a gateway, and make the broker reload its files."""
+        tool = _require("mosquitto_passwd", _which("mosquitto_passwd", "/usr/bin"), "mosquitto")
+        passwd = self.root / "mosquitto" / "passwd"
+        subprocess.run(
+            [tool, "-b", str(passwd), username, password], check=True, capture_output=True
+        )
+        pid = read_pid(self._pid_file("mosquitto"))
+        if pid_alive(pid):
+            assert pid is not None
+            os.kill(pid, signal.SIGHUP)
+
     def _start_mosquitto(self) -> None:
         binary = _require("mosquitto", _which("mosquitto", "/usr/sbin"), "mosquitto")
         passwd_tool = _require(
@@ -213,6 +229,16 @@ class Stack:
             capture_output=True,
         )
         passwd.chmod(0o600)
+        acl = base / "acl"
+        acl.write_text(
+            "# The pipeline's own user reads and writes everything.\n"
+            f"user {MQTT_USER}\n"
+            "topic readwrite #\n"
+            "# Any other user is a gateway: it may publish only under its own name, which is how\n"
+            "# ingest trusts the gateway segment of gateways/<gateway>/sensors/<id>/up.\n"
+            "pattern write gateways/%u/#\n"
+        )
+        acl.chmod(0o600)
         conf = base / "mosquitto.conf"
         conf.write_text(
             "\n".join(
@@ -221,6 +247,7 @@ class Stack:
                     f"listener {self.mqtt_port} 127.0.0.1",
                     "allow_anonymous false",
                     f"password_file {passwd}",
+                    f"acl_file {acl}",
                     # Persistent sessions and queued QoS 1 messages survive a broker restart.
                     "persistence true",
                     f"persistence_location {data}/",

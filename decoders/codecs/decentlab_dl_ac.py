@@ -90,7 +90,25 @@ class _Cell:
         return we_mv, we_mv - (self.aux0 or 0.0)
 
 
+#: Parsed calibrations by the identity of the registry's mapping (which lives as long as the
+#: registry): parsing per frame cost more than decoding it. Holds the mapping to pin its id.
+_CELLS: dict[int, tuple[Mapping[str, float], dict[str, _Cell | None]]] = {}
+
+
 def _cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
+    cached = _CELLS.get(id(calibration))
+    if cached is None or cached[0] is not calibration:
+        if len(_CELLS) > 10_000:  # registries reloaded many times: start over
+            _CELLS.clear()
+        cached = (calibration, {})
+        _CELLS[id(calibration)] = cached
+    cells = cached[1]
+    if gas not in cells:
+        cells[gas] = _parse_cell(calibration, gas)
+    return cells[gas]
+
+
+def _parse_cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
     keys = [f"{gas}_we0_mv", f"{gas}_sensitivity_mv_per_ppb", f"{gas}_aux0_mv"]
     if not any(key in calibration for key in keys):
         return None

@@ -1,0 +1,329 @@
+"""Ingest throughput, latency and memory: simulator → Mosquitto → ingest → Kafka, QoS 1.
+
+In one run on a private stack (Mosquitto + Tansu from the project's ``Stack``):
+
+1. ceiling: the C client ``mosquitto_sub -q 1`` on the same broker, fed by the same simulator
+   publishing as fast as the broker acknowledges (QoS 1), for ``DURATION_S``;
+2. ingest with 1 and with 2 processes (MQTT shared subscription): the simulator publishes as fast
+   as acknowledged for ``DURATION_S``; the figure is records Kafka acknowledged per second (from
+   ingest's own ``produced`` counter) over the steady part of the run, and peak RSS;
+3. latency at 5,000 msg/s: p50/p99 of MQTT receive → Kafka acknowledgement (ingest's sampled
+   latency histogram, interpolated within buckets);
+4. soak at 5,000 msg/s for ``SOAK_MINUTES`` (``CITYSENSE_BENCH_SOAK_MINUTES``, default 10): RSS
+   every 15 s; flat means the last minute's RSS is within 10 % of the second minute's.
+
+Targets (issue 4): ≥ 20,000 msg/s and ≥ 60 % of the ceiling; p99 < 250 ms at 5,000 msg/s; RSS flat.
+Every process shares the machine's 2 cores, so figures move with whatever else runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks import table
+from benchmarks.simulator import Broker, Subscriber
+from citysense.settings import MqttSettings
+from citysense.stack import Stack, free_port
+
+DURATION_S = float(os.environ.get("CITYSENSE_BENCH_DURATION_S", "30"))
+RATE_FOR_LATENCY = 5000
+SOAK_MINUTES = float(os.environ.get("CITYSENSE_BENCH_SOAK_MINUTES", "10"))
+CITYSENSE = str(Path(sys.executable).with_name("citysense"))
+
+
+@contextmanager
+def private_stack() -> Iterator[tuple[Stack, dict[str, str]]]:
+    root = Path(tempfile.mkdtemp(prefix="citysense-bench-ingest-"))
+    root.chmod(0o755)
+    stack = Stack(root, free_port(), free_port(), free_port(), free_port(), free_port())
+    try:
+        stack.up(only=("mosquitto", "kafka"))
+        yield stack, stack.env()
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _base_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    base.update(env)
+    base["CITYSENSE_STACK_DIR"] = str(root / "no-stack")
+    base["CITYSENSE_LOG_LEVEL"] = "WARNING"
+    return base
+
+
+class Ingest:
+    """``citysense ingest`` processes sharing one subscription."""
+
+    def __init__(self, env: dict[str, str], processes: int, tag: str) -> None:
+        self.ports = [free_port() for _ in range(processes)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for index, port in enumerate(self.ports):
+            penv = dict(env)
+            penv.update(
+                CITYSENSE_HTTP_PORT=str(port),
+                CITYSENSE_MQTT_CLIENT_ID=f"bench-ingest-{tag}",
+                CITYSENSE_INGEST_SHARED_GROUP=f"bench-{tag}" if processes > 1 else "",
+            )
+            if processes == 1:
+                penv.pop("CITYSENSE_INGEST_SHARED_GROUP")
+            self.procs.append(
+                subprocess.Popen(
+                    [CITYSENSE, "ingest", "--client-id-suffix", f"-{index}"],
+                    env=penv,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + 30
+        for port in self.ports:
+            while _get(port, "/readyz")[0] != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("ingest did not become ready")
+                time.sleep(0.1)
+
+    def metric(self, name: str) -> float:
+        return sum(_metric(_get(port, "/metrics")[1], name) for port in self.ports)
+
+    def rss(self) -> int:
+        return sum(psutil.Process(p.pid).memory_info().rss for p in self.procs)
+
+    def histogram(self, name: str) -> list[tuple[float, float]]:
+        buckets: dict[float, float] = {}
+        for port in self.ports:
+            for line in _get(port, "/metrics")[1].splitlines():
+                if line.startswith(f"{name}_bucket{{"):
+                    le = line.split('le="', 1)[1].split('"', 1)[0]
+                    bound = float("inf") if le == "+Inf" else float(le)
+                    buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        return sorted(buckets.items())
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus-style histogram_quantile: linear interpolation within the bucket."""
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return previous_bound
+            share = (
+                (rank - previous_count) / (count - previous_count) if count > previous_count else 0
+            )
+            return previous_bound + (bound - previous_bound) * share
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def simulate(
+    env: dict[str, str], rate: float, duration: float, processes: int = 1
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            CITYSENSE,
+            "simulate",
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--processes",
+            str(processes),
+            "--seed",
+            str(int(time.time())),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _summary(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    import json
+
+    out, _ = proc.communicate(timeout=DURATION_S * 10 + 600)
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+def ceiling(env: dict[str, str]) -> dict[str, float]:
+    settings = MqttSettings(url=env["CITYSENSE_MQTT_URL"])
+    host, port, user, password, _tls = settings.endpoint()
+    assert user is not None
+    assert password is not None
+    subscriber = Subscriber(Broker(host, port, user, password, 0), "ceiling")
+    try:
+        subscriber.wait_ready()
+        summary = _summary(simulate(env, 0, DURATION_S))
+        subscriber.drain(int(summary["sent"]))
+        return {"published_per_s": summary["rate"], "received_per_s": subscriber.rate()}
+    finally:
+        subscriber.stop()
+
+
+def throughput(env: dict[str, str], processes: int) -> dict[str, float]:
+    ingest = Ingest(env, processes, f"tp{processes}-{int(time.time())}")
+    try:
+        sim = simulate(env, 0, DURATION_S)
+        time.sleep(5)  # warm-up: connections, partition metadata, JIT-free but cache-warm
+        start_count, start_at = (
+            ingest.metric("citysense_ingest_produced_records_total"),
+            time.monotonic(),
+        )
+        peak_rss = 0
+        while sim.poll() is None and time.monotonic() - start_at < DURATION_S - 6:
+            peak_rss = max(peak_rss, ingest.rss())
+            time.sleep(1)
+        end_count, end_at = (
+            ingest.metric("citysense_ingest_produced_records_total"),
+            time.monotonic(),
+        )
+        summary = _summary(sim)
+        return {
+            "processes": processes,
+            "ingest_per_s": (end_count - start_count) / (end_at - start_at),
+            "published_per_s": summary["rate"],
+            "peak_rss_mb": peak_rss / 2**20,
+        }
+    finally:
+        ingest.stop()
+
+
+def latency(env: dict[str, str]) -> dict[str, float]:
+    ingest = Ingest(env, 1, f"lat-{int(time.time())}")
+    try:
+        summary = _summary(simulate(env, RATE_FOR_LATENCY, DURATION_S))
+        time.sleep(2)
+        buckets = ingest.histogram("citysense_ingest_latency_seconds")
+        return {
+            "rate_per_s": summary["rate"],
+            "p50_ms": quantile(buckets, 0.5) * 1000,
+            "p99_ms": quantile(buckets, 0.99) * 1000,
+            "samples": buckets[-1][1] if buckets else 0,
+        }
+    finally:
+        ingest.stop()
+
+
+def soak(env: dict[str, str]) -> dict[str, Any]:
+    ingest = Ingest(env, 1, f"soak-{int(time.time())}")
+    duration = SOAK_MINUTES * 60
+    samples: list[tuple[float, float]] = []
+    try:
+        sim = simulate(env, RATE_FOR_LATENCY, duration)
+        started = time.monotonic()
+        while sim.poll() is None:
+            samples.append((time.monotonic() - started, ingest.rss() / 2**20))
+            time.sleep(15)
+        summary = _summary(sim)
+    finally:
+        ingest.stop()
+    second_minute = [rss for t, rss in samples if 60 <= t < 120] or [samples[0][1]]
+    last_minute = [rss for t, rss in samples if t >= duration - 60] or [samples[-1][1]]
+    early, late = max(second_minute), max(last_minute)
+    return {
+        "minutes": SOAK_MINUTES,
+        "sent": summary["sent"],
+        "rss_minute_2_mb": early,
+        "rss_last_minute_mb": late,
+        "rss_max_mb": max(rss for _t, rss in samples),
+        "flat": late <= early * 1.10,
+    }
+
+
+def main() -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="citysense-bench-ingest-env-"))
+    try:
+        with private_stack() as (_stack, stack_env):
+            env = _base_env(stack_env, root)
+            ceil = ceiling(env)
+            runs = [throughput(env, 1), throughput(env, 2)]
+            lat = latency(env)
+            soaked = soak(env) if SOAK_MINUTES > 0 else None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    best = max(runs, key=lambda r: r["ingest_per_s"])
+    ratio = best["ingest_per_s"] / ceil["received_per_s"] if ceil["received_per_s"] else 0.0
+    print(
+        table(
+            ["measure", "value"],
+            [
+                ["ceiling: mosquitto_sub -q 1 received msg/s", ceil["received_per_s"]],
+                ["ceiling run: simulator published msg/s", ceil["published_per_s"]],
+                *[
+                    [f"ingest x{r['processes']}: Kafka-acknowledged msg/s", r["ingest_per_s"]]
+                    for r in runs
+                ],
+                *[[f"ingest x{r['processes']}: peak RSS MB", r["peak_rss_mb"]] for r in runs],
+                ["best ingest / ceiling", ratio],
+                [f"latency at {lat['rate_per_s']:.0f} msg/s: p50 ms", lat["p50_ms"]],
+                [f"latency at {lat['rate_per_s']:.0f} msg/s: p99 ms", lat["p99_ms"]],
+                *(
+                    [
+                        ["soak minutes", soaked["minutes"]],
+                        ["soak RSS minute 2 MB", soaked["rss_minute_2_mb"]],
+                        ["soak RSS last minute MB", soaked["rss_last_minute_mb"]],
+                        ["soak RSS flat (≤ +10 %)", soaked["flat"]],
+                    ]
+                    if soaked
+                    else []
+                ),
+            ],
+        )
+    )
+    target = best["ingest_per_s"] >= 20_000 and ratio >= 0.6 and lat["p99_ms"] < 250
+    if soaked is not None:
+        target = target and bool(soaked["flat"])
+    return {
+        "ceiling": ceil,
+        "throughput": runs,
+        "latency": lat,
+        "soak": soaked,
+        "ratio_to_ceiling": ratio,
+        "summary": (
+            f"ingest {best['ingest_per_s']:,.0f} msg/s ({ratio:.0%} of mosquitto_sub "
+            f"{ceil['received_per_s']:,.0f}); p99 {lat['p99_ms']:.0f} ms at "
+            f"{lat['rate_per_s']:,.0f} msg/s"
+        ),
+        "target_met": target,
+    }
