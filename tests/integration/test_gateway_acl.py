@@ -29,7 +29,7 @@ def test_gateway_can_publish_only_under_its_own_name(stack: Stack, settings: Set
     watcher.loop_start()
     try:
         assert subscribed.wait(10)
-        gateway_settings = MqttSettings(url=f"mqtt://{gateway}:gateway-secret@{host}:{port}")  # type: ignore[arg-type]
+        gateway_settings = MqttSettings(url=f"mqtt://{gateway}:gateway-secret@{host}:{port}")
         client, host, port = mqtt_client(gateway_settings, gateway)
         client.connect(host, port)
         client.loop_start()
