@@ -95,7 +95,6 @@ def stack_env() -> None:
 #: Stages not built yet, with the issue that builds them; `run` and the stage commands say so.
 PENDING_STAGES = {
     "aggregate": "the stream aggregation issue",
-    "sink": "issue 5 (TimescaleDB sink)",
     "publish": "the open-data publication issue",
 }
 
@@ -111,6 +110,7 @@ def run() -> None:
 
     from citysense.logs import configure_logging
     from ingest import IngestService
+    from sinks.timescale import TimescaleSink
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -118,7 +118,11 @@ def run() -> None:
         logging.getLogger("citysense").warning(
             "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
         )
-    _run_stage(settings, [IngestService(settings, _registry(settings))])
+    # Start order is drain order reversed: the sink starts first and stops last.
+    _run_stage(
+        settings,
+        [TimescaleSink(settings, settings.sink), IngestService(settings, _registry(settings))],
+    )
 
 
 def _registry(settings: Settings) -> Registry:
@@ -166,8 +170,30 @@ def aggregate() -> None:
 
 @app.command()
 def sink() -> None:
-    """Kafka → TimescaleDB, exactly-once."""
-    _pending("sink")
+    """Kafka → TimescaleDB, exactly-once rows (offsets stored with the rows)."""
+    from sinks.timescale import run_sink
+
+    raise typer.Exit(run_sink(_settings()))
+
+
+db_app = typer.Typer(help="TimescaleDB schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations, role passwords and storage policies."""
+    from sinks.timescale import db_migrate as migrate
+
+    raise typer.Exit(migrate(_settings()))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """List migrations; exit status 1 if one is pending or was changed after it was applied."""
+    from sinks.timescale import db_status as status
+
+    raise typer.Exit(status(_settings()))
 
 
 @app.command()

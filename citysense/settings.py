@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from decoders import KINDS
+from schemas import DEADLETTER_TOPIC, aggregate_topic, measurement_topic
 
 __all__ = [
     "DatabaseSettings",
@@ -33,6 +45,7 @@ __all__ = [
     "PrometheusSettings",
     "Settings",
     "SettingsError",
+    "SinkSettings",
     "StackSettings",
     "load_settings",
     "mask_url",
@@ -247,6 +260,72 @@ class IngestSettings(_Section):
         return topics
 
 
+#: Every measurement topic, then every aggregate topic (DESIGN.md section 4).
+DEFAULT_SINK_TOPICS: tuple[str, ...] = tuple(measurement_topic(kind) for kind in KINDS) + tuple(
+    aggregate_topic(kind) for kind in KINDS
+)
+
+
+class SinkSettings(_Section):
+    """Kafka → TimescaleDB sink.
+
+    Batches close at ``batch_max_records`` Kafka records or ``batch_max_wait_s`` after their first
+    record, whichever comes first. Retention and compression apply to the raw measurement tables
+    and, separately, to the aggregate tables; ``None`` keeps data forever / never compresses.
+    Compression and the extension's own policy jobs need the ``timescale`` licence; under the
+    Apache-only build the sink drops old chunks itself every ``maintenance_interval_s``.
+    """
+
+    group_id: str = "citysense-sink-timescale"
+    #: From the environment as a comma-separated list (``NoDecode``: not JSON).
+    topics: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SINK_TOPICS
+    dead_letter_topic: str = DEADLETTER_TOPIC
+    batch_max_records: int = Field(default=10_000, ge=1, le=1_000_000)
+    batch_max_wait_s: float = Field(default=0.5, gt=0, le=60)
+    #: Capped exponential backoff with full jitter while the database is down or read-only.
+    retry_initial_s: float = Field(default=0.2, gt=0, le=60)
+    retry_max_s: float = Field(default=10.0, gt=0, le=600)
+    #: Apply pending migrations when the sink starts (needs the schema owner's rights).
+    migrate_on_start: bool = True
+    raw_retention_days: int | None = Field(default=90, ge=1)
+    aggregate_retention_days: int | None = Field(default=None, ge=1)
+    compress_after_days: int | None = Field(default=7, ge=1)
+    #: How often the Apache-licence retention job (``drop_chunks``) runs.
+    maintenance_interval_s: float = Field(default=3600.0, ge=1)
+    #: Consumer group liveness; lower values make a replacement member take over faster.
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
+    #: Kafka's own group commit (informative only: the database holds the real offsets).
+    kafka_commit_interval_s: float = Field(default=5.0, ge=0)
+    #: Passwords given to the writer and read-only roles by ``citysense db migrate`` (the roles
+    #: are created without login when unset). Sent to the server already SCRAM-hashed.
+    writer_password: SecretStr | None = None
+    reader_password: SecretStr | None = None
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        # From the environment: CITYSENSE_SINK_TOPICS=city.noise.measurements.v1,city....
+        if isinstance(value, str):
+            return tuple(topic.strip() for topic in value.split(",") if topic.strip())
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _some_topics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one topic")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SinkSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must be >= retry_initial_s")
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
 class Settings(BaseSettings):
     """All settings; each stage reads the sections it needs."""
 
@@ -265,6 +344,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     stack: StackSettings = StackSettings()
     ingest: IngestSettings = IngestSettings()
+    sink: SinkSettings = SinkSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)

@@ -38,6 +38,8 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
         CITYSENSE_MQTT_CLIENT_ID=f"run-{port}",
         CITYSENSE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
         CITYSENSE_KAFKA_IDEMPOTENCE="false",
+        CITYSENSE_DATABASE_URL=settings.database.url.get_secret_value(),
+        CITYSENSE_SINK_GROUP_ID=f"run-sink-{port}",
     )
     proc = subprocess.Popen(
         [CITYSENSE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -54,13 +56,17 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
                 time.sleep(0.1)
         assert status == 200
         assert json.loads(body) == {"status": "alive"}
-        status, body = _get(f"http://127.0.0.1:{port}/readyz")
-        assert status == 200
-        assert json.loads(body)["ready"] is True
+        # Not ready while the stages start (migrations, connections), then ready.
+        while (ready := _get(f"http://127.0.0.1:{port}/readyz"))[0] != 200:
+            assert time.monotonic() < deadline + 30, ready
+            time.sleep(0.2)
+        assert json.loads(ready[1])["ready"] is True
+        assert set(json.loads(ready[1])["checks"]) == {"ingest", "sink-timescale"}
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b"process_resident_memory_bytes" in body
         assert b"citysense_ingest_received_messages_total" in body
+        assert b"citysense_sink_" in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

@@ -1,0 +1,707 @@
+"""The TimescaleDB sink: a consumer-group member writing Kafka records to TimescaleDB exactly once.
+
+One task consumes and writes (DESIGN.md section 5.5 and 5.6):
+
+- records are buffered per partition until ``batch_max_records`` or ``batch_max_wait_s``;
+- a batch is written in one transaction with the next offset of every partition it covers
+  (:mod:`sinks.timescale._writer`); Kafka's group commit afterwards is informative only;
+- after every assignment (start, rebalance) the new partitions stay paused until they are
+  positioned at the offsets stored in ``consumer_offsets`` (none stored: the beginning; stored
+  beyond the end of the partition, e.g. the in-memory embedded broker restarted empty: a warning
+  and the beginning);
+- database down, read-only or slow: every partition is paused, the same batch is retried with
+  capped exponential backoff and full jitter, ``ready()`` is False; the consumer keeps polling so
+  it stays in its group; success resumes consumption where it stopped;
+- a record the database rejects (SQLSTATE class 22/23/54) is isolated by bisection inside a
+  rolled-back transaction, sent to the dead-letter topic with the error, and the batch is retried
+  without it. Undecodable records are dead-lettered the same way. Dead letters are acknowledged
+  by Kafka before the batch commits, so a crash can repeat a dead letter but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from citysense.clients import connect_database, ensure_topics, kafka_consumer, kafka_producer
+from citysense.settings import Settings, mask_url
+from schemas import SchemaError, decode, encode
+from sinks.timescale import _metrics as metrics
+from sinks.timescale._migrations import migrate, set_role_passwords
+from sinks.timescale._policies import apply_policies, drop_old_chunks
+from sinks.timescale._settings import SinkSettings
+from sinks.timescale._writer import (
+    RowError,
+    Rows,
+    add_record,
+    check_record,
+    is_poison,
+    load_offsets,
+    store_offsets,
+    write_rows,
+)
+
+__all__ = ["TimescaleSink"]
+
+log = logging.getLogger("citysense.sink.timescale")
+
+#: Longest single wait in the loop, so stop() and rebalances are noticed quickly.
+_MAX_POLL_S = 0.5
+#: A write or positioning attempt that takes longer is abandoned and retried (a black-holed
+#: connection would otherwise hang until the kernel's TCP timeout).
+_ATTEMPT_TIMEOUT_S = 30.0
+_MAX_REJECTION_ROUNDS = 5
+_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One Kafka record of a batch, decoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    schema: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    error: BaseException
+    reason: str
+    codec: str | None = None
+    sensor_id: str | None = None
+
+
+class _TransientError(Exception):
+    """A dependency is away; retry later."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, sink: TimescaleSink) -> None:
+        self._sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for a write in progress: its offsets must not be committed after the new owner
+        # has read them (it would be harmless, as writes are idempotent, but noisy).
+        async with self._sink._lock:
+            self._sink._forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._sink._assigned(assigned)
+
+
+class TimescaleSink:
+    """Measurement and aggregate topics → TimescaleDB; a :class:`citysense.runtime.Component`."""
+
+    name = "sink-timescale"
+
+    def __init__(self, settings: Settings, sink: SinkSettings) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._failure: asyncio.Future[None] | None = None
+        self._stopping = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._buffer: dict[TopicPartition, list[Any]] = {}
+        self._buffered = 0
+        self._first_buffered_at = 0.0
+        self._unpositioned: set[TopicPartition] = set()
+        self._unverified: set[TopicPartition] = set()
+        self._excluded: set[tuple[str, int, int]] = set()
+        self._dead_sent: set[tuple[str, int, int]] = set()
+        self._prepared = False
+        self._failing = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._positions: dict[TopicPartition, int] = {}
+        self._last_kafka_commit = 0.0
+        self._started = False
+        self._stopped = False
+
+    # --- Component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._failure = loop.create_future()
+        kafka = self._settings.kafka
+        log.info(
+            "sink starting",
+            extra={
+                "database": mask_url(self._settings.database.url.get_secret_value()),
+                "topics": list(self._sink.topics),
+                "group_id": self._sink.group_id,
+            },
+        )
+        try:
+            await ensure_topics(kafka, [*self._sink.topics, self._sink.dead_letter_topic])
+            self._pool = AsyncConnectionPool(
+                self._settings.database.url.get_secret_value(),
+                min_size=self._settings.database.pool_min,
+                max_size=self._settings.database.pool_max,
+                open=False,
+                check=AsyncConnectionPool.check_connection,
+                kwargs={"connect_timeout": 5, "application_name": "citysense-sink"},
+                name="citysense-sink",
+            )
+            await self._pool.open(wait=False)
+            self._producer = kafka_producer(kafka)
+            await self._producer.start()
+            self._consumer = kafka_consumer(
+                kafka,
+                group_id=self._sink.group_id,
+                session_timeout_ms=self._sink.session_timeout_ms,
+                heartbeat_interval_ms=self._sink.heartbeat_interval_ms,
+                max_poll_records=self._sink.batch_max_records,
+                # Out of range raises, so the sink can say so (DESIGN.md 5.5) and start over.
+                auto_offset_reset="none",
+            )
+            self._consumer.subscribe(list(self._sink.topics), listener=_Rebalance(self))
+            await self._consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name="sink-timescale-consume")
+        self._task.add_done_callback(self._task_done)
+
+    async def stop(self) -> None:
+        """Stop consuming, write what is buffered (one attempt), leave the group, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(BaseException):
+                await self._maintenance
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        metrics.READY.set(0)
+
+    def ready(self) -> bool:
+        return self._started and not self._stopped and self._prepared and not self._failing
+
+    async def wait_failed(self) -> None:
+        if self._failure is None:
+            raise RuntimeError("wait_failed() before start()")
+        await asyncio.shield(self._failure)
+
+    async def __aenter__(self) -> TimescaleSink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._failure is None or self._failure.done():
+            return
+        if task.cancelled():
+            self._failure.set_exception(RuntimeError("sink task cancelled"))
+        elif (error := task.exception()) is not None:
+            log.error("sink failed", exc_info=error)
+            self._failure.set_exception(error)
+
+    # --- rebalance ---------------------------------------------------------------------------
+
+    def _forget(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._buffered -= len(self._buffer.pop(tp, ()))
+            self._unpositioned.discard(tp)
+            self._unverified.discard(tp)
+            self._positions.pop(tp, None)
+        log.info("partitions revoked", extra={"partitions": sorted(map(str, revoked))})
+
+    def _assigned(self, assigned: set[TopicPartition]) -> None:
+        self._unpositioned |= assigned
+        if assigned and self._consumer is not None:
+            # No record before the partition is positioned at the stored offset.
+            self._consumer.pause(*assigned)
+        log.info("partitions assigned", extra={"partitions": sorted(map(str, assigned))})
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stopping.is_set():
+            if time.monotonic() >= self._retry_at:
+                if not self._prepared:
+                    await self._attempt(self._prepare, "prepare")
+                if self._prepared and self._unpositioned:
+                    await self._attempt(self._position, "position")
+                if self._prepared and self._buffered and (self._failing or self._due()):
+                    await self._attempt(self._flush, "write")
+            self._apply_pauses()
+            try:
+                fetched = await consumer.getmany(
+                    timeout_ms=int(self._poll_timeout() * 1000),
+                    max_records=max(1, self._sink.batch_max_records - self._buffered),
+                )
+            except OffsetOutOfRangeError as exc:
+                # Real Kafka: the stored offset is past the end (the broker lost data) or before
+                # the start (retention deleted what the sink never read).
+                await self._restart_from_beginning(set(exc.args[0]) if exc.args else set())
+                continue
+            if self._unverified:
+                await self._verify_positions()
+            assignment = consumer.assignment()
+            for tp, records in fetched.items():
+                if not records or tp in self._unpositioned or tp not in assignment:
+                    continue  # fetched before a seek: the partition is re-read from its position
+                if not self._buffered:
+                    self._first_buffered_at = time.monotonic()
+                self._buffer.setdefault(tp, []).extend(records)
+                self._buffered += len(records)
+        # Drain: one last write of what is buffered; if the database is away the records stay
+        # in Kafka after the stored offsets and the next run writes them.
+        if self._prepared and self._buffered:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
+
+    def _apply_pauses(self) -> None:
+        """Pause what must not be fetched: everything while failing or full, else the partitions
+        not positioned yet; resume the rest."""
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        full = self._buffered >= self._sink.batch_max_records
+        if self._failing or not self._prepared or full:
+            wanted = set(assignment)
+        else:
+            wanted = assignment & self._unpositioned
+        paused = consumer.paused() & assignment
+        if wanted - paused:
+            consumer.pause(*(wanted - paused))
+        if paused - wanted:
+            consumer.resume(*(paused - wanted))
+
+    def _due(self) -> bool:
+        return (
+            self._buffered >= self._sink.batch_max_records
+            or time.monotonic() - self._first_buffered_at >= self._sink.batch_max_wait_s
+            or self._stopping.is_set()
+        )
+
+    def _poll_timeout(self) -> float:
+        now = time.monotonic()
+        if self._failing or not self._prepared:
+            return min(_MAX_POLL_S, max(0.0, self._retry_at - now))
+        if self._buffered:
+            deadline = self._first_buffered_at + self._sink.batch_max_wait_s
+            return min(_MAX_POLL_S, max(0.0, deadline - now))
+        return _MAX_POLL_S
+
+    async def _attempt(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run one attempt of ``step``; a transient failure schedules a retry with backoff."""
+        try:
+            await asyncio.wait_for(step(), _ATTEMPT_TIMEOUT_S)
+        except (*_TRANSIENT, _TransientError, KafkaError, psycopg.Error) as exc:
+            if isinstance(exc, psycopg.Error) and not _transient_db_error(exc):
+                log.error("unexpected database error; retrying", extra={"error": _describe(exc)})
+            self._failures += 1
+            # Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+            # Backoff And Jitter", 2015): spreads the retries of many sinks after an outage.
+            ceiling = self._sink.retry_initial_s * 2 ** min(self._failures - 1, 30)
+            self._retry_at = time.monotonic() + random.uniform(
+                0, min(self._sink.retry_max_s, ceiling)
+            )
+            metrics.RETRIES.labels(what).inc()
+            if not self._failing:
+                log.warning(
+                    "database or broker unavailable; consumption paused",
+                    extra={"step": what, "error": _describe(exc)},
+                )
+            self._failing = True
+            metrics.READY.set(0)
+            return
+        if self._failing:
+            log.info("dependencies reachable again; consumption resumed", extra={"step": what})
+            self._failing = False
+            self._failures = 0
+            self._retry_at = 0.0
+            metrics.READY.set(1)
+
+    # --- steps -------------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        """Migrations, role passwords and storage policies; then the retention schedule."""
+        conn = await connect_database(self._settings.database, autocommit=True)
+        report = None
+        try:
+            if self._sink.migrate_on_start:
+                applied = await migrate(conn)  # MigrationError is fatal: it ends the task
+                if applied:
+                    log.info(
+                        "migrations applied",
+                        extra={"versions": [f"{m.version:04d}_{m.name}" for m in applied]},
+                    )
+                await set_role_passwords(
+                    conn,
+                    _secret(self._sink.writer_password),
+                    _secret(self._sink.reader_password),
+                )
+            try:
+                report = await apply_policies(conn, self._sink)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.warning("cannot set retention/compression policies", extra={"error": str(exc)})
+        finally:
+            await conn.close()
+        self._prepared = True
+        metrics.READY.set(1)
+        if report is not None and not report.retention_by_jobs and self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._retention_loop(), name="sink-retention")
+
+    async def _position(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assert self._pool is not None
+        async with self._lock:
+            assignment = consumer.assignment()
+            self._unpositioned &= assignment
+            partitions = sorted(self._unpositioned)
+            if not partitions:
+                return
+            async with self._pool.connection(timeout=5) as conn:
+                stored = await load_offsets(
+                    conn, self._sink.group_id, [(tp.topic, tp.partition) for tp in partitions]
+                )
+            for tp in partitions:
+                offset = stored.get((tp.topic, tp.partition))
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+                    # Checked against the partition's high watermark once a fetch reports it
+                    # (ListOffsets is not used: Tansu answers it with the last batch's base).
+                    self._unverified.add(tp)
+                self._positions[tp] = offset or 0
+                self._unpositioned.discard(tp)
+            log.info(
+                "partitions positioned at the stored offsets",
+                extra={"positions": {str(tp): self._positions[tp] for tp in partitions}},
+            )
+
+    async def _verify_positions(self) -> None:
+        """A stored offset beyond the partition's high watermark: the broker lost its data (the
+        in-memory embedded broker restarted empty); DESIGN.md 5.5 says warn and start over."""
+        consumer = self._consumer
+        assert consumer is not None
+        beyond: set[TopicPartition] = set()
+        for tp in list(self._unverified):
+            if tp not in consumer.assignment():
+                self._unverified.discard(tp)
+                continue
+            end = consumer.highwater(tp)
+            if end is None:
+                continue  # no fetch answered yet
+            self._unverified.discard(tp)
+            if self._positions.get(tp, 0) > end:
+                beyond.add(tp)
+        if beyond:
+            await self._restart_from_beginning(beyond)
+
+    async def _restart_from_beginning(self, partitions: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assert self._pool is not None
+        partitions &= consumer.assignment()
+        if not partitions:
+            return
+        async with self._lock:
+            for tp in sorted(partitions):
+                log.warning(
+                    "stored offset beyond the end of its partition (the broker lost its data?) "
+                    "or before its start; reading the partition from the beginning",
+                    extra={
+                        "partition": str(tp),
+                        "stored": self._positions.get(tp),
+                        "end": consumer.highwater(tp),
+                    },
+                )
+                self._buffered -= len(self._buffer.pop(tp, ()))
+                await consumer.seek_to_beginning(tp)
+                self._positions[tp] = 0
+                self._unverified.discard(tp)
+            # Store the reset at once so the next start does not warn again; if the database is
+            # away now, the next batch of these partitions stores it anyway.
+            reset = {(tp.topic, tp.partition): 0 for tp in partitions}
+            try:
+                async with self._pool.connection(timeout=5) as conn:
+                    await store_offsets(conn, self._sink.group_id, reset)
+            except (*_TRANSIENT, psycopg.Error) as exc:
+                log.info("offset reset not stored yet", extra={"error": _describe(exc)})
+
+    async def _flush(self) -> None:
+        """Write the buffered batch with its offsets; the buffer is cleared only on commit.
+
+        Records the database rejects are dead-lettered and the batch is written again without
+        them, at once (at most ``_MAX_REJECTION_ROUNDS`` times, then as a transient failure).
+        """
+        assert self._pool is not None
+        async with self._lock:
+            if not self._buffered:
+                return
+            started = time.perf_counter()
+            batch = self._buffer
+            offsets = {
+                (tp.topic, tp.partition): records[-1].offset + 1
+                for tp, records in batch.items()
+                if records
+            }
+            for _round in range(_MAX_REJECTION_ROUNDS):
+                entries, dead = self._decode(batch)
+                await self._send_dead_letters(dead)
+                rows = Rows()
+                for entry in entries:
+                    add_record(rows, entry.schema, entry.record)
+                try:
+                    async with self._pool.connection(timeout=5) as conn:
+                        written = await write_rows(conn, rows.tables())
+                        await store_offsets(conn, self._sink.group_id, offsets)
+                        commit_started = time.perf_counter()
+                        await conn.commit()
+                        metrics.COMMIT_DURATION.observe(time.perf_counter() - commit_started)
+                    break
+                except psycopg.Error as exc:
+                    if not is_poison(exc):
+                        raise
+                    if not await self._reject(entries, exc):
+                        raise _TransientError(f"rejected batch not narrowed down: {exc}") from exc
+            else:
+                raise _TransientError("too many rounds of rejected records")
+            for table, count in written.items():
+                metrics.ROWS_WRITTEN.labels(table).inc(count)
+            for tp, records in batch.items():
+                metrics.RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
+                self._positions[tp] = records[-1].offset + 1
+            metrics.BATCH_RECORDS.observe(self._buffered)
+            metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+            self._buffer = {}
+            self._buffered = 0
+            self._excluded.clear()
+            self._dead_sent.clear()
+        self._update_lag()
+        await self._commit_to_kafka(offsets)
+
+    def _decode(
+        self, batch: dict[TopicPartition, list[Any]]
+    ) -> tuple[list[_Entry], list[_DeadLetter]]:
+        entries: list[_Entry] = []
+        dead: list[_DeadLetter] = []
+        excluded = self._excluded
+        for tp, records in batch.items():
+            topic, partition = tp.topic, tp.partition
+            for r in records:
+                if excluded and (topic, partition, r.offset) in excluded:
+                    continue
+                value = r.value
+                try:
+                    if value is None:
+                        raise SchemaError("record has no value (tombstone)")
+                    name, record = decode(value)
+                    check_record(name, record)
+                except (SchemaError, RowError) as exc:
+                    dead.append(
+                        _DeadLetter(
+                            topic, partition, r.offset, r.key, value or b"", exc, "undecodable"
+                        )
+                    )
+                    continue
+                entries.append(_Entry(topic, partition, r.offset, r.key, value, name, record))
+        return entries, dead
+
+    async def _reject(self, entries: Sequence[_Entry], error: psycopg.Error) -> bool:
+        """Find the records the database rejects, dead-letter them and exclude them from the
+        batch; False when bisection finds none (the error then counts as transient)."""
+        assert self._pool is not None
+        rejected: list[tuple[_Entry, psycopg.Error]] = []
+        async with (
+            self._pool.connection(timeout=5) as conn,
+            conn.transaction(force_rollback=True),
+        ):
+            await self._bisect(conn, list(entries), rejected)
+        if not rejected:
+            log.warning("a rejected batch could not be narrowed down", extra={"error": str(error)})
+            return False
+        dead = [
+            _DeadLetter(
+                e.topic,
+                e.partition,
+                e.offset,
+                e.key,
+                e.value,
+                exc,
+                "rejected_by_database",
+                codec=e.record.get("codec"),
+                sensor_id=e.record.get("sensor_id") or e.record.get("key"),
+            )
+            for e, exc in rejected
+        ]
+        await self._send_dead_letters(dead)
+        return True
+
+    async def _bisect(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        group: list[_Entry],
+        rejected: list[tuple[_Entry, psycopg.Error]],
+    ) -> None:
+        rows = Rows()
+        for entry in group:
+            add_record(rows, entry.schema, entry.record)
+        try:
+            async with conn.transaction():
+                await write_rows(conn, rows.tables(), clear_staging=True)
+        except psycopg.Error as exc:
+            if not is_poison(exc):
+                raise
+            if len(group) == 1:
+                rejected.append((group[0], exc))
+                return
+            middle = len(group) // 2
+            await self._bisect(conn, group[:middle], rejected)
+            await self._bisect(conn, group[middle:], rejected)
+
+    async def _send_dead_letters(self, dead: Sequence[_DeadLetter]) -> None:
+        todo = [d for d in dead if (d.topic, d.partition, d.offset) not in self._dead_sent]
+        if not todo:
+            return
+        assert self._producer is not None
+        now = datetime.now(UTC)
+        sends = []
+        for d in todo:
+            value = encode(
+                "DeadLetter",
+                {
+                    "original_topic": d.topic,
+                    "payload": d.value,
+                    "error_class": type(d.error).__name__,
+                    "error_message": str(d.error),
+                    "reason": d.reason,
+                    "codec": d.codec,
+                    "received_at": now,
+                    "sensor_id": d.sensor_id,
+                },
+            )
+            sends.append(await self._producer.send(self._sink.dead_letter_topic, value, key=d.key))
+        try:
+            await asyncio.gather(*sends)
+        except KafkaError as exc:
+            raise _TransientError(f"dead-letter topic unavailable: {exc}") from exc
+        for d in todo:
+            self._dead_sent.add((d.topic, d.partition, d.offset))
+            self._excluded.add((d.topic, d.partition, d.offset))
+            metrics.DEAD_LETTERS.labels(d.reason).inc()
+            log.warning(
+                "record dead-lettered",
+                extra={
+                    "topic": d.topic,
+                    "partition": d.partition,
+                    "offset": d.offset,
+                    "reason": d.reason,
+                    "error": str(d.error)[:500],
+                },
+            )
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if end is None or position is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
+        for topic, value in lag.items():
+            metrics.CONSUMER_LAG.labels(topic).set(value)
+
+    async def _commit_to_kafka(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Informative group commit (tools show the group's progress); errors are ignored."""
+        consumer = self._consumer
+        now = time.monotonic()
+        if consumer is None or now - self._last_kafka_commit < self._sink.kafka_commit_interval_s:
+            return
+        self._last_kafka_commit = now
+        assigned = consumer.assignment()
+        commit = {
+            TopicPartition(t, p): o
+            for (t, p), o in offsets.items()
+            if TopicPartition(t, p) in assigned
+        }
+        if commit:
+            with contextlib.suppress(KafkaError, AssertionError, TimeoutError):
+                await asyncio.wait_for(consumer.commit(commit), 5)
+
+    async def _retention_loop(self) -> None:
+        """Apache-licence retention: ``drop_chunks`` every ``maintenance_interval_s``."""
+        if self._sink.raw_retention_days is None and self._sink.aggregate_retention_days is None:
+            return
+        while True:
+            try:
+                conn = await connect_database(self._settings.database, autocommit=True)
+                try:
+                    dropped = await drop_old_chunks(conn, self._sink)
+                finally:
+                    await conn.close()
+                if dropped:
+                    log.info("old chunks dropped", extra={"chunks": dropped})
+            except psycopg.Error as exc:
+                log.warning("retention run failed", extra={"error": _describe(exc)})
+            await asyncio.sleep(self._sink.maintenance_interval_s)
+
+
+def _transient_db_error(exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
+
+
+def _describe(exc: BaseException) -> str:
+    # psycopg's messages name host, port and user, never the password.
+    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())

@@ -1,0 +1,492 @@
+"""The write path: Avro records → table rows (pure) and one batch → one transaction (SQL).
+
+Row building is pure and works on the records as :func:`schemas.decode` returns them (no
+intermediate :class:`schemas.Measurement`: this is the sink's hot path). A batch is written as
+
+1. binary ``COPY`` of each table's rows into a temporary staging table (``ON COMMIT DELETE
+   ROWS``, created once per connection),
+2. ``INSERT INTO <table> SELECT … FROM <staging> ON CONFLICT (<natural key>) DO NOTHING`` for
+   raw rows, or ``… DO UPDATE … WHERE <the incoming revision wins>`` for aggregates,
+3. an upsert of the consumed offsets into ``consumer_offsets``,
+
+all in one transaction, so rows and offsets commit together (DESIGN.md section 5.5).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from schemas import typed_quantities
+
+__all__ = [
+    "AGGREGATE_TABLES",
+    "MEASUREMENT_TABLES",
+    "TABLES",
+    "Column",
+    "RowError",
+    "Rows",
+    "Table",
+    "add_record",
+    "aggregate_wins",
+    "check_record",
+    "is_poison",
+    "load_offsets",
+    "store_offsets",
+    "write_rows",
+]
+
+_HEALTH = ("battery_pct", "battery_v", "board_temperature_c")
+_SOURCE = ("network", "gateway_id", "rssi", "snr", "f_cnt")
+
+
+class RowError(ValueError):
+    """A decoded record that cannot become rows (unknown kind or schema); dead-lettered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column and how it is staged: ``copy_type`` is the binary COPY type, ``cast`` the
+    SQL cast from the staging column (jsonb is staged as text, serialised by orjson)."""
+
+    name: str
+    copy_type: str
+    cast: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    #: "raw" rows are immutable (DO NOTHING); "aggregate" rows are replaced by a winning revision.
+    mode: Literal["raw", "aggregate"] = "raw"
+    staging: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "staging", f"citysense_stage_{self.name}")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _f(name: str) -> Column:
+    return Column(name, "float8")
+
+
+_HEAD = (
+    Column("time", "timestamptz"),
+    Column("sensor_id", "text"),
+    Column("received_at", "timestamptz"),
+    Column("codec", "text"),
+    Column("partial", "bool"),
+)
+_TAIL = (
+    Column("other_values", "text", "jsonb"),
+    Column("network", "text"),
+    Column("gateway_id", "text"),
+    Column("rssi", "float8"),
+    Column("snr", "float8"),
+    Column("f_cnt", "int8"),
+)
+#: Typed quantity columns per kind, in table order (migrations/0001_schema.sql).
+QUANTITY_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
+    "noise": (
+        "laeq_db",
+        "laf_db",
+        "las_db",
+        "lafmax_db",
+        "lafmin_db",
+        "lasmax_db",
+        "lasmin_db",
+        "lamax_db",
+        "lamin_db",
+        "lceq_db",
+        "lcmax_db",
+        "lcpeak_db",
+        "lzeq_db",
+        "lzmax_db",
+        "lzpeak_db",
+        "lz_31_5hz_db",
+        "lz_63hz_db",
+        "lz_125hz_db",
+        "lz_250hz_db",
+        "lz_500hz_db",
+        "lz_1000hz_db",
+        "lz_2000hz_db",
+        "lz_4000hz_db",
+        "lz_8000hz_db",
+        *_HEALTH,
+    ),
+    "air": (
+        "pm1_ugm3",
+        "pm2_5_ugm3",
+        "pm4_ugm3",
+        "pm10_ugm3",
+        "no2_ugm3",
+        "o3_ugm3",
+        "so2_ugm3",
+        "co_mgm3",
+        "co2_ppm",
+        "tvoc_ppb",
+        "hcho_mgm3",
+        "temperature_c",
+        "humidity_pct",
+        "pressure_hpa",
+        *_HEALTH,
+    ),
+    "traffic": _HEALTH,
+    "occupancy": _HEALTH,
+}
+
+MEASUREMENT_TABLES: Final[Mapping[str, Table]] = {
+    kind: Table(
+        f"{kind}_measurements",
+        (*_HEAD, *(_f(q) for q in quantities), *_TAIL),
+        ("sensor_id", "time"),
+    )
+    for kind, quantities in QUANTITY_COLUMNS.items()
+}
+TRAFFIC_COUNTS: Final = Table(
+    "traffic_counts",
+    (
+        Column("time", "timestamptz"),
+        Column("sensor_id", "text"),
+        Column("line", "int4"),
+        Column("direction", "text"),
+        Column("traffic_class", "text"),
+        Column("count", "int8"),
+        Column("cumulative", "int8"),
+    ),
+    ("sensor_id", "line", "direction", "traffic_class", "time"),
+)
+OCCUPANCY_REGIONS: Final = Table(
+    "occupancy_regions",
+    (
+        Column("time", "timestamptz"),
+        Column("sensor_id", "text"),
+        Column("region", "int4"),
+        Column("count", "int4"),
+    ),
+    ("sensor_id", "region", "time"),
+)
+_AGGREGATE_COLUMNS = (
+    Column("bucket", "timestamptz"),
+    Column("bucket_end", "timestamptz"),
+    Column("window_seconds", "int8"),
+    Column("key", "text"),
+    Column("revision", "int4"),
+    Column("final", "bool"),
+    Column("sample_count", "int8"),
+    Column("indicators", "text", "jsonb"),
+    Column("counts", "text", "jsonb"),
+    Column("regions", "text", "jsonb"),
+)
+AGGREGATE_TABLES: Final[Mapping[str, Table]] = {
+    kind: Table(
+        f"{kind}_aggregates", _AGGREGATE_COLUMNS, ("key", "window_seconds", "bucket"), "aggregate"
+    )
+    for kind in QUANTITY_COLUMNS
+}
+TABLES: Final[Mapping[str, Table]] = {
+    t.name: t
+    for t in (
+        *MEASUREMENT_TABLES.values(),
+        TRAFFIC_COUNTS,
+        OCCUPANCY_REGIONS,
+        *AGGREGATE_TABLES.values(),
+    )
+}
+
+# --- row building (pure) ---------------------------------------------------------------------
+
+
+def _json(value: Mapping[str, Any] | Sequence[Any]) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    columns = QUANTITY_COLUMNS[kind]
+    get_quantities = operator.itemgetter(*columns)
+    # Quantities the Avro record types but this table does not (a schema newer than the
+    # migrations): kept in other_values rather than lost.
+    spill = tuple(sorted(typed_quantities(kind) - set(columns)))
+    get_source = operator.itemgetter(*_SOURCE)
+
+    def build(record: Mapping[str, Any]) -> tuple[Any, ...]:
+        other: Mapping[str, float] = record["other_values"]
+        if spill:
+            extra = {q: record[q] for q in spill if record.get(q) is not None}
+            if extra:
+                other = {**other, **extra}
+        source = record["source"]
+        return (
+            record["observed_at"],
+            record["sensor_id"],
+            record["received_at"],
+            record["codec"],
+            record["partial"],
+            *get_quantities(record),
+            orjson.dumps(other).decode() if other else None,
+            *(get_source(source) if source else (None,) * len(_SOURCE)),
+        )
+
+    return build
+
+
+_BUILDERS = {kind: _measurement_builder(kind) for kind in QUANTITY_COLUMNS}
+_MEASUREMENT_KIND = {
+    "NoiseMeasurement": "noise",
+    "AirMeasurement": "air",
+    "TrafficMeasurement": "traffic",
+    "OccupancyMeasurement": "occupancy",
+}
+
+
+class Rows:
+    """Rows of one batch per table, and the winning aggregate per identity."""
+
+    __slots__ = ("_aggregates", "by_table")
+
+    def __init__(self) -> None:
+        self.by_table: dict[str, list[tuple[Any, ...]]] = {}
+        self._aggregates: dict[str, dict[tuple[str, int, datetime], tuple[Any, ...]]] = {}
+
+    def _append(self, table: str, row: tuple[Any, ...]) -> None:
+        try:
+            self.by_table[table].append(row)
+        except KeyError:
+            self.by_table[table] = [row]
+
+    def add_aggregate(self, table: str, row: tuple[Any, ...]) -> None:
+        # ON CONFLICT DO UPDATE may not touch a row twice in one statement: keep the winner of
+        # the batch, applying the same rule as the SQL (records arrive in offset order).
+        identity = (row[3], row[2], row[0])
+        rows = self._aggregates.setdefault(table, {})
+        current = rows.get(identity)
+        if current is None or aggregate_wins(row[4], current[4], current_final=current[5]):
+            rows[identity] = row
+
+    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, aggregates deduplicated."""
+        result = dict(self.by_table)
+        for table, rows in self._aggregates.items():
+            result[table] = list(rows.values())
+        return result
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.by_table.values()) + sum(
+            len(r) for r in self._aggregates.values()
+        )
+
+
+def aggregate_wins(incoming: int, current: int, *, current_final: bool) -> bool:
+    """True when an aggregate of revision ``incoming`` replaces the stored one.
+
+    A higher revision wins; at the same revision a later emission replaces an intermediate
+    (non-final) one, so "every update" windows show their newest state. An older revision never
+    overwrites a newer one. ``_upsert_sql`` states the same rule in SQL.
+    """
+    return incoming > current or (incoming == current and not current_final)
+
+
+def check_record(schema_name: str, record: Mapping[str, Any]) -> None:
+    """``RowError`` unless a decoded record has a table (see :func:`add_record`)."""
+    if schema_name in _MEASUREMENT_KIND:
+        return
+    if schema_name != "Aggregate":
+        raise RowError(f"no table for {schema_name} records")
+    if record["kind"] not in AGGREGATE_TABLES:
+        raise RowError(f"aggregate of unknown kind {record['kind']!r}")
+
+
+def add_record(rows: Rows, schema_name: str, record: Mapping[str, Any]) -> None:
+    """Add the rows of one decoded record; ``RowError`` when it has no table."""
+    kind = _MEASUREMENT_KIND.get(schema_name)
+    if kind is not None:
+        rows._append(MEASUREMENT_TABLES[kind].name, _BUILDERS[kind](record))
+        if kind == "traffic":
+            time, sensor_id = record["observed_at"], record["sensor_id"]
+            for c in record["counts"]:
+                rows._append(
+                    "traffic_counts",
+                    (
+                        time,
+                        sensor_id,
+                        c["line"],
+                        c["direction"],
+                        c["traffic_class"],
+                        c["count"],
+                        c["cumulative"],
+                    ),
+                )
+        elif kind == "occupancy":
+            time, sensor_id = record["observed_at"], record["sensor_id"]
+            for r in record["regions"]:
+                rows._append("occupancy_regions", (time, sensor_id, r["region"], r["count"]))
+        return
+    if schema_name == "Aggregate":
+        table = AGGREGATE_TABLES.get(record["kind"])
+        if table is None:
+            raise RowError(f"aggregate of unknown kind {record['kind']!r}")
+        rows.add_aggregate(
+            table.name,
+            (
+                record["window_start"],
+                record["window_end"],
+                record["window_size_seconds"],
+                record["key"],
+                record["revision"],
+                record["final"],
+                record["sample_count"],
+                orjson.dumps(record["values"]).decode(),
+                _json(record["counts"]),
+                _json(record["regions"]),
+            ),
+        )
+        return
+    raise RowError(f"no table for {schema_name} records")
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+
+def _staging_sql(table: Table) -> sql.Composed:
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.copy_type)) for c in table.columns
+    )
+    return sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+        sql.Identifier(table.staging), columns
+    )
+
+
+def _copy_sql(table: Table) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table.staging),
+        sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names),
+    )
+
+
+def _insert_sql(table: Table) -> sql.Composed:
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
+    selected = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.cast))
+        if c.cast
+        else sql.Identifier(c.name)
+        for c in table.columns
+    )
+    key = sql.SQL(", ").join(sql.Identifier(c) for c in table.key)
+    insert = sql.SQL("INSERT INTO {} AS cur ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
+        sql.Identifier(table.name), names, selected, sql.Identifier(table.staging), key
+    )
+    if table.mode == "raw":
+        return insert + sql.SQL("DO NOTHING")
+    updated = [c for c in table.column_names if c not in table.key]
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updated
+    )
+    # Same rule as aggregate_wins().
+    return insert + sql.SQL(
+        "DO UPDATE SET {}, updated_at = now() "
+        "WHERE EXCLUDED.revision > cur.revision "
+        "OR (EXCLUDED.revision = cur.revision AND NOT cur.final)"
+    ).format(assignments)
+
+
+_STAGING = {name: _staging_sql(t) for name, t in TABLES.items()}
+_COPY = {name: _copy_sql(t) for name, t in TABLES.items()}
+_INSERT = {name: _insert_sql(t) for name, t in TABLES.items()}
+_COPY_TYPES = {name: [c.copy_type for c in t.columns] for name, t in TABLES.items()}
+
+
+async def write_rows(
+    conn: psycopg.AsyncConnection[Any],
+    tables: Mapping[str, Sequence[tuple[Any, ...]]],
+    *,
+    clear_staging: bool = False,
+) -> dict[str, int]:
+    """COPY and insert ``tables`` inside the caller's transaction; returns rows added per table.
+
+    Rows already present (a replay) are not counted. ``clear_staging`` empties the staging tables
+    afterwards, for callers that write several times in one transaction (poison isolation).
+    """
+    written: dict[str, int] = {}
+    async with conn.cursor() as cur:
+        for name, rows in tables.items():
+            if not rows:
+                continue
+            await cur.execute(_STAGING[name])
+            async with cur.copy(_COPY[name]) as copy:
+                copy.set_types(_COPY_TYPES[name])
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(_INSERT[name])
+            written[name] = max(cur.rowcount, 0)
+            if clear_staging:
+                await cur.execute(
+                    sql.SQL("DELETE FROM {}").format(sql.Identifier(TABLES[name].staging))
+                )
+    return written
+
+
+_STORE_OFFSETS = """
+INSERT INTO consumer_offsets (group_id, topic, "partition", next_offset)
+SELECT %s, t, p, o FROM unnest(%s::text[], %s::int4[], %s::int8[]) AS u(t, p, o)
+ON CONFLICT (group_id, topic, "partition")
+DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
+
+
+async def store_offsets(
+    conn: psycopg.AsyncConnection[Any],
+    group_id: str,
+    offsets: Mapping[tuple[str, int], int],
+) -> None:
+    """Upsert the next offset to read per (topic, partition) inside the caller's transaction."""
+    if not offsets:
+        return
+    keys = list(offsets)
+    await conn.execute(
+        _STORE_OFFSETS,
+        (group_id, [t for t, _ in keys], [p for _, p in keys], [offsets[k] for k in keys]),
+    )
+
+
+async def load_offsets(
+    conn: psycopg.AsyncConnection[Any], group_id: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """Stored next offsets of ``partitions`` (absent when never written)."""
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    cursor = await conn.execute(
+        'SELECT topic, "partition", next_offset FROM consumer_offsets '
+        'WHERE group_id = %s AND (topic, "partition") IN '
+        "(SELECT * FROM unnest(%s::text[], %s::int4[]))",
+        (group_id, [t for t, _ in wanted], [p for _, p in wanted]),
+    )
+    return {(str(t), int(p)): int(o) for t, p, o in await cursor.fetchall()}
+
+
+#: SQLSTATE classes of errors caused by the data itself: 22 data exception, 23 integrity
+#: constraint violation, 54 program limit exceeded (e.g. an index row too large).
+_POISON_CLASSES = frozenset({"22", "23", "54"})
+
+
+def is_poison(error: BaseException) -> bool:
+    """True when ``error`` is the database rejecting a value, not the database being away.
+
+    Client-side data errors (psycopg refusing a NUL byte in text) count as rejections too.
+    """
+    if isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _POISON_CLASSES
