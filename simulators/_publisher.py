@@ -3,7 +3,8 @@
 paho's ``loop_start`` thread costs a context switch per packet; here the caller's thread writes
 each PUBLISH as it is queued (paho does that when no loop thread runs) and reads PUBACKs between
 batches with ``loop_read``, so one process sustains tens of thousands of QoS 1 messages per second.
-``max_inflight`` bounds the messages awaiting PUBACK; paho queues the rest.
+``max_inflight`` bounds the messages awaiting PUBACK (our window, not paho's, whose bookkeeping
+scans every queued message on each PUBACK).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class Publisher:
 
     def __enter__(self) -> Publisher:
         client, host, port = mqtt_client(self.settings, self.client_id)
-        client.max_inflight_messages_set(self.max_inflight)
+        # Our own window (``publish_batch``) bounds what awaits a PUBACK. paho's limit is off: with
+        # it on, every PUBACK scans all queued messages (``_update_inflight``).
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish

@@ -1,0 +1,265 @@
+"""TimescaleDB sink throughput: rows/s into TimescaleDB against ``psql \\copy`` as the ceiling.
+
+Starts its own embedded stack in a temporary directory, migrates a fresh database and measures,
+for raw noise measurements and for traffic counts, at batch sizes 1,000 and 10,000 Kafka records,
+the median of 3 runs of:
+
+- ``writer``: the sink's database write path on decoded records (row building, binary COPY into
+  the staging table, ``INSERT … SELECT … ON CONFLICT DO NOTHING``, the offsets upsert, COMMIT);
+- ``sink``: the same plus Avro single-object decoding of each record, i.e. everything the sink
+  does per batch after Kafka has delivered it;
+- ``psql \\copy``: the same rows from a CSV file straight into the hypertable (no staging, no
+  conflict check, one transaction): the ceiling;
+- ``end-to-end``: one run of the real :class:`TimescaleSink` reading a Kafka topic (Tansu),
+  from its first row to its last.
+
+Noise rows are counted in ``noise_measurements``; traffic rows in ``traffic_counts`` (12 per
+record; the 1 ``traffic_measurements`` row per record is written too but not counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from prometheus_client import REGISTRY
+
+from citysense.settings import DatabaseSettings, KafkaSettings, Settings
+from citysense.stack import Stack, free_port
+from schemas import decode
+from sinks.timescale import SinkSettings, TimescaleSink, migrate
+from sinks.timescale._writer import TABLES, Rows, add_record, store_offsets, write_rows
+from tests.sinks._helpers import framed, noise_record, produce, traffic_record
+
+__all__ = ["main"]
+
+NOISE_RECORDS = 100_000
+TRAFFIC_RECORDS = 10_000  # x 12 count rows
+BATCH_SIZES = (1_000, 10_000)
+RUNS = 3
+TARGET_ROWS_PER_S = 100_000
+E2E_BATCH = {"noise": 10_000, "traffic": 1_000}
+
+
+def _dataset(kind: str) -> tuple[str, list[bytes]]:
+    """(counted table, Kafka values) of one kind."""
+    if kind == "noise":
+        noise = (noise_record(f"noise-{i % 500}", i) for i in range(NOISE_RECORDS))
+        return "noise_measurements", [v for _, v in framed("NoiseMeasurement", noise)]
+    traffic = (traffic_record(f"traffic-{i % 50}", i) for i in range(TRAFFIC_RECORDS))
+    return "traffic_counts", [v for _, v in framed("TrafficMeasurement", traffic)]
+
+
+async def _truncate(url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "TRUNCATE noise_measurements, traffic_measurements, traffic_counts, consumer_offsets"
+        )
+        await conn.execute("CHECKPOINT")
+
+
+async def _write_path(url: str, values: list[bytes], batch: int, decode_too: bool) -> float:
+    """Seconds to write ``values`` in batches of ``batch`` records, one transaction each."""
+    decoded = None if decode_too else [decode(v) for v in values]
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        started = time.perf_counter()
+        for first in range(0, len(values), batch):
+            rows = Rows()
+            if decoded is None:
+                for value in values[first : first + batch]:
+                    name, record = decode(value)
+                    add_record(rows, name, record)
+            else:
+                for name, record in decoded[first : first + batch]:
+                    add_record(rows, name, record)
+            await write_rows(conn, rows.tables())
+            await store_offsets(conn, "bench", {("bench", 0): first + batch})
+            await conn.commit()
+        return time.perf_counter() - started
+
+
+def _write_csv(values: list[bytes], table: str, path: Path) -> int:
+    rows = Rows()
+    for value in values:
+        name, record = decode(value)
+        add_record(rows, name, record)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        lines = rows.tables()[table]
+        for row in lines:
+            writer.writerow(["" if v is None else v for v in row])
+    return len(lines)
+
+
+def _psql_copy(url: str, table: str, path: Path) -> float:
+    columns = ", ".join(TABLES[table].column_names)
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "psql",
+            url,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            f"\\copy {table} ({columns}) FROM '{path}' CSV",
+        ],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+async def _count(url: str, table: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone()  # noqa: S608
+        return int(row[0]) if row else 0
+
+
+async def _end_to_end(
+    settings: Settings, values: list[bytes], table: str, rows: int, batch: int
+) -> float:
+    """Rows/s of the real sink consuming a Kafka topic."""
+    start = _rows_written(table)
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
+    await produce(settings, topic, [(b"k%d" % (i % 500), v) for i, v in enumerate(values)])
+    sink = SinkSettings(
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        topics=(topic,),
+        batch_max_records=batch,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        raw_retention_days=None,
+    )
+    async with TimescaleSink(settings, sink):
+        # The sink's own counter, polled in-process: counting the table would compete with it.
+        # Timed from the first committed batch to the last, so the group join is left out.
+        while (first := _rows_written(table)) == start:  # noqa: ASYNC110  (polling on purpose)
+            await asyncio.sleep(0.002)
+        started = time.perf_counter()
+        while _rows_written(table) - start < rows:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        return (rows - (first - start)) / (time.perf_counter() - started)
+
+
+def _rows_written(table: str) -> float:
+    value = REGISTRY.get_sample_value("citysense_sink_rows_written_total", {"table": table})
+    return value or 0.0
+
+
+async def _median_rate(
+    url: str, table: str, rows: int, run: Callable[[], Awaitable[float]]
+) -> float:
+    """Median rows/s of ``RUNS`` runs of ``run`` (which returns seconds) on empty tables."""
+    rates = []
+    for _ in range(RUNS):
+        await _truncate(url)
+        seconds = await run()
+        written = await _count(url, table)
+        if written != rows:
+            raise RuntimeError(f"{table}: {written} rows written, expected {rows}")
+        rates.append(rows / seconds)
+    return statistics.median(rates)
+
+
+async def _measure(settings: Settings, url: str, workdir: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for kind in ("noise", "traffic"):
+        table, values = _dataset(kind)
+        csv_path = workdir / f"{kind}.csv"
+        rows = _write_csv(values, table, csv_path)
+        csv_path.chmod(0o644)
+
+        def psql_copy(path: Path = csv_path, name: str = table) -> Awaitable[float]:
+            return asyncio.to_thread(_psql_copy, url, name, path)
+
+        ceiling = await _median_rate(url, table, rows, psql_copy)
+        figures[f"{kind}.psql_copy_rows_per_s"] = ceiling
+        for batch in BATCH_SIZES:
+            for label, decode_too in (("writer", False), ("sink", True)):
+
+                def write(
+                    data: list[bytes] = values, size: int = batch, full: bool = decode_too
+                ) -> Awaitable[float]:
+                    return _write_path(url, data, size, full)
+
+                rate = await _median_rate(url, table, rows, write)
+                figures[f"{kind}.{label}.batch_{batch}.rows_per_s"] = rate
+                figures[f"{kind}.{label}.batch_{batch}.of_ceiling"] = rate / ceiling
+        await _truncate(url)
+        # Ten batches either way, so the first one (left out of the timing) weighs the same.
+        rate = await _end_to_end(settings, values, table, rows, E2E_BATCH[kind])
+        figures[f"{kind}.end_to_end.rows_per_s"] = rate
+        figures[f"{kind}.end_to_end.of_ceiling"] = rate / ceiling
+    return figures
+
+
+def _report(figures: dict[str, Any]) -> None:
+    print(
+        f"TimescaleDB sink, median of {RUNS} runs (target >= {TARGET_ROWS_PER_S:,} rows/s and "
+        ">= 50 % of psql \\copy)"
+    )
+    copy = "psql \\copy"
+    print(f"{'data':<8} {'path':<11} {'batch':>7} {'rows/s':>10} {'of copy':>9}")
+    for kind in ("noise", "traffic"):
+        ceiling = figures[f"{kind}.psql_copy_rows_per_s"]
+        print(f"{kind:<8} {copy:<11} {'-':>7} {ceiling:>10,.0f} {'100 %':>9}")
+        for label in ("writer", "sink"):
+            for batch in BATCH_SIZES:
+                rate = figures[f"{kind}.{label}.batch_{batch}.rows_per_s"]
+                share = figures[f"{kind}.{label}.batch_{batch}.of_ceiling"]
+                print(f"{kind:<8} {label:<11} {batch:>7,} {rate:>10,.0f} {share:>8.0%}")
+        rate = figures[f"{kind}.end_to_end.rows_per_s"]
+        batch = E2E_BATCH[kind]
+        print(f"{kind:<8} {'end-to-end':<11} {batch:>7,} {rate:>10,.0f} {rate / ceiling:>8.0%}")
+
+
+def main() -> dict[str, Any]:
+    """Run the benchmark on a private stack; print a table and return the figures."""
+    root = Path(tempfile.mkdtemp(prefix="citysense-bench-sink-"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root
+    stack = Stack(
+        root=root / "stack",
+        mqtt_port=free_port(),
+        kafka_port=free_port(),
+        postgres_port=free_port(),
+        prometheus_port=free_port(),
+        metrics_port=free_port(),
+    )
+    (root / "stack").mkdir()
+    (root / "stack").chmod(0o755)
+    try:
+        stack.up()
+        env = stack.env()
+        admin = env["CITYSENSE_DATABASE_URL"]
+        url = admin.rsplit("/", 1)[0] + "/bench"
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap=env["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False),
+            database=DatabaseSettings(url=url),
+        )
+
+        async def run() -> dict[str, Any]:
+            async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+                await conn.execute("CREATE DATABASE bench")
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await migrate(conn)
+            return await _measure(settings, url, root)
+
+        figures = asyncio.run(run())
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+    _report(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
