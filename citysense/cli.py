@@ -118,10 +118,11 @@ def run() -> None:
         logging.getLogger("citysense").warning(
             "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
         )
+    registry = _registry(settings)
     # Start order is drain order reversed: the sink starts first and stops last.
     _run_stage(
         settings,
-        [TimescaleSink(settings, settings.sink), IngestService(settings, _registry(settings))],
+        [TimescaleSink(settings, settings.sink, registry), IngestService(settings, registry)],
     )
 
 
@@ -173,7 +174,8 @@ def sink() -> None:
     """Kafka → TimescaleDB, exactly-once rows (offsets stored with the rows)."""
     from sinks.timescale import run_sink
 
-    raise typer.Exit(run_sink(_settings()))
+    settings = _settings()
+    raise typer.Exit(run_sink(settings, _registry(settings)))
 
 
 db_app = typer.Typer(help="TimescaleDB schema migrations.", no_args_is_help=True)
@@ -185,7 +187,8 @@ def db_migrate() -> None:
     """Apply pending migrations, role passwords and storage policies."""
     from sinks.timescale import db_migrate as migrate
 
-    raise typer.Exit(migrate(_settings()))
+    settings = _settings()
+    raise typer.Exit(migrate(settings, registry=_registry(settings)))
 
 
 @db_app.command("status")

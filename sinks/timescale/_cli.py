@@ -11,6 +11,7 @@ import sys
 from typing import TextIO
 
 from citysense.clients import connect_database
+from citysense.registry import Registry
 from citysense.settings import Settings, mask_url
 from sinks.timescale._migrations import (
     MigrationError,
@@ -19,6 +20,7 @@ from sinks.timescale._migrations import (
     set_role_passwords,
 )
 from sinks.timescale._policies import apply_policies
+from sinks.timescale._registry import sync_sensors
 from sinks.timescale._settings import SinkSettings
 
 __all__ = ["db_migrate", "db_status", "run_sink", "sink_settings"]
@@ -29,14 +31,14 @@ def sink_settings(settings: Settings) -> SinkSettings:
     return settings.sink
 
 
-def run_sink(settings: Settings) -> int:
+def run_sink(settings: Settings, registry: Registry | None = None) -> int:
     """``citysense sink``: run the TimescaleDB sink until SIGTERM/SIGINT; the exit status."""
     from citysense.logs import configure_logging
     from citysense.runtime import run, run_components
     from sinks.timescale._service import TimescaleSink
 
     configure_logging(settings.log_level)
-    sink = TimescaleSink(settings, sink_settings(settings))
+    sink = TimescaleSink(settings, sink_settings(settings), registry)
 
     async def main() -> int:
         return await run_components(
@@ -46,8 +48,10 @@ def run_sink(settings: Settings) -> int:
     return run(main)
 
 
-def db_migrate(settings: Settings, out: TextIO | None = None) -> int:
-    """``citysense db migrate``: apply pending migrations, role passwords and storage policies."""
+def db_migrate(
+    settings: Settings, out: TextIO | None = None, registry: Registry | None = None
+) -> int:
+    """``citysense db migrate``: migrations, role passwords, storage policies, the registry."""
     sink = sink_settings(settings)
     out = out or sys.stdout
 
@@ -61,6 +65,7 @@ def db_migrate(settings: Settings, out: TextIO | None = None) -> int:
                 None if sink.reader_password is None else sink.reader_password.get_secret_value(),
             )
             report = await apply_policies(conn, sink)
+            synced = None if registry is None else await sync_sensors(conn, registry)
         finally:
             await conn.close()
         where = mask_url(settings.database.url.get_secret_value())
@@ -68,6 +73,8 @@ def db_migrate(settings: Settings, out: TextIO | None = None) -> int:
             print(f"applied {m.version:04d}_{m.name}", file=out)
         for role in roles:
             print(f"password set for role {role}", file=out)
+        if synced is not None:
+            print(f"sensors table: {synced} of {len(registry or ())} sensors changed", file=out)
         retention = "policy jobs" if report.retention_by_jobs else "the sink (drop_chunks)"
         print(
             f"{where}: schema up to date ({len(applied)} applied now); licence {report.licence}, "

@@ -37,11 +37,13 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from citysense.clients import connect_database, ensure_topics, kafka_consumer, kafka_producer
+from citysense.registry import Registry
 from citysense.settings import Settings, mask_url
 from schemas import SchemaError, decode, encode
 from sinks.timescale import _metrics as metrics
 from sinks.timescale._migrations import migrate, set_role_passwords
 from sinks.timescale._policies import apply_policies, drop_old_chunks
+from sinks.timescale._registry import sync_sensors
 from sinks.timescale._settings import SinkSettings
 from sinks.timescale._writer import (
     RowError,
@@ -116,9 +118,12 @@ class TimescaleSink:
 
     name = "sink-timescale"
 
-    def __init__(self, settings: Settings, sink: SinkSettings) -> None:
+    def __init__(
+        self, settings: Settings, sink: SinkSettings, registry: Registry | None = None
+    ) -> None:
         self._settings = settings
         self._sink = sink
+        self._registry = registry
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -382,6 +387,9 @@ class TimescaleSink:
                     _secret(self._sink.writer_password),
                     _secret(self._sink.reader_password),
                 )
+            if self._registry is not None:
+                changed = await sync_sensors(conn, self._registry)
+                log.info("sensors table synced with the registry", extra={"changed": changed})
             try:
                 report = await apply_policies(conn, self._sink)
             except psycopg.errors.InsufficientPrivilege as exc:

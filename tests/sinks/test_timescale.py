@@ -20,7 +20,7 @@ import pytest
 from aiokafka import TopicPartition
 from pydantic import SecretStr
 
-from citysense.clients import kafka_consumer
+from citysense.clients import connect_database, kafka_consumer
 from citysense.settings import DatabaseSettings, Settings
 from citysense.stack import Stack, free_port
 from schemas import decode
@@ -640,3 +640,26 @@ async def test_apache_retention_drops_old_chunks_only(settings: Settings) -> Non
             assert await drop_old_chunks(conn, config) == 1
         assert await count(url, "noise_measurements") == 1
         assert await count(url, "noise_aggregates") == 2  # aggregates kept forever by default
+
+
+async def test_the_registry_fills_the_sensors_table(settings: Settings) -> None:
+    from citysense.registry import load_registry, scenario_path
+    from sinks.timescale._registry import sync_sensors
+
+    registry = load_registry(scenario_path("nation"))
+    async with database(settings) as db:
+        conn = await connect_database(db.database, autocommit=True)
+        try:
+            await migrate(conn)
+            assert await sync_sensors(conn, registry) == len(registry)
+            assert await sync_sensors(conn, registry) == 0  # unchanged rows are not rewritten
+            row = await (
+                await conn.execute(
+                    "SELECT kind, site, capacity, regions->>'1' FROM sensors WHERE id = 'pool-001'"
+                )
+            ).fetchone()
+            assert row == ("occupancy", "piscine-nation", 150, "basin-1/lane-1")
+            count = await (await conn.execute("SELECT count(*) FROM sensors")).fetchone()
+            assert count == (len(registry),)
+        finally:
+            await conn.close()
