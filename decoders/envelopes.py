@@ -20,6 +20,11 @@ decode the uplink cannot become a measurement. Timestamps must carry an offset; 
 microseconds are truncated (``datetime.fromisoformat`` does so since Python 3.11). The server's own
 decoded ``object``/``decoded_payload`` is ignored: we decode ``data`` ourselves.
 
+Speed: ingest parses every uplink, so each parser first tries a fast path for the well-formed
+envelope (plain dict access, exact type checks, one C call each for base64 and the time) and falls
+back to the careful, field-by-field parser, the reference, for anything unusual; that one names the
+field at fault in its :class:`InvalidPayloadError`.
+
 Idempotency: :attr:`Uplink.idempotency_key` is ``<device>:<fCnt>:<dedup id>`` with the device's
 upper-case DevEUI (or ``<application>/<device id>`` for a TTS device without one) and the
 ChirpStack ``deduplicationId`` / TTS ``as:up:`` correlation id. A broker redelivery repeats all
@@ -32,7 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -101,6 +106,352 @@ class Uplink:
         return f"{device}:{self.fcnt}:{self.dedup_id or ''}"
 
 
+def _invalid(network: Network, detail: str) -> InvalidPayloadError:
+    return InvalidPayloadError(network, None, detail)
+
+
+def _load(network: Network, body: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid(network, f"invalid JSON: {exc}") from exc
+    if type(event) is not dict:
+        raise _invalid(network, "body is not a JSON object")
+    return event
+
+
+def parse_chirpstack_uplink(body: bytes, topic: str | None = None) -> Uplink:
+    """Parse a ChirpStack v4 ``event/up`` JSON body; ``topic`` fills and cross-checks ids."""
+    event = _load("chirpstack", body)
+    return _chirpstack_fast(event, topic) or _chirpstack_careful(event, topic)
+
+
+def parse_tts_uplink(body: bytes, topic: str | None = None) -> Uplink:
+    """Parse a The Things Stack v3 ``up`` JSON body; ``topic`` gives the tenant and cross-checks."""
+    event = _load("tts", body)
+    return _tts_fast(event, topic) or _tts_careful(event, topic)
+
+
+# ---- Fast paths: the common, well-formed envelope, with plain dict access and exact type checks.
+#
+# orjson builds exact dicts, lists, strs, ints, floats, bools and None, so ``type(v) is int`` is
+# "an integer and not a bool", as the careful accessors' isinstance checks say. A fast path returns
+# None at the first thing it does not expect: a wrong type, a missing or out-of-range value, a time
+# or base64 it cannot read, but also rare valid forms such as ``"deviceInfo": 0`` (read as empty)
+# or a reception without ``gateway_ids``. The careful parser then either accepts the envelope or
+# names the field at fault. Wherever a fast path answers, its Uplink equals the careful parser's,
+# and wherever the careful parser raises, the fast path declines (tests check both).
+
+_OPTIONAL_TEXT = frozenset({str, type(None)})
+_OPTIONAL_NUMBER = frozenset({int, float, type(None)})
+_HEX_DIGITS = "0123456789ABCDEF"
+_MAX_FCNT = 0xFFFFFFFF
+
+
+# A frozen dataclass's __init__ stores each field through object.__setattr__, to get past its own
+# __setattr__ (which raises): Uplink(...) costs 1.1-1.6 µs here, a third of a whole fast path.
+# The fast paths build their results with object.__new__ and each slot's member descriptor, the
+# store object.__setattr__ ends in, at about half the cost. This holds while the dataclasses have
+# no __post_init__; tests check the builders take every field and equal the constructors.
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    setter: Callable[[object, object], None] = vars(cls)[name].__set__
+    return setter
+
+
+_set_gateway_id = _slot_setter(GatewayRx, "gateway_id")
+_set_rssi = _slot_setter(GatewayRx, "rssi")
+_set_snr = _slot_setter(GatewayRx, "snr")
+_set_network = _slot_setter(Uplink, "network")
+_set_application_id = _slot_setter(Uplink, "application_id")
+_set_payload = _slot_setter(Uplink, "payload")
+_set_dev_eui = _slot_setter(Uplink, "dev_eui")
+_set_device_name = _slot_setter(Uplink, "device_name")
+_set_tenant_id = _slot_setter(Uplink, "tenant_id")
+_set_device_profile = _slot_setter(Uplink, "device_profile")
+_set_fport = _slot_setter(Uplink, "fport")
+_set_fcnt = _slot_setter(Uplink, "fcnt")
+_set_gateways = _slot_setter(Uplink, "gateways")
+_set_received_at = _slot_setter(Uplink, "received_at")
+_set_dedup_id = _slot_setter(Uplink, "dedup_id")
+
+
+def _new_gateway(gateway_id: str, rssi: float, snr: float) -> GatewayRx:
+    """``GatewayRx(gateway_id, rssi, snr)``, quicker (see above)."""
+    gateway: GatewayRx = object.__new__(GatewayRx)
+    _set_gateway_id(gateway, gateway_id)
+    _set_rssi(gateway, rssi)
+    _set_snr(gateway, snr)
+    return gateway
+
+
+def _new_uplink(
+    network: Network,
+    application_id: str,
+    payload: bytes,
+    dev_eui: str | None,
+    device_name: str | None,
+    tenant_id: str | None,
+    device_profile: str | None,
+    fport: int | None,
+    fcnt: int,
+    gateways: tuple[GatewayRx, ...],
+    received_at: datetime | None,
+    dedup_id: str | None,
+) -> Uplink:
+    """``Uplink(...)`` with every field given, quicker (see above)."""
+    uplink: Uplink = object.__new__(Uplink)
+    _set_network(uplink, network)
+    _set_application_id(uplink, application_id)
+    _set_payload(uplink, payload)
+    _set_dev_eui(uplink, dev_eui)
+    _set_device_name(uplink, device_name)
+    _set_tenant_id(uplink, tenant_id)
+    _set_device_profile(uplink, device_profile)
+    _set_fport(uplink, fport)
+    _set_fcnt(uplink, fcnt)
+    _set_gateways(uplink, gateways)
+    _set_received_at(uplink, received_at)
+    _set_dedup_id(uplink, dedup_id)
+    return uplink
+
+
+def _is_eui(eui: str) -> bool:
+    """16 upper-case hex digits, as ``_EUI.fullmatch`` (strip leaves nothing only then)."""
+    return len(eui) == 16 and not eui.strip(_HEX_DIGITS)
+
+
+def _fast_payload(text: object) -> bytes | None:
+    """Strict base64 of a non-empty string, else None: ``b64decode(validate=True)`` in one call."""
+    if type(text) is not str or not text:
+        return None
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # binascii.Error, or a non-ASCII string
+        return None
+
+
+def _fast_utc(text: str) -> datetime | None:
+    """An ISO 8601 time with an offset, in UTC, else None.
+
+    ``datetime.fromisoformat`` is C code that reads the servers' nanoseconds (truncated) and
+    ``Z``, and gives the ``UTC`` singleton for a zero offset, which needs no conversion.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is UTC:
+            return moment
+        return None if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
+    """:func:`parse_chirpstack_uplink` for a well-formed event, else None (see above)."""
+    info = event.get("deviceInfo")
+    if type(info) is not dict:
+        return None
+    application_id = info.get("applicationId")
+    dev_eui = info.get("devEui")
+    device_name = info.get("deviceName")
+    tenant_id = info.get("tenantId")
+    device_profile = info.get("deviceProfileName")
+    time = event.get("time")
+    dedup_id = event.get("deduplicationId")
+    texts = {
+        type(application_id),
+        type(dev_eui),
+        type(device_name),
+        type(tenant_id),
+        type(device_profile),
+        type(time),
+        type(dedup_id),
+    }
+    if not texts <= _OPTIONAL_TEXT:
+        return None
+    eui = dev_eui.upper() if dev_eui else None
+    if topic is not None:
+        # application/<app>/device/<devEui>/event/up, as _CHIRPSTACK_TOPIC.fullmatch.
+        parts = topic.split("/")
+        if not (
+            len(parts) == 6
+            and parts[0] == "application"
+            and parts[1]
+            and parts[2] == "device"
+            and parts[3]
+            and parts[4] == "event"
+            and parts[5] == "up"
+        ):
+            return None
+        topic_eui = parts[3].upper()
+        if eui is not None and eui != topic_eui:
+            return None
+        eui = topic_eui
+        application_id = application_id or parts[1]
+    if not application_id or eui is None or not _is_eui(eui):
+        return None
+    payload = _fast_payload(event.get("data"))
+    fport = event.get("fPort")
+    fcnt = event.get("fCnt")
+    if fcnt is None:
+        fcnt = 0
+    if (
+        payload is None
+        or not (fport is None or (type(fport) is int and 0 <= fport <= 255))
+        or not (type(fcnt) is int and 0 <= fcnt <= _MAX_FCNT)
+    ):
+        return None
+    gateways: list[GatewayRx] = []
+    rx_info = event.get("rxInfo")
+    if rx_info is not None:
+        if type(rx_info) is not list:
+            return None
+        for rx in rx_info:
+            if type(rx) is not dict:
+                return None
+            gateway_id = rx.get("gatewayId")
+            if type(gateway_id) not in _OPTIONAL_TEXT:
+                return None
+            if gateway_id:  # a reception without a gateway id is dropped, unchecked
+                rssi, snr = rx.get("rssi"), rx.get("snr")
+                if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
+                    return None
+                gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+    received_at = None
+    if time:
+        received_at = _fast_utc(time)
+        if received_at is None:
+            return None
+    return _new_uplink(
+        network="chirpstack",
+        application_id=application_id,
+        payload=payload,
+        dev_eui=eui,
+        device_name=device_name or None,
+        tenant_id=tenant_id or None,
+        device_profile=device_profile or None,
+        fport=fport,
+        fcnt=fcnt,
+        gateways=tuple(gateways),
+        received_at=received_at,
+        dedup_id=dedup_id or None,
+    )
+
+
+def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
+    """:func:`parse_tts_uplink` for a well-formed event, else None (see above)."""
+    ids = event.get("end_device_ids")
+    up = event.get("uplink_message")
+    if type(ids) is not dict or type(up) is not dict:
+        return None
+    application_ids = ids.get("application_ids")
+    version = up.get("version_ids")
+    if version is None:
+        version = {}
+    if type(application_ids) is not dict or type(version) is not dict:
+        return None
+    application_id = application_ids.get("application_id")
+    device_id = ids.get("device_id")
+    dev_eui = ids.get("dev_eui")
+    brand, model = version.get("brand_id"), version.get("model_id")
+    received = event.get("received_at")
+    texts = {type(application_id), type(device_id), type(dev_eui), type(brand), type(model)}
+    if not texts <= _OPTIONAL_TEXT or type(received) not in _OPTIONAL_TEXT:
+        return None
+    application_id = application_id or None
+    device_id = device_id or None
+    tenant_id = None
+    if topic is not None:
+        # v3/<app>[@<tenant>]/devices/<device>/up, as _TTS_TOPIC.fullmatch.
+        parts = topic.split("/")
+        if not (
+            len(parts) == 5
+            and parts[0] == "v3"
+            and parts[2] == "devices"
+            and parts[3]
+            and parts[4] == "up"
+        ):
+            return None
+        topic_app, at, tenant = parts[1].partition("@")
+        if not topic_app or (at and not tenant):
+            return None
+        if application_id not in (None, topic_app) or device_id not in (None, parts[3]):
+            return None
+        application_id, device_id, tenant_id = topic_app, parts[3], tenant or None
+    if application_id is None or device_id is None:
+        return None
+    eui = dev_eui.upper() if dev_eui else None
+    if eui is not None and not _is_eui(eui):
+        return None
+    payload = _fast_payload(up.get("frm_payload"))
+    fport = up.get("f_port")
+    fcnt = up.get("f_cnt")
+    if fcnt is None:
+        fcnt = 0
+    if (
+        payload is None
+        or not (fport is None or (type(fport) is int and 0 <= fport <= 255))
+        or not (type(fcnt) is int and 0 <= fcnt <= _MAX_FCNT)
+    ):
+        return None
+    gateways: list[GatewayRx] = []
+    rx_metadata = up.get("rx_metadata")
+    if rx_metadata is not None:
+        if type(rx_metadata) is not list:
+            return None
+        for rx in rx_metadata:
+            if type(rx) is not dict:
+                return None
+            gateway_ids = rx.get("gateway_ids")
+            if type(gateway_ids) is not dict:
+                return None
+            gateway_id = gateway_ids.get("gateway_id")
+            if type(gateway_id) not in _OPTIONAL_TEXT:
+                return None
+            if gateway_id:  # a reception without a gateway id is dropped, unchecked
+                rssi, snr = rx.get("rssi"), rx.get("snr")
+                if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
+                    return None
+                gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+    if not received:  # the event's own time, else the uplink message's
+        received = up.get("received_at")
+        if type(received) not in _OPTIONAL_TEXT:
+            return None
+    received_at = None
+    if received:
+        received_at = _fast_utc(received)
+        if received_at is None:
+            return None
+    dedup_id = None
+    correlation_ids = event.get("correlation_ids")
+    if correlation_ids is not None:
+        if type(correlation_ids) is not list:
+            return None
+        for correlation_id in correlation_ids:  # the as:up: one, else the first
+            if type(correlation_id) is not str:
+                return None
+            if dedup_id is None and correlation_id.startswith("as:up:"):
+                dedup_id = correlation_id
+        if dedup_id is None and correlation_ids:
+            dedup_id = correlation_ids[0]
+    return _new_uplink(
+        network="tts",
+        application_id=application_id,
+        payload=payload,
+        dev_eui=eui,
+        device_name=device_id,
+        tenant_id=tenant_id,
+        device_profile=f"{brand}/{model}" if brand and model else None,
+        fport=fport,
+        fcnt=fcnt,
+        gateways=tuple(gateways),
+        received_at=received_at,
+        dedup_id=dedup_id,
+    )
+
+
+# ---- Careful parsers: the reference behaviour, for whatever a fast path declined.
+
+
 class _Fields:
     """Typed, error-raising access to one JSON object of an envelope."""
 
@@ -140,23 +491,12 @@ class _Fields:
         return [_Fields(self.network, item, f"{path}[{i}].") for i, item in enumerate(value)]
 
 
-def _invalid(network: Network, detail: str) -> InvalidPayloadError:
-    return InvalidPayloadError(network, None, detail)
-
-
-def _load(network: Network, body: bytes) -> _Fields:
-    try:
-        return _Fields(network, orjson.loads(body), "")
-    except orjson.JSONDecodeError as exc:
-        raise _invalid(network, f"invalid JSON: {exc}") from exc
-
-
 def _payload(network: Network, text: str | None, key: str) -> bytes:
     if text is None:
         raise _invalid(network, f"no payload ({key} missing)")
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a non-ASCII string
         raise _invalid(network, f"{key} is not base64: {exc}") from exc
 
 
@@ -169,7 +509,10 @@ def _timestamp(network: Network, text: str | None, key: str) -> datetime | None:
         raise _invalid(network, f"{key} {text!r} is not an ISO 8601 time") from exc
     if moment.tzinfo is None:
         raise _invalid(network, f"{key} {text!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 pushed past the calendar by the offset
+        raise _invalid(network, f"{key} {text!r} is out of range in UTC") from exc
 
 
 def _dev_eui(network: Network, text: str | None) -> str | None:
@@ -195,9 +538,9 @@ def _fport(network: Network, fields: _Fields, key: str) -> int | None:
     return fport
 
 
-def parse_chirpstack_uplink(body: bytes, topic: str | None = None) -> Uplink:
-    """Parse a ChirpStack v4 ``event/up`` JSON body; ``topic`` fills and cross-checks ids."""
-    event = _load("chirpstack", body)
+def _chirpstack_careful(body: dict[str, Any], topic: str | None) -> Uplink:
+    """:func:`parse_chirpstack_uplink`, field by field, raising on the first field at fault."""
+    event = _Fields("chirpstack", body, "")
     info = event.sub("deviceInfo")
     application_id = info.text("applicationId")
     dev_eui = _dev_eui("chirpstack", info.text("devEui"))
@@ -239,9 +582,9 @@ def _correlation_id(ids: object) -> str | None:
     return next((i for i in ids if i.startswith("as:up:")), ids[0] if ids else None)
 
 
-def parse_tts_uplink(body: bytes, topic: str | None = None) -> Uplink:
-    """Parse a The Things Stack v3 ``up`` JSON body; ``topic`` gives the tenant and cross-checks."""
-    event = _load("tts", body)
+def _tts_careful(body: dict[str, Any], topic: str | None) -> Uplink:
+    """:func:`parse_tts_uplink`, field by field, raising on the first field at fault."""
+    event = _Fields("tts", body, "")
     ids = event.sub("end_device_ids")
     application_id = ids.sub("application_ids").text("application_id")
     device_id = ids.text("device_id")

@@ -3,11 +3,18 @@ fields, topics, errors, and round trips through the simulator builders."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import binascii
+import copy
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from decoders import InvalidPayloadError
@@ -16,6 +23,12 @@ from decoders.envelopes import (
     TTS_UPLINK_SUBSCRIPTION,
     GatewayRx,
     Uplink,
+    _chirpstack_careful,
+    _chirpstack_fast,
+    _new_gateway,
+    _new_uplink,
+    _tts_careful,
+    _tts_fast,
     chirpstack_uplink_json,
     chirpstack_uplink_topic,
     parse_chirpstack_uplink,
@@ -293,3 +306,454 @@ def test_tts_builder_roundtrip(uplink: Uplink) -> None:
     assert uplink.device_name is not None
     topic = tts_uplink_topic(uplink.application_id, uplink.device_name, uplink.tenant_id)
     assert parse_uplink(topic, tts_uplink_json(uplink)) == uplink
+
+
+# ---- Fast paths and careful parsers.
+#
+# Each parser tries a fast path first and hands anything unusual to its careful parser, the
+# reference. The tests below hold them to it: whatever the builders write takes the fast path,
+# with any time format the servers use; wherever the fast path answers, the careful parser gives
+# the same Uplink, and wherever the careful parser raises, the fast path declines; malformed
+# variants raise InvalidPayloadError naming the field.
+
+JsonPath = tuple[str | int, ...]
+DELETE = object()  # a mutation that removes the value
+
+
+def _put(body: dict[str, Any], path: JsonPath, value: object) -> bool:
+    """Set a copy of ``value`` (or DELETE) at ``path``, making missing objects on the way; False
+    if the path runs through something else."""
+    *parents, last = path
+    if value is not DELETE:
+        value = copy.deepcopy(value)  # examples share the strategies' lists and dicts
+    node: Any = body
+    for key in parents:
+        if isinstance(key, str) and isinstance(node, dict):
+            node = node.setdefault(key, {})
+        elif isinstance(key, int) and isinstance(node, list) and key < len(node):
+            node = node[key]
+        else:
+            return False
+    if isinstance(last, str) and isinstance(node, dict):
+        if value is DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+        return True
+    if isinstance(last, int) and isinstance(node, list) and last < len(node):
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+        return True
+    return False
+
+
+def _outcome(parse: Callable[[], Uplink]) -> Uplink | str:
+    try:
+        return parse()
+    except InvalidPayloadError as exc:
+        return f"InvalidPayloadError: {exc}"
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_utc_time(text: str) -> bool:
+    try:
+        moment = datetime.fromisoformat(text)
+        moment.astimezone(UTC)  # OverflowError when the offset pushes it past year 1 or 9999
+    except (ValueError, OverflowError):
+        return False
+    return moment.tzinfo is not None
+
+
+CHIRPSTACK_UPLINKS = st.builds(
+    Uplink,
+    network=st.just("chirpstack"),
+    dev_eui=EUI,
+    device_name=st.none() | IDENT,
+    tenant_id=st.none() | IDENT,
+    device_profile=st.none() | st.text(min_size=1, max_size=30),
+    **COMMON,
+)
+TTS_UPLINKS = st.builds(
+    Uplink,
+    network=st.just("tts"),
+    dev_eui=st.none() | EUI,
+    device_name=IDENT,
+    tenant_id=st.none() | IDENT,
+    device_profile=st.none() | st.builds("{}/{}".format, IDENT, IDENT),
+    dedup_id=st.none() | st.uuids().map(str) | st.builds("as:up:{}".format, IDENT),
+    **{k: v for k, v in COMMON.items() if k != "dedup_id"},
+)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One network server's envelope, for the tests below."""
+
+    network: str
+    uplinks: st.SearchStrategy[Uplink]
+    build: Callable[[Uplink], bytes]
+    parse: Callable[[bytes, str | None], Uplink]
+    fast: Callable[[dict[str, Any], str | None], Uplink | None]
+    careful: Callable[[dict[str, Any], str | None], Uplink]
+    payload: JsonPath
+    time: JsonPath
+    #: Where each field lives, its name in error messages, and wrong values it must refuse.
+    typed_fields: tuple[tuple[JsonPath, str, tuple[object, ...]], ...]
+    topics: tuple[str, ...]
+
+    def topic(self, uplink: Uplink) -> str:
+        if self.network == "chirpstack":
+            assert uplink.dev_eui is not None
+            return chirpstack_uplink_topic(uplink.application_id, uplink.dev_eui)
+        assert uplink.device_name is not None
+        return tts_uplink_topic(uplink.application_id, uplink.device_name, uplink.tenant_id)
+
+
+# Wrong values by the type a field wants. None is "omitted", never wrong; a nested object that is
+# falsy (0, "", [], {}) reads as an empty object; a list item must be an object, even null.
+NOT_TEXT: tuple[object, ...] = (0, 7, 1.5, True, False, [], ["x"], {}, {"a": "x"})
+NOT_INTEGER: tuple[object, ...] = (1.5, -0.0, True, False, "7", "", [], [1], {})
+NOT_NUMBER: tuple[object, ...] = (True, False, "-90", "", [], [1], {})
+NOT_LIST: tuple[object, ...] = (0, 1, True, False, "", "x", {}, {"a": 1})
+NOT_OBJECT: tuple[object, ...] = (1, 1.5, True, "x", ["x"])
+NOT_ITEM_OBJECT: tuple[object, ...] = (None, 0, 1, True, False, "", "x", [], ["x"])
+NOT_TEXT_LIST: tuple[object, ...] = (1, True, "x", {"a": "x"}, [1], ["as:up:1", None], [["x"]])
+
+CHIRPSTACK = Format(
+    network="chirpstack",
+    uplinks=CHIRPSTACK_UPLINKS,
+    build=chirpstack_uplink_json,
+    parse=parse_chirpstack_uplink,
+    fast=_chirpstack_fast,
+    careful=_chirpstack_careful,
+    payload=("data",),
+    time=("time",),
+    typed_fields=(
+        (("deviceInfo",), "deviceInfo", NOT_OBJECT),
+        (("deviceInfo", "applicationId"), "deviceInfo.applicationId", NOT_TEXT),
+        (("deviceInfo", "devEui"), "deviceInfo.devEui", NOT_TEXT),
+        (("deviceInfo", "deviceName"), "deviceInfo.deviceName", NOT_TEXT),
+        (("deviceInfo", "tenantId"), "deviceInfo.tenantId", NOT_TEXT),
+        (("deviceInfo", "deviceProfileName"), "deviceInfo.deviceProfileName", NOT_TEXT),
+        (("data",), "data", NOT_TEXT),
+        (("fPort",), "fPort", NOT_INTEGER),
+        (("fCnt",), "fCnt", NOT_INTEGER),
+        (("time",), "time", NOT_TEXT),
+        (("deduplicationId",), "deduplicationId", NOT_TEXT),
+        (("rxInfo",), "rxInfo", NOT_LIST),
+        (("rxInfo", 0), "rxInfo[0]", NOT_ITEM_OBJECT),
+        (("rxInfo", 0, "gatewayId"), "rxInfo[0].gatewayId", NOT_TEXT),
+        (("rxInfo", 0, "rssi"), "rxInfo[0].rssi", NOT_NUMBER),
+        (("rxInfo", 0, "snr"), "rxInfo[0].snr", NOT_NUMBER),
+    ),
+    topics=(
+        "application/a/device/0101010101010101/event/up",
+        "application/a/device/0a0b0c0d0e0f1011/event/up",
+        "application//device/0101010101010101/event/up",
+        "application/a/device//event/up",
+        "application/a/device/0101010101010101/event/upx",
+        "application/a/b/device/0101010101010101/event/up",
+        "application/a/device/0101010101010101/event/up/",
+        "application/a/device/010101010101010g/event/up",
+        "v3/app1/devices/dev1/up",
+    ),
+)
+TTS = Format(
+    network="tts",
+    uplinks=TTS_UPLINKS,
+    build=tts_uplink_json,
+    parse=parse_tts_uplink,
+    fast=_tts_fast,
+    careful=_tts_careful,
+    payload=("uplink_message", "frm_payload"),
+    time=("received_at",),
+    typed_fields=(
+        (("end_device_ids",), "end_device_ids", NOT_OBJECT),
+        (("end_device_ids", "device_id"), "end_device_ids.device_id", NOT_TEXT),
+        (("end_device_ids", "application_ids"), "end_device_ids.application_ids", NOT_OBJECT),
+        (
+            ("end_device_ids", "application_ids", "application_id"),
+            "end_device_ids.application_ids.application_id",
+            NOT_TEXT,
+        ),
+        (("end_device_ids", "dev_eui"), "end_device_ids.dev_eui", NOT_TEXT),
+        (("correlation_ids",), "correlation_ids", NOT_TEXT_LIST),
+        (("received_at",), "received_at", NOT_TEXT),
+        (("uplink_message",), "uplink_message", NOT_OBJECT),
+        (("uplink_message", "f_port"), "uplink_message.f_port", NOT_INTEGER),
+        (("uplink_message", "f_cnt"), "uplink_message.f_cnt", NOT_INTEGER),
+        (("uplink_message", "frm_payload"), "uplink_message.frm_payload", NOT_TEXT),
+        (("uplink_message", "received_at"), "uplink_message.received_at", NOT_TEXT),
+        (("uplink_message", "rx_metadata"), "uplink_message.rx_metadata", NOT_LIST),
+        (("uplink_message", "rx_metadata", 0), "uplink_message.rx_metadata[0]", NOT_ITEM_OBJECT),
+        (
+            ("uplink_message", "rx_metadata", 0, "gateway_ids"),
+            "uplink_message.rx_metadata[0].gateway_ids",
+            NOT_OBJECT,
+        ),
+        (
+            ("uplink_message", "rx_metadata", 0, "gateway_ids", "gateway_id"),
+            "uplink_message.rx_metadata[0].gateway_ids.gateway_id",
+            NOT_TEXT,
+        ),
+        (
+            ("uplink_message", "rx_metadata", 0, "rssi"),
+            "uplink_message.rx_metadata[0].rssi",
+            NOT_NUMBER,
+        ),
+        (
+            ("uplink_message", "rx_metadata", 0, "snr"),
+            "uplink_message.rx_metadata[0].snr",
+            NOT_NUMBER,
+        ),
+        (("uplink_message", "version_ids"), "uplink_message.version_ids", NOT_OBJECT),
+        (
+            ("uplink_message", "version_ids", "brand_id"),
+            "uplink_message.version_ids.brand_id",
+            NOT_TEXT,
+        ),
+        (
+            ("uplink_message", "version_ids", "model_id"),
+            "uplink_message.version_ids.model_id",
+            NOT_TEXT,
+        ),
+    ),
+    topics=(
+        "v3/app1/devices/dev1/up",
+        "v3/app1@t/devices/dev1/up",
+        "v3/a@b@c/devices/dev1/up",
+        "v3/app1@/devices/dev1/up",
+        "v3/@t/devices/dev1/up",
+        "v3//devices/dev1/up",
+        "v3/app1/devices//up",
+        "v3/app1/device/dev1/up",
+        "v3/app1/devices/dev1/up/",
+        "application/a/device/0101010101010101/event/up",
+    ),
+)
+FORMATS = {"chirpstack": CHIRPSTACK, "tts": TTS}
+NETWORKS = pytest.mark.parametrize("network", list(FORMATS))
+
+
+@NETWORKS
+@given(data=st.data())
+def test_builder_output_takes_the_fast_path(network: str, data: st.DataObject) -> None:
+    fmt = FORMATS[network]
+    uplink = data.draw(fmt.uplinks)
+    topic = data.draw(st.sampled_from([fmt.topic(uplink), None]))
+    if topic is None and fmt is TTS:
+        uplink = replace(uplink, tenant_id=None)  # only the topic names the tenant
+    event = orjson.loads(fmt.build(uplink))
+    assert fmt.fast(event, topic) == uplink
+    assert fmt.careful(event, topic) == uplink
+
+
+@st.composite
+def server_times(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A time as the servers write it (any offset, 0 to 9 fraction digits), and its UTC value."""
+    moment = draw(TIMES.filter(lambda t: t is not None))
+    assert moment is not None
+    offset = timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60)))
+    digits = draw(st.integers(0, 9))
+    nanoseconds = moment.microsecond * 1000 + draw(st.integers(0, 999))
+    fraction = f".{nanoseconds:09d}"[: digits + 1] if digits else ""
+    local = moment.astimezone(timezone(offset))
+    sign, minutes = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
+    zone = draw(st.sampled_from(["Z", "+00:00"])) if not offset else f"{sign}{hours:02d}:{rest:02d}"
+    text = f"{local:%Y-%m-%dT%H:%M:%S}{fraction}{zone}"
+    kept = int(f"{nanoseconds:09d}"[:digits].ljust(6, "0")[:6]) if digits else 0
+    return text, moment.replace(microsecond=kept)
+
+
+@NETWORKS
+@given(data=st.data(), time=server_times())
+def test_server_times_take_the_fast_path(
+    network: str, data: st.DataObject, time: tuple[str, datetime]
+) -> None:
+    fmt = FORMATS[network]
+    uplink = data.draw(fmt.uplinks)
+    event = orjson.loads(fmt.build(uplink))
+    text, expected = time
+    _put(event, fmt.time, text)
+    parsed = fmt.fast(event, fmt.topic(uplink))
+    assert parsed is not None
+    assert parsed.received_at == expected
+    assert parsed.received_at.tzinfo is UTC
+    assert parsed == fmt.careful(event, fmt.topic(uplink))
+
+
+EDGE_VALUES: list[object] = [
+    *(None, 0, 1, -1, 255, 256, 2**32 - 1, 2**32, 2**64 - 1, 1.5, -0.0, True, False, DELETE),
+    *("", "x", "AQ==", "AQ=", "AQ==é", "as:up:01X", "0A0B0C0D0E0F101", "ﬀ0A0B0C0D0E0F10"),
+    *("010101010101010G", " 0101010101010101"),
+    *("0101010101010101", "0a0b0c0d0e0f1011", "2024-05-01T12:00:00", "2024-05-01T12:00:00Z"),
+    *("2024-05-01T14:00:00.123456789+02:00", "0001-01-01T00:30:00+01:00", "app1", "dev1"),
+    *([], {}, ["x"], ["gs:1", "as:up:2"], [""], [1], [{}], [None], {"a": "x"}),
+    *([{"gatewayId": "g"}, {"gatewayId": ""}], [{"gateway_ids": {"gateway_id": "g"}, "snr": -1}]),
+    *({"gateway_id": ""}, {"application_id": "app1"}, {"brand_id": "b"}),
+]
+
+
+def _agree(fmt: Format, raw: bytes, topic: str | None) -> None:
+    """Where the fast path answers, the careful parser gives the same; where the careful parser
+    raises, the fast path declines; either way the public parser says what the careful one says."""
+    careful = _outcome(lambda: fmt.careful(orjson.loads(raw), topic))
+    fast = fmt.fast(orjson.loads(raw), topic)
+    if fast is not None:
+        assert careful == fast, (raw, topic)
+    if isinstance(careful, str):
+        assert fast is None, (raw, topic, careful)
+    assert _outcome(lambda: fmt.parse(raw, topic)) == careful
+
+
+RICH_CHIRPSTACK = Uplink(
+    network="chirpstack",
+    application_id="city",
+    payload=b"\x01\x02",
+    dev_eui="0A0B0C0D0E0F1011",
+    device_name="noise-1",
+    tenant_id="ville",
+    device_profile="acme/nm-1",
+    fport=5,
+    fcnt=7,
+    gateways=(GatewayRx("gw-1", -90.0, 7.5), GatewayRx("gw-2")),
+    received_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
+    dedup_id="as:up:01X",
+)
+RICH_TTS = replace(RICH_CHIRPSTACK, network="tts")
+TTS_LATE = orjson.loads(tts_uplink_json(RICH_TTS))
+del TTS_LATE["received_at"]  # the uplink message's own received_at counts instead
+TTS_WITH_IDS = orjson.loads(TTS_DOC)
+TTS_WITH_IDS["correlation_ids"] = ["gs:uplink:01G", "as:up:01E0WFRHXQ"]
+#: Envelopes to change one field at a time, with their topics.
+EXAMPLES = {
+    "chirpstack": [
+        (CHIRPSTACK_DOC, CHIRPSTACK_TOPIC),
+        (chirpstack_uplink_json(RICH_CHIRPSTACK), CHIRPSTACK.topic(RICH_CHIRPSTACK)),
+        (
+            b'{"deviceInfo": {"applicationId": "a", "devEui": "0101010101010101"}, "data": "AQ=="}',
+            "application/a/device/0101010101010101/event/up",
+        ),
+    ],
+    "tts": [
+        (orjson.dumps(TTS_WITH_IDS), "v3/app1/devices/dev1/up"),
+        (tts_uplink_json(RICH_TTS), TTS.topic(RICH_TTS)),
+        (orjson.dumps(TTS_LATE), TTS.topic(RICH_TTS)),
+        (
+            b'{"end_device_ids": {"device_id": "dev1", "application_ids": {"application_id":'
+            b' "app1"}}, "uplink_message": {"frm_payload": "AQ=="}}',
+            "v3/app1/devices/dev1/up",
+        ),
+    ],
+}
+
+
+@NETWORKS
+def test_fast_paths_agree_on_every_single_change(network: str) -> None:
+    """Each example, each field set to each edge or wrong value in turn, with and without its
+    topic; and each example under each topic variant."""
+    fmt = FORMATS[network]
+    for raw, topic in EXAMPLES[network]:
+        for variant in (topic, None, *fmt.topics):
+            _agree(fmt, raw, variant)
+        for path, _, wrong in fmt.typed_fields:
+            for value in (*EDGE_VALUES, *wrong):
+                body = orjson.loads(raw)
+                if _put(body, path, value):
+                    _agree(fmt, orjson.dumps(body), topic)
+                    _agree(fmt, orjson.dumps(body), None)
+
+
+@NETWORKS
+@settings(max_examples=300)
+@given(data=st.data())
+def test_fast_paths_agree_with_the_careful_parsers(network: str, data: st.DataObject) -> None:
+    """As above, for random uplinks with up to three changes at once, under any topic."""
+    fmt = FORMATS[network]
+    uplink = data.draw(fmt.uplinks)
+    body = orjson.loads(fmt.build(uplink))
+    paths = [path for path, _, _ in fmt.typed_fields]
+    values = st.sampled_from(EDGE_VALUES) | st.text(max_size=20) | st.integers(-(2**63), 2**64 - 1)
+    for _ in range(data.draw(st.integers(1, 3))):
+        _put(body, data.draw(st.sampled_from(paths)), data.draw(values))
+    topic = data.draw(st.sampled_from([fmt.topic(uplink), None, *fmt.topics]))
+    _agree(fmt, orjson.dumps(body), topic)
+
+
+@NETWORKS
+@given(data=st.data())
+def test_wrong_types_name_the_field(network: str, data: st.DataObject) -> None:
+    fmt = FORMATS[network]
+    uplink = data.draw(fmt.uplinks.filter(lambda u: len(u.gateways) > 0))
+    path, name, wrong = data.draw(st.sampled_from(fmt.typed_fields))
+    body = orjson.loads(fmt.build(uplink))
+    if path == ("uplink_message", "received_at"):
+        body.pop("received_at", None)  # read only when the event's own time is missing
+    assert _put(body, path, data.draw(st.sampled_from(wrong)))
+    topic = data.draw(st.sampled_from([fmt.topic(uplink), None]))
+    with pytest.raises(InvalidPayloadError, match=rf"{re.escape(name)}\.? is not ") as caught:
+        fmt.parse(orjson.dumps(body), topic)
+    assert caught.value.codec == fmt.network
+
+
+NOT_BASE64 = st.sampled_from(["not base64!", "AQ=", "A===", "=AQ=", "AQ==é", "AQ==\n", "gk=He"]) | (
+    st.text(min_size=1, max_size=20).filter(lambda text: not _is_base64(text))
+)
+BAD_TIMES = st.sampled_from(
+    [
+        "yesterday",
+        "2022-07-18T09:34:15",
+        "2024-05-01",
+        "2024-13-01T00:00:00Z",
+        "2024-05-01T12:00:00+25:00",
+        "0001-01-01T00:30:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+    ]
+) | st.text(min_size=1, max_size=30).filter(lambda text: not _is_utc_time(text))
+
+
+@NETWORKS
+@given(data=st.data())
+def test_bad_payloads_and_times_name_the_field(network: str, data: st.DataObject) -> None:
+    fmt = FORMATS[network]
+    uplink = data.draw(fmt.uplinks)
+    topic = data.draw(st.sampled_from([fmt.topic(uplink), None]))
+    payload_key = ".".join(map(str, fmt.payload))
+    time_key = ".".join(map(str, fmt.time))
+    missing = orjson.loads(fmt.build(uplink))
+    _put(missing, fmt.payload, data.draw(st.sampled_from([DELETE, None, ""])))
+    with pytest.raises(InvalidPayloadError, match=re.escape(f"no payload ({payload_key} missing)")):
+        fmt.parse(orjson.dumps(missing), topic)
+    garbled = orjson.loads(fmt.build(uplink))
+    _put(garbled, fmt.payload, data.draw(NOT_BASE64))
+    with pytest.raises(InvalidPayloadError, match=rf"{re.escape(payload_key)} is not base64"):
+        fmt.parse(orjson.dumps(garbled), topic)
+    late = orjson.loads(fmt.build(uplink))
+    _put(late, fmt.time, data.draw(BAD_TIMES))
+    why = "is not an ISO 8601 time|has no UTC offset|is out of range in UTC"
+    with pytest.raises(InvalidPayloadError, match=rf"{re.escape(time_key)} .*({why})"):
+        fmt.parse(orjson.dumps(late), topic)
+
+
+@given(uplink=CHIRPSTACK_UPLINKS | TTS_UPLINKS)
+def test_quick_constructors_equal_the_dataclasses(uplink: Uplink) -> None:
+    assert list(inspect.signature(_new_uplink).parameters) == [f.name for f in fields(Uplink)]
+    assert list(inspect.signature(_new_gateway).parameters) == [f.name for f in fields(GatewayRx)]
+    values = {f.name: getattr(uplink, f.name) for f in fields(Uplink)}
+    gateways = tuple(_new_gateway(g.gateway_id, g.rssi, g.snr) for g in uplink.gateways)
+    quick = _new_uplink(**(values | {"gateways": gateways}))
+    assert quick == uplink
+    assert hash(quick) == hash(uplink)
+    assert repr(quick) == repr(uplink)
+    with pytest.raises(FrozenInstanceError):
+        quick.fcnt = 1  # type: ignore[misc]
