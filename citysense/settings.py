@@ -242,7 +242,7 @@ class IngestSettings(_Section):
     batch_max_records: int = Field(default=2000, ge=1)
     linger_ms: float = Field(default=5.0, ge=0, le=10_000)
     #: Recent LoRaWAN uplinks remembered to recognise duplicates (several gateways, redelivery).
-    duplicate_window: int = Field(default=200_000, ge=0)
+    duplicate_window: int = Field(default=100_000, ge=0)
     retry_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
     #: More brokers to subscribe to, each with its own connection settings.
     extra_brokers: tuple[MqttSettings, ...] = ()

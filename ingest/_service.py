@@ -113,6 +113,11 @@ class IngestService:
             await listener.start()
             self._listeners.append(listener)
 
+    @property
+    def unacknowledged(self) -> int:
+        """MQTT messages received and not yet acknowledged, over all brokers."""
+        return sum(listener.unacknowledged for listener in self._listeners)
+
     def ready(self) -> bool:
         batcher_ok = self._batcher is not None and self._batcher.healthy
         return batcher_ok and bool(self._listeners) and all(m.ready() for m in self._listeners)

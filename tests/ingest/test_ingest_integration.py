@@ -120,8 +120,20 @@ async def test_a_garbage_flood_does_not_stop_valid_messages(
     valid_fleet = Fleet(nation, seed=14)
     valid = valid_fleet.next_batch(500)
     since = now_us()
+    peak_unacknowledged = 0
+
+    async def watch() -> None:
+        nonlocal peak_unacknowledged
+        while True:
+            peak_unacknowledged = max(peak_unacknowledged, service.unacknowledged)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
     await asyncio.to_thread(_publish, settings, flood + valid)
     records = await collect(settings.kafka, since, len(flood) + len(valid), deadline_s=120)
+    watcher.cancel()
+    # In flight stays within the MQTT receive maximum even when the broker overruns it.
+    assert 0 < peak_unacknowledged <= IngestSettings().max_inflight
     counts = by_topic(records)
     assert counts.pop(schemas.DEADLETTER_TOPIC) == len(flood)
     assert sum(counts.values()) == len(valid)
