@@ -7,11 +7,13 @@ The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public su
 - framing: :func:`encode` / :func:`decode` (Avro single-object encoding),
   :class:`SingleObjectFraming`, :class:`ConfluentFraming`, errors as :class:`SchemaError`;
 - the canonical measurement: :class:`Measurement`, :class:`Source`, :func:`measurement_record`,
-  :func:`measurement_from_record`;
+  :func:`measurement_from_record`, and :func:`decoded_record` (a decoder's output straight to its
+  record, for ingest's hot path); :func:`epoch_micros` for ``timestamp-micros`` fields;
 - topic names: :func:`measurement_topic`, :func:`aggregate_topic`, :data:`DEADLETTER_TOPIC`,
   :data:`LATE_TOPIC`.
 """
 
+from schemas._encoder import epoch_micros
 from schemas._framing import (
     CONFLUENT_MAGIC,
     SINGLE_OBJECT_MARKER,
@@ -25,6 +27,7 @@ from schemas._measurement import (
     MEASUREMENT_SCHEMAS,
     Measurement,
     Source,
+    decoded_record,
     measurement_from_record,
     measurement_record,
     measurement_schema_name,
@@ -64,7 +67,9 @@ __all__ = [
     "all_versions",
     "canonical_form",
     "decode",
+    "decoded_record",
     "encode",
+    "epoch_micros",
     "fingerprint",
     "measurement_from_record",
     "measurement_record",

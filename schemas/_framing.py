@@ -18,14 +18,14 @@ Decoding resolves the writer schema (any loaded version, current or kept) and re
 with the current version of the same name, so consumers always get the current shape: fields an
 older writer lacked come back with their defaults.
 
-Encoding is on the hot path: the schemas are parsed at import, the frame header is precomputed
-and each thread reuses one buffer.
+Encoding is on the hot path: each current schema gets an encoder compiled at import
+(``schemas._encoder``), byte-identical to fastavro's writer, and frame headers are precomputed.
+fastavro stays the reader, and the writer of any schema the compiler does not handle.
 """
 
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Mapping
 from io import BytesIO
 from types import MappingProxyType
@@ -33,7 +33,9 @@ from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas._encoder import EncodeError, Encoder, UnsupportedSchemaError, compile_encoder
 from schemas._registry import (
+    SCHEMA_NAMES,
     SchemaError,
     SchemaVersion,
     all_versions,
@@ -74,31 +76,45 @@ class Framing(Protocol):
         ...
 
 
-class _Writer:
-    """Writes header + Avro body into a per-thread reused buffer."""
+def _fastavro_encoder(current: SchemaVersion) -> Encoder:
+    """fastavro's writer behind the :data:`Encoder` signature, for a schema not compiled."""
+    parsed = current.parsed
 
-    __slots__ = ("_local",)
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def write(
-        self, header: bytes, schema_version: SchemaVersion, record: Mapping[str, Any]
-    ) -> bytes:
+    def encode(record: Mapping[str, Any], out: bytearray) -> None:
+        body = BytesIO()
         try:
-            buffer: BytesIO = self._local.buffer
-        except AttributeError:
-            buffer = self._local.buffer = BytesIO()
-        buffer.seek(0)
-        buffer.truncate()
-        buffer.write(header)
-        try:
-            schemaless_writer(buffer, schema_version.parsed, record)
+            schemaless_writer(body, parsed, record)
         except _WRITE_ERRORS as exc:
-            raise SchemaError(
-                f"{schema_version.name}: record does not match the schema: {exc}"
-            ) from exc
-        return buffer.getvalue()
+            raise SchemaError(f"{current.name}: record does not match the schema: {exc}") from exc
+        out += body.getvalue()
+
+    return encode
+
+
+def _encoder(current: SchemaVersion) -> Encoder:
+    try:
+        return compile_encoder(current.parsed)
+    except UnsupportedSchemaError:
+        return _fastavro_encoder(current)
+
+
+#: The encoder of each current schema, compiled once at import (see ``schemas._encoder``).
+_ENCODERS: Mapping[str, Encoder] = MappingProxyType(
+    {label: _encoder(loaded) for label, loaded in all_versions().items() if loaded.current}
+)
+
+
+def _unknown(name: str) -> SchemaError:
+    return SchemaError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+
+
+def _write(name: str, header: bytes, encoder: Encoder, record: Mapping[str, Any]) -> bytes:
+    out = bytearray(header)
+    try:
+        encoder(record, out)
+    except EncodeError as exc:
+        raise SchemaError(f"{name}: record does not match the schema: {exc}") from exc
+    return bytes(out)
 
 
 def _read(data: bytes, offset: int, writer: SchemaVersion, what: str) -> tuple[str, dict[str, Any]]:
@@ -123,22 +139,14 @@ class SingleObjectFraming:
     """Avro single-object encoding: ``C3 01`` + 8-byte little-endian fingerprint + body.
 
     Any consumer holding the ``.avsc`` files can resolve the writer schema from the frame alone.
-    Safe to share between threads (each thread gets its own buffer).
+    Stateless: safe to share between threads.
     """
 
-    __slots__ = ("_writer",)
-
-    def __init__(self) -> None:
-        self._writer = _Writer()
+    __slots__ = ()
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
-        """Frame ``record`` with the current schema ``name``.
-
-        Timestamps are ``datetime`` objects with a time zone, or ints in microseconds since the
-        epoch; a naive ``datetime`` would be taken as local time by fastavro.
-        """
-        current = version(name)
-        return self._writer.write(current.header, current, record)
+        """Frame ``record`` with the current schema ``name``: see :func:`encode`."""
+        return encode(name, record)
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return ``(name, record)``; the writer schema may be any loaded version of ``name``."""
@@ -164,12 +172,12 @@ class ConfluentFraming:
     (:func:`schemas.schema_text`) and passes the ids.
     """
 
-    __slots__ = ("_by_id", "_headers", "_writer")
+    __slots__ = ("_by_id", "_writers")
 
     def __init__(self, ids: Mapping[str, int]) -> None:
         known = all_versions()
         by_id: dict[int, SchemaVersion] = {}
-        headers: dict[str, bytes] = {}
+        writers: dict[str, tuple[bytes, Encoder]] = {}
         for label, schema_id in ids.items():
             if label not in known:
                 raise SchemaError(f"unknown schema {label!r}; known: {', '.join(sorted(known))}")
@@ -181,19 +189,23 @@ class ConfluentFraming:
                 )
             by_id[schema_id] = known[label]
             if known[label].current:
-                headers[label] = CONFLUENT_MAGIC + _CONFLUENT_ID.pack(schema_id)
+                header = CONFLUENT_MAGIC + _CONFLUENT_ID.pack(schema_id)
+                writers[label] = (header, _ENCODERS[label])
         self._by_id: Mapping[int, SchemaVersion] = MappingProxyType(by_id)
-        self._headers: Mapping[str, bytes] = MappingProxyType(headers)
-        self._writer = _Writer()
+        self._writers = writers  # private, never handed out: no MappingProxyType on the hot path
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
-        """Frame ``record`` with the current schema ``name`` and its registry id."""
-        current = version(name)
+        """Frame ``record`` with the current schema ``name`` and its registry id.
+
+        Records are checked and encoded as by :func:`encode`.
+        """
         try:
-            header = self._headers[name]
+            header, encoder = self._writers[name]
         except KeyError:
+            if name not in _ENCODERS:
+                raise _unknown(name) from None
             raise SchemaError(f"no Confluent schema id configured for {name}") from None
-        return self._writer.write(header, current, record)
+        return _write(name, header, encoder, record)
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return ``(name, record)`` for a frame whose schema id is in ``ids``."""
@@ -213,11 +225,33 @@ class ConfluentFraming:
 
 
 _DEFAULT = SingleObjectFraming()
+# A plain dict: a lookup through MappingProxyType costs twice as much, on every encode.
+_SINGLE_OBJECT_WRITERS: dict[str, tuple[bytes, Encoder]] = {
+    name: (version(name).header, encoder) for name, encoder in _ENCODERS.items()
+}
 
 
 def encode(name: str, record: Mapping[str, Any]) -> bytes:
-    """Frame ``record`` with the current schema ``name`` in single-object encoding."""
-    return _DEFAULT.encode(name, record)
+    """Frame ``record`` with the current schema ``name`` in single-object encoding.
+
+    The body is byte for byte what ``fastavro.schemaless_writer`` writes, from an encoder compiled
+    for the schema at import (``schemas._encoder``): ~5 µs for a measurement record instead of
+    fastavro's ~20 µs. Values are checked more strictly than fastavro does: a value of the wrong
+    type or out of range, or a missing field without default, is a :class:`SchemaError` naming
+    the field. Timestamps are timezone-aware ``datetime`` objects or ints of microseconds since
+    the epoch (see :func:`epoch_micros`); a naive ``datetime``, which fastavro would take as local
+    time, is an error.
+    """
+    try:
+        header, encoder = _SINGLE_OBJECT_WRITERS[name]
+    except KeyError:
+        raise _unknown(name) from None
+    out = bytearray(header)
+    try:
+        encoder(record, out)
+    except EncodeError as exc:
+        raise SchemaError(f"{name}: record does not match the schema: {exc}") from exc
+    return bytes(out)
 
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:

@@ -99,12 +99,18 @@ def test_trailing_bytes_are_a_schema_error() -> None:
 
 def test_record_not_matching_schema_is_a_schema_error() -> None:
     bad = dict(SAMPLES["DeadLetter"], payload="not bytes", received_at="yesterday")
-    with pytest.raises(SchemaError, match="DeadLetter: record does not match") as info:
+    with pytest.raises(
+        SchemaError,
+        match=r"DeadLetter: record does not match the schema: field payload: expected bytes, got",
+    ) as info:
         schemas.encode("DeadLetter", bad)
     assert info.value.__cause__ is not None
     missing = {k: v for k, v in SAMPLES["DeadLetter"].items() if k != "reason"}
-    with pytest.raises(SchemaError, match="no value and no default for reason"):
+    with pytest.raises(SchemaError, match="field reason: missing, and the field has no default"):
         schemas.encode("DeadLetter", missing)
+    framing = ConfluentFraming(IDS)
+    with pytest.raises(SchemaError, match="DeadLetter: record does not match the schema: field"):
+        framing.encode("DeadLetter", bad)
 
 
 def test_encode_unknown_schema_is_a_schema_error() -> None:
@@ -113,25 +119,24 @@ def test_encode_unknown_schema_is_a_schema_error() -> None:
 
 
 def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Schemas are parsed at import; the hot path hands fastavro the parsed objects.
+    """Schemas are parsed, and encoders compiled, at import.
 
-    fastavro's compiled writer calls its own ``parse_schema``, which returns at once for a
-    schema marked ``__fastavro_parsed``: check that the object given is exactly the shared one.
+    Encoding runs the compiled encoders, never fastavro's writer. Decoding hands fastavro the
+    parsed objects: its reader calls its own ``parse_schema``, which returns at once for a schema
+    marked ``__fastavro_parsed``; check that the object given is exactly the shared one.
     """
 
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("parse_schema called on the hot path")
+        raise AssertionError("parse_schema or schemaless_writer called on the hot path")
 
     for module in (fastavro, fastavro.schema, schemas._registry):
         monkeypatch.setattr(module, "parse_schema", forbidden)
+    monkeypatch.setattr("schemas._framing.schemaless_writer", forbidden)
+    monkeypatch.setattr("schemas._encoder.compile_encoder", forbidden)
+    monkeypatch.setattr("schemas._framing.compile_encoder", forbidden)
 
     given: list[Any] = []
-    real_writer = fastavro.schemaless_writer
     real_reader = fastavro.schemaless_reader
-
-    def writer(fo: Any, schema: Any, record: Any) -> None:
-        given.append(schema)
-        real_writer(fo, schema, record)
 
     def reader(fo: Any, writer_schema: Any, reader_schema: Any) -> Any:
         given.append(writer_schema)
@@ -139,14 +144,15 @@ def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch)
             given.append(reader_schema)
         return real_reader(fo, writer_schema, reader_schema)
 
-    monkeypatch.setattr("schemas._framing.schemaless_writer", writer)
     monkeypatch.setattr("schemas._framing.schemaless_reader", reader)
+    framing = ConfluentFraming(IDS)
     for name, record in SAMPLES.items():
         given.clear()
         assert schemas.decode(schemas.encode(name, record)) == (name, record)
-        assert given == [schemas.schema(name)] * 2
-        assert all(schema is schemas.schema(name) for schema in given)
-        assert all("__fastavro_parsed" in schema for schema in given)
+        assert given == [schemas.schema(name)]
+        assert given[0] is schemas.schema(name)
+        assert "__fastavro_parsed" in given[0]
+    assert framing.decode(framing.encode("DeadLetter", SAMPLES["DeadLetter"]))[0] == "DeadLetter"
 
 
 # --- Confluent wire format ---------------------------------------------------------------------
@@ -174,6 +180,8 @@ def test_confluent_errors() -> None:
     body = framing.encode("DeadLetter", SAMPLES["DeadLetter"])[5:]
     with pytest.raises(SchemaError, match="no Confluent schema id configured for LateRecord"):
         framing.encode("LateRecord", SAMPLES["LateRecord"])
+    with pytest.raises(SchemaError, match="unknown schema 'Nope'"):
+        framing.encode("Nope", SAMPLES["LateRecord"])
     with pytest.raises(SchemaError, match="unknown Confluent schema id 99"):
         framing.decode(b"\x00" + struct.pack(">I", 99) + body)
     with pytest.raises(SchemaError, match="magic byte 0xc3"):

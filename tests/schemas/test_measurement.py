@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -216,3 +217,95 @@ def test_timestamps_keep_microseconds() -> None:
         schemas.encode("OccupancyMeasurement", schemas.measurement_record(measurement))
     )
     assert record["observed_at"] == observed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_record_has_every_field_of_the_schema_in_order(kind: str) -> None:
+    record = schemas.measurement_record(MEASUREMENTS[kind])
+    fields = schemas.schema(schemas.measurement_schema_name(kind))["fields"]
+    assert list(record) == [f["name"] for f in fields]
+    assert list(record["source"]) == [f.name for f in dataclasses.fields(Source)]
+
+
+def _decoded(measurement: Measurement) -> Decoded:
+    return Decoded(
+        codec=measurement.codec,
+        kind=measurement.kind,
+        values=dict(measurement.values),
+        counts=list(measurement.counts),
+        regions=list(measurement.regions),
+        partial=measurement.partial,
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_decoded_record_is_measurement_record_without_the_measurement(kind: str) -> None:
+    measurement = MEASUREMENTS[kind]
+    decoded = _decoded(measurement)
+    for source in (measurement.source, {k: v for k, v in SOURCE.items() if v is not None}, None):
+        via_measurement = schemas.measurement_record(
+            Measurement.from_decoded(
+                decoded,
+                sensor_id=measurement.sensor_id,
+                observed_at=OBSERVED,
+                received_at=RECEIVED,
+                source=source,
+            )
+        )
+        direct = schemas.decoded_record(
+            decoded,
+            sensor_id=measurement.sensor_id,
+            observed_at=OBSERVED,
+            received_at=RECEIVED,
+            source=source,
+        )
+        assert direct == via_measurement
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_times_as_epoch_microseconds_write_the_same_frame(kind: str) -> None:
+    measurement = MEASUREMENTS[kind]
+    name = schemas.measurement_schema_name(kind)
+    with_datetimes = schemas.decoded_record(
+        _decoded(measurement),
+        sensor_id=measurement.sensor_id,
+        observed_at=OBSERVED,
+        received_at=RECEIVED,
+        source=measurement.source,
+    )
+    with_ints = schemas.decoded_record(
+        _decoded(measurement),
+        sensor_id=measurement.sensor_id,
+        observed_at=schemas.epoch_micros(OBSERVED),
+        received_at=schemas.epoch_micros(RECEIVED),
+        source=measurement.source,
+    )
+    assert with_ints["observed_at"] == 1_718_973_015_123_456
+    frame = schemas.encode(name, with_ints)
+    assert frame == schemas.encode(name, with_datetimes)
+    _, read = schemas.decode(frame)
+    assert schemas.measurement_from_record(read) == measurement
+
+
+def test_times_of_another_type_are_rejected() -> None:
+    decoded = _decoded(MEASUREMENTS["noise"])
+    with pytest.raises(
+        SchemaError, match="received_at must be a timezone-aware datetime or an int"
+    ):
+        schemas.decoded_record(
+            decoded,
+            sensor_id="s",
+            observed_at=OBSERVED,
+            received_at=1.7e15,  # type: ignore[arg-type]
+        )
+    with pytest.raises(SchemaError, match="observed_at must be timezone-aware"):
+        schemas.decoded_record(
+            decoded,
+            sensor_id="s",
+            observed_at=datetime(2024, 1, 1),  # noqa: DTZ001  (the point of the test)
+            received_at=0,
+        )
+    with pytest.raises(SchemaError, match=r"unknown source fields \['rsi'\]"):
+        schemas.decoded_record(
+            decoded, sensor_id="s", observed_at=0, received_at=0, source={"rsi": -90}
+        )
