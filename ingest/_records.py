@@ -34,7 +34,7 @@ def _headers(
         ("content-type", CONTENT_TYPE),
         ("schema-fingerprint", _FINGERPRINTS[schema_name]),
         # Ingest receive time in µs since the epoch, for end-to-end latency downstream.
-        ("trace", b"%d" % int(received_at.timestamp() * 1_000_000)),
+        ("trace", b"%d" % schemas.epoch_micros(received_at)),
     ]
     if idempotency_key is not None:
         headers.append(("idempotency-key", idempotency_key.encode()))
