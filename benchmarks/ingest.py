@@ -25,8 +25,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +33,12 @@ import psutil
 from benchmarks import table
 from benchmarks.simulator import Broker, Subscriber
 from citysense.settings import MqttSettings
-from citysense.stack import Stack, free_port
+from citysense.stack import free_port, temporary_stack
 
 DURATION_S = float(os.environ.get("CITYSENSE_BENCH_DURATION_S", "30"))
 RATE_FOR_LATENCY = 5000
 SOAK_MINUTES = float(os.environ.get("CITYSENSE_BENCH_SOAK_MINUTES", "10"))
 CITYSENSE = str(Path(sys.executable).with_name("citysense"))
-
-
-@contextmanager
-def private_stack() -> Iterator[tuple[Stack, dict[str, str]]]:
-    root = Path(tempfile.mkdtemp(prefix="citysense-bench-ingest-"))
-    root.chmod(0o755)
-    stack = Stack(root, free_port(), free_port(), free_port(), free_port(), free_port())
-    try:
-        stack.up(only=("mosquitto", "kafka"))
-        yield stack, stack.env()
-    finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _base_env(env: dict[str, str], root: Path) -> dict[str, str]:
@@ -274,8 +259,8 @@ def soak(env: dict[str, str]) -> dict[str, Any]:
 def main() -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="citysense-bench-ingest-env-"))
     try:
-        with private_stack() as (_stack, stack_env):
-            env = _base_env(stack_env, root)
+        with temporary_stack("citysense-bench-ingest-", only=("mosquitto", "kafka")) as stack:
+            env = _base_env(stack.env(), root)
             ceil = ceiling(env)
             runs = [throughput(env, 1), throughput(env, 2)]
             lat = latency(env)

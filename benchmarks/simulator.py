@@ -40,7 +40,7 @@ import psutil
 from benchmarks import table
 from citysense.registry import load_registry, scenario_path
 from citysense.settings import MqttSettings
-from citysense.stack import Stack, free_port
+from citysense.stack import temporary_stack
 from citysense.stack._process import read_pid
 from simulators import Fleet, SimulationSpec, run_simulation
 
@@ -164,29 +164,14 @@ class Subscriber:
 @contextlib.contextmanager
 def private_broker() -> Iterator[Broker]:
     """The project's Mosquitto alone, from ``Stack``, on a free port in a temporary directory."""
-    root = Path(tempfile.mkdtemp(prefix="citysense-bench-"))
-    root.chmod(0o755)
-    stack = Stack(
-        root=root,
-        mqtt_port=free_port(),
-        kafka_port=free_port(),
-        postgres_port=free_port(),
-        prometheus_port=free_port(),
-        metrics_port=free_port(),
-    )
-    try:
-        # Only the broker is needed; ``up()`` would also start Tansu, PostgreSQL and Prometheus.
-        stack._start_mosquitto()
+    with temporary_stack("citysense-bench-", only=("mosquitto",)) as stack:
         settings = MqttSettings(url=stack.env()["CITYSENSE_MQTT_URL"])
         host, port, username, password, _tls = settings.endpoint()
-        pid = read_pid(root / "mosquitto.pid")
+        pid = read_pid(stack.root / "mosquitto.pid")
         assert username is not None
         assert password is not None
         assert pid is not None
         yield Broker(host, port, username, password, pid)
-    finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _simulate_child(spec: SimulationSpec, conn: Connection) -> None:

@@ -6,37 +6,18 @@ project's own ``Stack`` (so the fixtures also exercise it), and stop at the end 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings, Settings
-from citysense.stack import Stack, free_port
+from citysense.stack import Stack, temporary_stack
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    # Not tmp_path_factory: its directories are private to the user, and PostgreSQL, which
-    # refuses to run as root, runs as the `postgres` user when the tests run as root.
-    root = Path(tempfile.mkdtemp(prefix="citysense-stack-"))
-    root.chmod(0o755)
-    services = Stack(
-        root=root,
-        mqtt_port=free_port(),
-        kafka_port=free_port(),
-        postgres_port=free_port(),
-        prometheus_port=free_port(),
-        metrics_port=free_port(),
-    )
-    try:
-        services.up()
+    with temporary_stack("citysense-stack-") as services:
         yield services
-    finally:
-        services.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,11 @@
 """The embedded service stack (``citysense stack up|down|status|env``)."""
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
 from citysense.settings import HttpSettings, StackSettings
 from citysense.stack._process import StackError, free_port, port_open
 from citysense.stack._services import SERVICE_NAMES, ServiceStatus, Stack
@@ -12,6 +18,7 @@ __all__ = [
     "default_stack",
     "free_port",
     "port_open",
+    "temporary_stack",
 ]
 
 
@@ -26,3 +33,30 @@ def default_stack(stack: StackSettings, http: HttpSettings) -> Stack:
         metrics_port=http.port,
         mqtt_max_queued_messages=stack.mqtt_max_queued_messages,
     )
+
+
+@contextlib.contextmanager
+def temporary_stack(
+    prefix: str = "citysense-", only: Collection[str] | None = None
+) -> Iterator[Stack]:
+    """A stack on free loopback ports in a fresh temporary directory, removed afterwards.
+
+    For tests and benchmarks. The directory is world-traversable because, when running as root,
+    PostgreSQL runs as the ``postgres`` user.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    stack = Stack(
+        root=root,
+        mqtt_port=free_port(),
+        kafka_port=free_port(),
+        postgres_port=free_port(),
+        prometheus_port=free_port(),
+        metrics_port=free_port(),
+    )
+    try:
+        stack.up(only=only)
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
