@@ -98,7 +98,9 @@ async def test_kafka_produce_consume_with_group_and_commit(settings: Settings) -
     finally:
         await producer.stop()
 
-    consumer = kafka_consumer(settings.kafka, topic, group_id=group)
+    # A short session: the embedded broker waits it out before a new member takes over.
+    fast = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+    consumer = kafka_consumer(settings.kafka, topic, group_id=group, **fast)
     await consumer.start()
     try:
         values: list[bytes] = []
@@ -112,7 +114,7 @@ async def test_kafka_produce_consume_with_group_and_commit(settings: Settings) -
         await consumer.stop()
 
     # A new member of the same group resumes after the committed offsets.
-    resumed = kafka_consumer(settings.kafka, topic, group_id=group)
+    resumed = kafka_consumer(settings.kafka, topic, group_id=group, **fast)
     await resumed.start()
     try:
         rest: list[bytes] = []
