@@ -69,9 +69,13 @@ _MAX_REJECTION_ROUNDS = 5
 _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Entry:
-    """One Kafka record of a batch, decoded."""
+    """One Kafka record of a batch, decoded; never changed once built.
+
+    Not ``frozen``: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, 0.8 µs per record instead of 0.2 µs, on the sink's hot path.
+    """
 
     topic: str
     partition: int

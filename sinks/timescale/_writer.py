@@ -215,11 +215,16 @@ def _json(value: Mapping[str, Any] | Sequence[Any]) -> str | None:
 
 def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     columns = QUANTITY_COLUMNS[kind]
-    get_quantities = operator.itemgetter(*columns)
+    # One C call for the leading columns, in table order: _HEAD, then the typed quantities.
+    get_head = operator.itemgetter(
+        "observed_at", "sensor_id", "received_at", "codec", "partial", *columns
+    )
     # Quantities the Avro record types but this table does not (a schema newer than the
     # migrations): kept in other_values rather than lost.
     spill = tuple(sorted(typed_quantities(kind) - set(columns)))
     get_source = operator.itemgetter(*_SOURCE)
+    no_source = (None,) * len(_SOURCE)
+    dumps = orjson.dumps
 
     def build(record: Mapping[str, Any]) -> tuple[Any, ...]:
         other: Mapping[str, float] = record["other_values"]
@@ -228,27 +233,31 @@ def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, 
             if extra:
                 other = {**other, **extra}
         source = record["source"]
-        return (
-            record["observed_at"],
-            record["sensor_id"],
-            record["received_at"],
-            record["codec"],
-            record["partial"],
-            *get_quantities(record),
-            orjson.dumps(other).decode() if other else None,
-            *(get_source(source) if source else (None,) * len(_SOURCE)),
+        row: tuple[Any, ...] = (
+            get_head(record)
+            + (dumps(other).decode() if other else None,)
+            + (get_source(source) if source else no_source)
         )
+        return row
 
     return build
 
 
-_BUILDERS = {kind: _measurement_builder(kind) for kind in QUANTITY_COLUMNS}
 _MEASUREMENT_KIND = {
     "NoiseMeasurement": "noise",
     "AirMeasurement": "air",
     "TrafficMeasurement": "traffic",
     "OccupancyMeasurement": "occupancy",
 }
+# Per measurement schema: (kind, table name, row builder), looked up once per record.
+_MEASUREMENTS: Final[
+    Mapping[str, tuple[str, str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]]
+] = {
+    schema_name: (kind, MEASUREMENT_TABLES[kind].name, _measurement_builder(kind))
+    for schema_name, kind in _MEASUREMENT_KIND.items()
+}
+_COUNT_COLUMNS = operator.itemgetter("line", "direction", "traffic_class", "count", "cumulative")
+_REGION_COLUMNS = operator.itemgetter("region", "count")
 
 
 class Rows:
@@ -259,12 +268,6 @@ class Rows:
     def __init__(self) -> None:
         self.by_table: dict[str, list[tuple[Any, ...]]] = {}
         self._aggregates: dict[str, dict[tuple[str, int, datetime], tuple[Any, ...]]] = {}
-
-    def _append(self, table: str, row: tuple[Any, ...]) -> None:
-        try:
-            self.by_table[table].append(row)
-        except KeyError:
-            self.by_table[table] = [row]
 
     def add_aggregate(self, table: str, row: tuple[Any, ...]) -> None:
         # ON CONFLICT DO UPDATE may not touch a row twice in one statement: keep the winner of
@@ -308,37 +311,44 @@ def check_record(schema_name: str, record: Mapping[str, Any]) -> None:
         raise RowError(f"aggregate of unknown kind {record['kind']!r}")
 
 
+def _rows_of(rows: Rows, table: str) -> list[tuple[Any, ...]]:
+    try:
+        return rows.by_table[table]
+    except KeyError:
+        added: list[tuple[Any, ...]] = []
+        rows.by_table[table] = added
+        return added
+
+
 def add_record(rows: Rows, schema_name: str, record: Mapping[str, Any]) -> None:
     """Add the rows of one decoded record; ``RowError`` when it has no table."""
-    kind = _MEASUREMENT_KIND.get(schema_name)
-    if kind is not None:
-        rows._append(MEASUREMENT_TABLES[kind].name, _BUILDERS[kind](record))
+    measurement = _MEASUREMENTS.get(schema_name)
+    if measurement is not None:
+        kind, table, build = measurement
+        row = build(record)
+        try:
+            rows.by_table[table].append(row)
+        except KeyError:
+            rows.by_table[table] = [row]
         if kind == "traffic":
-            time, sensor_id = record["observed_at"], record["sensor_id"]
-            for c in record["counts"]:
-                rows._append(
-                    "traffic_counts",
-                    (
-                        time,
-                        sensor_id,
-                        c["line"],
-                        c["direction"],
-                        c["traffic_class"],
-                        c["count"],
-                        c["cumulative"],
-                    ),
-                )
+            counts = record["counts"]
+            if counts:
+                head = (record["observed_at"], record["sensor_id"])
+                _rows_of(rows, "traffic_counts").extend([head + _COUNT_COLUMNS(c) for c in counts])
         elif kind == "occupancy":
-            time, sensor_id = record["observed_at"], record["sensor_id"]
-            for r in record["regions"]:
-                rows._append("occupancy_regions", (time, sensor_id, r["region"], r["count"]))
+            regions = record["regions"]
+            if regions:
+                head = (record["observed_at"], record["sensor_id"])
+                _rows_of(rows, "occupancy_regions").extend(
+                    [head + _REGION_COLUMNS(r) for r in regions]
+                )
         return
     if schema_name == "Aggregate":
-        table = AGGREGATE_TABLES.get(record["kind"])
-        if table is None:
+        aggregates = AGGREGATE_TABLES.get(record["kind"])
+        if aggregates is None:
             raise RowError(f"aggregate of unknown kind {record['kind']!r}")
         rows.add_aggregate(
-            table.name,
+            aggregates.name,
             (
                 record["window_start"],
                 record["window_end"],

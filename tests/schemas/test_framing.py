@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import threading
 from io import BytesIO
-from typing import Any
 
 import fastavro
 import pytest
@@ -119,40 +118,32 @@ def test_encode_unknown_schema_is_a_schema_error() -> None:
 
 
 def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Schemas are parsed, and encoders compiled, at import.
+    """Schemas are parsed, and encoders and decoders compiled, at import.
 
-    Encoding runs the compiled encoders, never fastavro's writer. Decoding hands fastavro the
-    parsed objects: its reader calls its own ``parse_schema``, which returns at once for a schema
-    marked ``__fastavro_parsed``; check that the object given is exactly the shared one.
+    Encoding runs the compiled encoders, never fastavro's writer; decoding runs the compiled
+    decoders, never fastavro's reader.
     """
 
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("parse_schema or schemaless_writer called on the hot path")
+        raise AssertionError("parse_schema, fastavro or a compiler called on the hot path")
 
     for module in (fastavro, fastavro.schema, schemas._registry):
         monkeypatch.setattr(module, "parse_schema", forbidden)
     monkeypatch.setattr("schemas._framing.schemaless_writer", forbidden)
+    monkeypatch.setattr("schemas._framing.schemaless_reader", forbidden)
     monkeypatch.setattr("schemas._encoder.compile_encoder", forbidden)
     monkeypatch.setattr("schemas._framing.compile_encoder", forbidden)
+    monkeypatch.setattr("schemas._decoder.compile_decoder", forbidden)
+    monkeypatch.setattr("schemas._framing.compile_decoder", forbidden)
 
-    given: list[Any] = []
-    real_reader = fastavro.schemaless_reader
-
-    def reader(fo: Any, writer_schema: Any, reader_schema: Any) -> Any:
-        given.append(writer_schema)
-        if reader_schema is not None:
-            given.append(reader_schema)
-        return real_reader(fo, writer_schema, reader_schema)
-
-    monkeypatch.setattr("schemas._framing.schemaless_reader", reader)
     framing = ConfluentFraming(IDS)
     for name, record in SAMPLES.items():
-        given.clear()
         assert schemas.decode(schemas.encode(name, record)) == (name, record)
-        assert given == [schemas.schema(name)]
-        assert given[0] is schemas.schema(name)
-        assert "__fastavro_parsed" in given[0]
     assert framing.decode(framing.encode("DeadLetter", SAMPLES["DeadLetter"]))[0] == "DeadLetter"
+    old = schemas.all_versions()["NoiseMeasurement.v0"]
+    v0_body = schemas.encode("NoiseMeasurement", SAMPLES["NoiseMeasurement"])[10:]
+    with pytest.raises(SchemaError, match=r"NoiseMeasurement\.v0"):  # not v0 bytes: an error
+        schemas.decode(old.header + v0_body)
 
 
 # --- Confluent wire format ---------------------------------------------------------------------
