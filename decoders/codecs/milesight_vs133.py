@@ -23,7 +23,6 @@ decoding like any unknown record.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from decoders._model import Decoded, DeviceProfile, Direction, RegionCount, TrafficCount
 from decoders._reader import ByteReader
@@ -71,27 +70,34 @@ def _merge(
     """Fill the (line, direction) entry, creating it on the first record that mentions it."""
     for index, entry in enumerate(out.counts):
         if entry.line == line and entry.direction == direction:
-            out.counts[index] = replace(
-                entry,
-                count=entry.count if count is None else count,
-                cumulative=entry.cumulative if cumulative is None else cumulative,
+            # Built directly: dataclasses.replace costs several times more on this hot path.
+            out.counts[index] = TrafficCount(
+                line,
+                direction,
+                entry.traffic_class,
+                entry.count if count is None else count,
+                entry.cumulative if cumulative is None else cumulative,
             )
             return
     out.counts.append(TrafficCount(line, direction, profile.traffic_class(line), count, cumulative))
 
 
 def _total_handler(line: int, direction: Direction) -> Handler:
+    label = f"line {line} cumulative {direction}"
+
     def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        total = reader.u32le(f"line {line} cumulative {direction}")
+        total = reader.u32le(label)
         _merge(out, profile, line, direction, cumulative=total)
 
     return handle
 
 
 def _period_handler(line: int) -> Handler:
+    label_in, label_out = f"line {line} period in", f"line {line} period out"
+
     def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        count_in = reader.u16le(f"line {line} period in")
-        count_out = reader.u16le(f"line {line} period out")
+        count_in = reader.u16le(label_in)
+        count_out = reader.u16le(label_out)
         _merge(out, profile, line, "in", count=count_in)
         _merge(out, profile, line, "out", count=count_out)
 
