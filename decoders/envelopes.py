@@ -245,6 +245,28 @@ def _fast_utc(text: str) -> datetime | None:
         return None
 
 
+def _fast_counters(fport: object, fcnt: object) -> tuple[int | None, int] | None:
+    """(fPort, fCnt) when both have the plain shape (fCnt omitted when 0), else None."""
+    if fcnt is None:
+        fcnt = 0
+    if not (fport is None or (type(fport) is int and 0 <= fport <= 255)):
+        return None
+    if not (type(fcnt) is int and 0 <= fcnt <= _MAX_FCNT):
+        return None
+    return fport, fcnt
+
+
+def _fast_gateway(gateway_id: str, rx: dict[str, Any], gateways: list[GatewayRx]) -> bool:
+    """Append the reception's gateway; False when rssi/snr have an unexpected type.
+
+    A reception without a gateway id is dropped by the callers, unchecked."""
+    rssi, snr = rx.get("rssi"), rx.get("snr")
+    if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
+        return False
+    gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+    return True
+
+
 def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
     """:func:`parse_chirpstack_uplink` for a well-formed event, else None (see above)."""
     info = event.get("deviceInfo")
@@ -290,16 +312,10 @@ def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
     if not application_id or eui is None or not _is_eui(eui):
         return None
     payload = _fast_payload(event.get("data"))
-    fport = event.get("fPort")
-    fcnt = event.get("fCnt")
-    if fcnt is None:
-        fcnt = 0
-    if (
-        payload is None
-        or not (fport is None or (type(fport) is int and 0 <= fport <= 255))
-        or not (type(fcnt) is int and 0 <= fcnt <= _MAX_FCNT)
-    ):
+    counters = _fast_counters(event.get("fPort"), event.get("fCnt"))
+    if payload is None or counters is None:
         return None
+    fport, fcnt = counters
     gateways: list[GatewayRx] = []
     rx_info = event.get("rxInfo")
     if rx_info is not None:
@@ -311,11 +327,8 @@ def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
             gateway_id = rx.get("gatewayId")
             if type(gateway_id) not in _OPTIONAL_TEXT:
                 return None
-            if gateway_id:  # a reception without a gateway id is dropped, unchecked
-                rssi, snr = rx.get("rssi"), rx.get("snr")
-                if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
-                    return None
-                gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+            if gateway_id and not _fast_gateway(gateway_id, rx, gateways):
+                return None
     received_at = None
     if time:
         received_at = _fast_utc(time)
@@ -383,16 +396,10 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
     if eui is not None and not _is_eui(eui):
         return None
     payload = _fast_payload(up.get("frm_payload"))
-    fport = up.get("f_port")
-    fcnt = up.get("f_cnt")
-    if fcnt is None:
-        fcnt = 0
-    if (
-        payload is None
-        or not (fport is None or (type(fport) is int and 0 <= fport <= 255))
-        or not (type(fcnt) is int and 0 <= fcnt <= _MAX_FCNT)
-    ):
+    counters = _fast_counters(up.get("f_port"), up.get("f_cnt"))
+    if payload is None or counters is None:
         return None
+    fport, fcnt = counters
     gateways: list[GatewayRx] = []
     rx_metadata = up.get("rx_metadata")
     if rx_metadata is not None:
@@ -407,11 +414,8 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
             gateway_id = gateway_ids.get("gateway_id")
             if type(gateway_id) not in _OPTIONAL_TEXT:
                 return None
-            if gateway_id:  # a reception without a gateway id is dropped, unchecked
-                rssi, snr = rx.get("rssi"), rx.get("snr")
-                if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
-                    return None
-                gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+            if gateway_id and not _fast_gateway(gateway_id, rx, gateways):
+                return None
     if not received:  # the event's own time, else the uplink message's
         received = up.get("received_at")
         if type(received) not in _OPTIONAL_TEXT:
