@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
+from schemas._codegen import SourceBuilder
 from schemas._encoder import UnsupportedSchemaError
 
 __all__ = ["DecodeError", "Decoder", "UnsupportedSchemaError", "compile_decoder"]
@@ -305,28 +306,13 @@ def _may_match(writer: Any, reader: Any, w: _Schemas, r: _Schemas) -> bool:
 # --- code generation -----------------------------------------------------------------------------
 
 
-class _Compiler:
+class _Compiler(SourceBuilder):
     """Emits the body of ``def decode(data, pos)``; ``size`` is ``len(data)``."""
 
     def __init__(self, writer: _Schemas, reader: _Schemas) -> None:
-        self.lines: list[str] = []
-        self.globals: dict[str, object] = dict(_HELPERS)
+        super().__init__(_HELPERS)
         self.w = writer
         self.r = reader
-        self.counter = 0
-        self.open_records: list[str] = []
-
-    def fresh(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def constant(self, value: object) -> str:
-        name = self.fresh("_const")
-        self.globals[name] = value
-        return name
-
-    def emit(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
 
     # --- reading ---------------------------------------------------------------------------------
 

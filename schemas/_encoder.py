@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from numbers import Integral, Real
 from typing import Any, Final, cast
 
+from schemas._codegen import SourceBuilder
+
 __all__ = ["EncodeError", "Encoder", "UnsupportedSchemaError", "compile_encoder", "epoch_micros"]
 
 #: Appends the Avro binary encoding of a record to a buffer; raises :class:`EncodeError`.
@@ -252,27 +254,12 @@ _HELPERS: Final[Mapping[str, object]] = {
 # --- code generation -----------------------------------------------------------------------------
 
 
-class _Compiler:
+class _Compiler(SourceBuilder):
     """Emits the body of ``def encode(record, out)``; ``ap`` is ``out.append``."""
 
     def __init__(self, named: Mapping[str, Any]) -> None:
-        self.lines: list[str] = []
-        self.globals: dict[str, object] = dict(_HELPERS)
+        super().__init__(_HELPERS)
         self.named = named
-        self.counter = 0
-        self.open_records: list[str] = []
-
-    def fresh(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def constant(self, value: object) -> str:
-        name = self.fresh("_const")
-        self.globals[name] = value
-        return name
-
-    def emit(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
 
     def value(self, schema: Any, var: str, path: str, depth: int, in_union: bool = False) -> None:
         """Emit code appending the encoding of the local ``var`` (field ``path``, relative to the
