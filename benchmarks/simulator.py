@@ -217,6 +217,8 @@ class Run:
     drain_s: float
     #: CPU of the publishing processes over the run's wall time (100 = one core busy).
     client_cpu_pct: float
+    #: CPU of the publishing processes per message, in microseconds (their start-up included).
+    client_cpu_us_per_msg: float
     broker_cpu_pct: float
     load_before: float
 
@@ -273,6 +275,7 @@ def simulator_run(broker: Broker, processes: int) -> Run:
         received_per_s=subscriber.rate(),
         drain_s=max(0.0, (subscriber.last or finished) - finished),
         client_cpu_pct=100 * client / (finished - started),
+        client_cpu_us_per_msg=1e6 * client / sent if sent else 0.0,
         broker_cpu_pct=100 * cpu / wall,
         load_before=load,
     )
@@ -339,6 +342,7 @@ def ceiling_run(broker: Broker, workdir: Path) -> tuple[Run, float, float]:
         received_per_s=subscriber.rate(),
         drain_s=max(0.0, (subscriber.last or finished) - finished),
         client_cpu_pct=100 * client / elapsed,
+        client_cpu_us_per_msg=1e6 * client / published if published else 0.0,
         broker_cpu_pct=100 * cpu / wall,
         load_before=load,
     )
@@ -370,6 +374,7 @@ def main() -> dict[str, Any]:
             run.drain_s,
             run.acked_per_s / ceiling.acked_per_s if ceiling.acked_per_s else None,
             run.client_cpu_pct,
+            run.client_cpu_us_per_msg,
             run.broker_cpu_pct,
             run.load_before,
         ]
@@ -388,6 +393,7 @@ def main() -> dict[str, Any]:
                 "drain s",
                 "vs ceiling",
                 "publisher CPU %",
+                "publisher CPU µs/msg",
                 "broker CPU %",
                 "load",
             ],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +74,8 @@ class _Context:
     local: datetime
     weather: DayWeather
     rng: random.Random
+    #: ``now`` as each envelope writes it (ChirpStack ``+00:00``, TTS ``Z``), rendered once.
+    received_at: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class _SensorState:
     cumulative: dict[tuple[int, str], int] = field(default_factory=dict)
     #: The last encoded uplink and its envelope template, reused within ``REFRESH`` at high rates.
     cached: tuple[datetime, int, bytes, bytes] | None = None
+    #: The sensor's uplink topic, formatted once.
+    topic: str = ""
 
 
 #: At rates above one message per sensor per second, a sensor's values change once a second; each
@@ -92,6 +95,28 @@ REFRESH = timedelta(seconds=1)
 _SENTINEL_TIME = datetime(2000, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
 _SENTINEL_FCNT = 4_294_967_295
 _SENTINEL_DEDUP = "ffffffff-ffff-4fff-bfff-ffffffffffff"
+_SENTINEL_FCNT_TEXT = b":%d" % _SENTINEL_FCNT
+_SENTINEL_DEDUP_TEXT = _SENTINEL_DEDUP.encode()
+_SENTINEL_WHEN = {
+    "chirpstack": _SENTINEL_TIME.isoformat().encode(),
+    "tts": _SENTINEL_TIME.isoformat().replace("+00:00", "Z").encode(),
+}
+#: RFC 4122 §4.4 version 4: the variant bits (10) and the version nibble (0100) of a random UUID.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def _uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))`` without building a ``UUID`` (a sixth of the
+    per-message cost of an envelope at high rates)."""
+    h = "%032x" % (bits & _UUID4_CLEAR | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _envelope_time(moment: datetime, transport: str) -> bytes:
+    """A receive time as the envelope writes it: ISO 8601 in UTC, ``Z`` for TTS."""
+    text = moment.astimezone(UTC).isoformat()
+    return (text.replace("+00:00", "Z") if transport == "tts" else text).encode()
 
 
 def _r(value: float, step: float) -> float:
@@ -362,20 +387,24 @@ class Fleet:
         self._next += 1
         state = self._states[sensor.id]
         state.fcnt += 1
+        rng = self.rng
         observed_at = ctx.now
-        late = self.rng.random() < self.late_ratio
+        late = rng.random() < self.late_ratio
         if late:
-            observed_at = ctx.now - timedelta(seconds=self.rng.uniform(120, 600))
-        self.stats.sent += 1
-        if self.rng.random() < self.bad_ratio:
-            self.stats.malformed += 1
+            observed_at = ctx.now - timedelta(seconds=rng.uniform(120, 600))
+        stats = self.stats
+        stats.sent += 1
+        if rng.random() < self.bad_ratio:
+            stats.malformed += 1
             fport, payload = get_codec(sensor.codec).encode(
                 self._shape(sensor, ctx), sensor.profile()
             )
             return self._malformed(sensor, fport, payload, state.fcnt, observed_at)
-        self.stats.by_kind[sensor.kind] += 1
-        self.stats.late += late
-        if state.cached is None or ctx.now - state.cached[0] >= REFRESH:
+        stats.by_kind[sensor.kind] += 1
+        if late:
+            stats.late += 1
+        cached = state.cached
+        if cached is None or ctx.now - cached[0] >= REFRESH:
             fport, payload = get_codec(sensor.codec).encode(
                 self._shape(sensor, ctx), sensor.profile()
             )
@@ -384,17 +413,22 @@ class Fleet:
                 template = self._message(
                     sensor, fport, payload, _SENTINEL_FCNT, _SENTINEL_TIME, late=False
                 ).payload
-            state.cached = (ctx.now, fport, payload, template)
-        _at, fport, payload, template = state.cached
+            cached = state.cached = (ctx.now, fport, payload, template)
+        if not state.topic:
+            state.topic = (
+                direct_topic(sensor) if sensor.transport == "direct" else self._topic(sensor)
+            )
         if sensor.transport == "direct":
             return Outgoing(
-                direct_topic(sensor),
-                payload,
-                self._direct_properties(state.fcnt, observed_at, late),
+                state.topic, cached[2], self._direct_properties(state.fcnt, observed_at, late)
             )
-        return Outgoing(
-            self._topic(sensor), self._render(sensor, template, state.fcnt, observed_at)
-        )
+        if late:
+            when = _envelope_time(observed_at, sensor.transport)
+        else:
+            when = ctx.received_at.get(sensor.transport) or ctx.received_at.setdefault(
+                sensor.transport, _envelope_time(observed_at, sensor.transport)
+            )
+        return Outgoing(state.topic, self._render(sensor, cached[3], state.fcnt, when))
 
     @staticmethod
     def _direct_properties(
@@ -405,17 +439,14 @@ class Fleet:
             return (("message_id", str(fcnt)), ("observed_at", observed_at.isoformat()))
         return (("message_id", str(fcnt)),)
 
-    def _render(self, sensor: Sensor, template: bytes, fcnt: int, observed_at: datetime) -> bytes:
-        """The cached envelope with this message's frame counter, dedup id and time."""
-        when = observed_at.astimezone(UTC).isoformat()
-        sentinel_when = _SENTINEL_TIME.isoformat()
-        if sensor.transport == "tts":
-            when, sentinel_when = when.replace("+00:00", "Z"), sentinel_when.replace("+00:00", "Z")
-        dedup = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+    def _render(self, sensor: Sensor, template: bytes, fcnt: int, when: bytes) -> bytes:
+        """The cached envelope with this message's frame counter, dedup id and receive time
+        (``when``, already as the envelope writes it)."""
+        dedup = _uuid4_text(self.rng.getrandbits(128)).encode()
         return (
-            template.replace(b":%d" % _SENTINEL_FCNT, b":%d" % fcnt)
-            .replace(sentinel_when.encode(), when.encode())
-            .replace(_SENTINEL_DEDUP.encode(), dedup.encode())
+            template.replace(_SENTINEL_FCNT_TEXT, b":%d" % fcnt)
+            .replace(_SENTINEL_WHEN[sensor.transport], when)
+            .replace(_SENTINEL_DEDUP_TEXT, dedup)
         )
 
     @staticmethod
@@ -454,7 +485,7 @@ class Fleet:
             dedup_id=(
                 _SENTINEL_DEDUP
                 if fcnt == _SENTINEL_FCNT
-                else str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+                else _uuid4_text(self.rng.getrandbits(128))
             ),
         )
 
