@@ -2,9 +2,15 @@
 
 One task consumes and writes (DESIGN.md section 5.5 and 5.6):
 
-- records are buffered per partition until ``batch_max_records`` or ``batch_max_wait_s``;
+- records are decoded into table rows as they are fetched and buffered until
+  ``batch_max_records`` or ``batch_max_wait_s``;
 - a batch is written in one transaction with the next offset of every partition it covers
   (:mod:`sinks.timescale._writer`); Kafka's group commit afterwards is informative only;
+- one batch is written at a time, in a background task, while the loop goes on fetching and
+  decoding the next one (at most one batch in the database and one in the buffer): the
+  database's work on a batch overlaps the sink's CPU work on the next. Batches commit in order,
+  each with its own offsets, so the database never holds the rows of a batch without its
+  offsets nor offsets past rows it lacks;
 - after every assignment (start, rebalance) the new partitions stay paused until they are
   positioned at the offsets stored in ``consumer_offsets`` (none stored: the beginning; stored
   beyond the end of the partition, e.g. the in-memory embedded broker restarted empty: a warning
@@ -49,7 +55,6 @@ from sinks.timescale._writer import (
     RowError,
     Rows,
     add_record,
-    check_record,
     is_poison,
     load_offsets,
     store_offsets,
@@ -99,6 +104,77 @@ class _DeadLetter:
     sensor_id: str | None = None
 
 
+#: Records decoded between two yields to the event loop, so a write in progress keeps streaming
+#: its COPY to the database while the next batch is decoded.
+_DECODE_CHUNK = 500
+
+
+class _Batch:
+    """Kafka records of a batch, decoded: their entries, dead letters and table rows.
+
+    ``records`` keeps the Kafka records of each partition (the offsets to store are their last
+    offset + 1, dead-lettered ones included); ``rows`` holds the rows of every entry.
+    """
+
+    __slots__ = ("count", "dead", "entries", "first_at", "records", "rows")
+
+    def __init__(self) -> None:
+        self.records: dict[TopicPartition, list[Any]] = {}
+        self.entries: list[_Entry] = []
+        self.dead: list[_DeadLetter] = []
+        self.rows = Rows()
+        self.count = 0
+        self.first_at = 0.0
+
+    def add(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Decode ``records`` of ``tp`` (in offset order) into entries and rows."""
+        if not self.count:
+            self.first_at = time.monotonic()
+        topic, partition = tp.topic, tp.partition
+        entries, dead, rows = self.entries, self.dead, self.rows
+        for r in records:
+            value = r.value
+            try:
+                if value is None:
+                    raise SchemaError("record has no value (tombstone)")
+                name, record = decode(value)
+                add_record(rows, name, record)  # RowError, before adding anything: no table
+            except (SchemaError, RowError) as exc:
+                dead.append(
+                    _DeadLetter(topic, partition, r.offset, r.key, value or b"", exc, "undecodable")
+                )
+                continue
+            entries.append(_Entry(topic, partition, r.offset, r.key, value, name, record))
+        try:
+            self.records[tp].extend(records)
+        except KeyError:
+            self.records[tp] = list(records)
+        self.count += len(records)
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The next offset of every partition of the batch."""
+        return {
+            (tp.topic, tp.partition): records[-1].offset + 1
+            for tp, records in self.records.items()
+            if records
+        }
+
+    def without(self, partitions: set[TopicPartition]) -> _Batch:
+        """This batch less the records of ``partitions`` (revoked, or read again)."""
+        if not partitions & self.records.keys():
+            return self
+        dropped = {(tp.topic, tp.partition) for tp in partitions}
+        kept = _Batch()
+        kept.first_at = self.first_at
+        kept.records = {tp: r for tp, r in self.records.items() if tp not in partitions}
+        kept.count = sum(len(r) for r in kept.records.values())
+        kept.entries = [e for e in self.entries if (e.topic, e.partition) not in dropped]
+        kept.dead = [d for d in self.dead if (d.topic, d.partition) not in dropped]
+        for e in kept.entries:
+            add_record(kept.rows, e.schema, e.record)
+        return kept
+
+
 class _TransientError(Exception):
     """A dependency is away; retry later."""
 
@@ -136,9 +212,11 @@ class TimescaleSink:
         self._failure: asyncio.Future[None] | None = None
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._buffer: dict[TopicPartition, list[Any]] = {}
-        self._buffered = 0
-        self._first_buffered_at = 0.0
+        #: Records being taken in; the batch being written (or waiting to be written again).
+        self._buffer = _Batch()
+        self._pending: _Batch | None = None
+        self._writing: asyncio.Task[None] | None = None
+        self._write_error: BaseException | None = None
         self._unpositioned: set[TopicPartition] = set()
         self._unverified: set[TopicPartition] = set()
         self._excluded: set[tuple[str, int, int]] = set()
@@ -255,8 +333,11 @@ class TimescaleSink:
     # --- rebalance ---------------------------------------------------------------------------
 
     def _forget(self, revoked: set[TopicPartition]) -> None:
+        # Called under the lock: no write is in progress.
+        self._buffer = self._buffer.without(revoked)
+        if self._pending is not None:
+            self._pending = self._pending.without(revoked)
         for tp in revoked:
-            self._buffered -= len(self._buffer.pop(tp, ()))
             self._unpositioned.discard(tp)
             self._unverified.discard(tp)
             self._positions.pop(tp, None)
@@ -274,40 +355,85 @@ class TimescaleSink:
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        while not self._stopping.is_set():
-            if time.monotonic() >= self._retry_at:
-                if not self._prepared:
-                    await self._attempt(self._prepare, "prepare")
-                if self._prepared and self._unpositioned:
-                    await self._attempt(self._position, "position")
-                if self._prepared and self._buffered and (self._failing or self._due()):
-                    await self._attempt(self._flush, "write")
-            self._apply_pauses()
-            try:
-                fetched = await consumer.getmany(
-                    timeout_ms=int(self._poll_timeout() * 1000),
-                    max_records=max(1, self._sink.batch_max_records - self._buffered),
-                )
-            except OffsetOutOfRangeError as exc:
-                # Real Kafka: the stored offset is past the end (the broker lost data) or before
-                # the start (retention deleted what the sink never read).
-                await self._restart_from_beginning(set(exc.args[0]) if exc.args else set())
-                continue
-            if self._unverified:
-                await self._verify_positions()
-            assignment = consumer.assignment()
-            for tp, records in fetched.items():
-                if not records or tp in self._unpositioned or tp not in assignment:
-                    continue  # fetched before a seek: the partition is re-read from its position
-                if not self._buffered:
-                    self._first_buffered_at = time.monotonic()
-                self._buffer.setdefault(tp, []).extend(records)
-                self._buffered += len(records)
-        # Drain: one last write of what is buffered; if the database is away the records stay
-        # in Kafka after the stored offsets and the next run writes them.
-        if self._prepared and self._buffered:
+        try:
+            while not self._stopping.is_set():
+                if time.monotonic() >= self._retry_at and self._writing is None:
+                    if not self._prepared:
+                        await self._attempt(self._prepare, "prepare")
+                    if self._prepared and self._unpositioned:
+                        await self._attempt(self._position, "position")
+                    if self._prepared:
+                        self._start_write()
+                self._apply_pauses()
+                if self._writing is not None and self._due():
+                    # Nothing more to take in until the batch in the database is committed.
+                    await asyncio.wait({self._writing}, timeout=_MAX_POLL_S)
+                    continue
+                await self._fetch(consumer)
+        finally:
+            if self._writing is not None:
+                with contextlib.suppress(BaseException):
+                    await self._writing
+        if self._write_error is not None:
+            raise self._write_error
+        # Drain: one last write of what is pending and buffered; if the database is away the
+        # records stay in Kafka after the stored offsets and the next run writes them.
+        if self._prepared:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
+                if self._pending is not None:
+                    await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
+                if self._buffer.count:
+                    self._pending, self._buffer = self._buffer, _Batch()
+                    await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
+
+    def _start_write(self) -> None:
+        """Start writing the pending batch (a failed one again), else the buffer when due."""
+        if self._pending is None or not self._pending.count:
+            self._pending = None
+            if not self._buffer.count or not (self._failing or self._due()):
+                return
+            self._pending, self._buffer = self._buffer, _Batch()
+        self._writing = asyncio.create_task(
+            self._attempt(self._flush, "write"), name="sink-timescale-write"
+        )
+        self._writing.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._writing = None
+        if task.cancelled():
+            self._write_error = RuntimeError("sink write cancelled")
+        elif (error := task.exception()) is not None:
+            # Not a dependency being away (_attempt handles those): the loop ends with it.
+            self._write_error = error
+        else:
+            return
+        self._stopping.set()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
+        """One poll of Kafka; what it returns is decoded into the buffer."""
+        timeout_ms = int(self._poll_timeout() * 1000)
+        if not timeout_ms:
+            # getmany() may return without yielding: let the write task and callbacks run.
+            await asyncio.sleep(0)
+        try:
+            fetched = await consumer.getmany(
+                timeout_ms=timeout_ms,
+                max_records=max(1, self._sink.batch_max_records - self._buffer.count),
+            )
+        except OffsetOutOfRangeError as exc:
+            # Real Kafka: the stored offset is past the end (the broker lost data) or before
+            # the start (retention deleted what the sink never read).
+            await self._restart_from_beginning(set(exc.args[0]) if exc.args else set())
+            return
+        if self._unverified:
+            await self._verify_positions()
+        for tp, records in fetched.items():
+            for first in range(0, len(records), _DECODE_CHUNK):
+                if first:
+                    await asyncio.sleep(0)  # let a write in progress stream its COPY
+                if tp in self._unpositioned or tp not in consumer.assignment():
+                    break  # fetched before a seek: the partition is re-read from its position
+                self._buffer.add(tp, records[first : first + _DECODE_CHUNK])
 
     def _apply_pauses(self) -> None:
         """Pause what must not be fetched: everything while failing or full, else the partitions
@@ -315,7 +441,7 @@ class TimescaleSink:
         consumer = self._consumer
         assert consumer is not None
         assignment = consumer.assignment()
-        full = self._buffered >= self._sink.batch_max_records
+        full = self._buffer.count >= self._sink.batch_max_records
         if self._failing or not self._prepared or full:
             wanted = set(assignment)
         else:
@@ -327,18 +453,19 @@ class TimescaleSink:
             consumer.resume(*(paused - wanted))
 
     def _due(self) -> bool:
-        return (
-            self._buffered >= self._sink.batch_max_records
-            or time.monotonic() - self._first_buffered_at >= self._sink.batch_max_wait_s
+        buffered = self._buffer.count
+        return buffered > 0 and (
+            buffered >= self._sink.batch_max_records
+            or time.monotonic() - self._buffer.first_at >= self._sink.batch_max_wait_s
             or self._stopping.is_set()
         )
 
     def _poll_timeout(self) -> float:
         now = time.monotonic()
-        if self._failing or not self._prepared:
+        if self._writing is None and (self._failing or not self._prepared):
             return min(_MAX_POLL_S, max(0.0, self._retry_at - now))
-        if self._buffered:
-            deadline = self._first_buffered_at + self._sink.batch_max_wait_s
+        if self._buffer.count:
+            deadline = self._buffer.first_at + self._sink.batch_max_wait_s
             return min(_MAX_POLL_S, max(0.0, deadline - now))
         return _MAX_POLL_S
 
@@ -472,7 +599,9 @@ class TimescaleSink:
                         "end": consumer.highwater(tp),
                     },
                 )
-                self._buffered -= len(self._buffer.pop(tp, ()))
+                self._buffer = self._buffer.without({tp})
+                if self._pending is not None:
+                    self._pending = self._pending.without({tp})
                 await consumer.seek_to_beginning(tp)
                 self._positions[tp] = 0
                 self._unverified.discard(tp)
@@ -486,31 +615,25 @@ class TimescaleSink:
                 log.info("offset reset not stored yet", extra={"error": _describe(exc)})
 
     async def _flush(self) -> None:
-        """Write the buffered batch with its offsets; the buffer is cleared only on commit.
+        """Write the pending batch with its offsets; it is cleared only on commit.
 
         Records the database rejects are dead-lettered and the batch is written again without
         them, at once (at most ``_MAX_REJECTION_ROUNDS`` times, then as a transient failure).
         """
         assert self._pool is not None
         async with self._lock:
-            if not self._buffered:
+            batch = self._pending
+            if batch is None or not batch.count:
+                self._pending = None
                 return
             started = time.perf_counter()
-            batch = self._buffer
-            offsets = {
-                (tp.topic, tp.partition): records[-1].offset + 1
-                for tp, records in batch.items()
-                if records
-            }
+            offsets = batch.offsets()
             for _round in range(_MAX_REJECTION_ROUNDS):
-                entries, dead = self._decode(batch)
-                await self._send_dead_letters(dead)
-                rows = Rows()
-                for entry in entries:
-                    add_record(rows, entry.schema, entry.record)
+                await self._send_dead_letters(batch.dead)
+                entries, tables = self._surviving(batch)
                 try:
                     async with self._pool.connection(timeout=5) as conn:
-                        written = await write_rows(conn, rows.tables())
+                        written = await write_rows(conn, tables)
                         await store_offsets(conn, self._sink.group_id, offsets)
                         commit_started = time.perf_counter()
                         await conn.commit()
@@ -525,44 +648,27 @@ class TimescaleSink:
                 raise _TransientError("too many rounds of rejected records")
             for table, count in written.items():
                 metrics.ROWS_WRITTEN.labels(table).inc(count)
-            for tp, records in batch.items():
+            for tp, records in batch.records.items():
                 metrics.RECORDS_CONSUMED.labels(tp.topic).inc(len(records))
                 self._positions[tp] = records[-1].offset + 1
-            metrics.BATCH_RECORDS.observe(self._buffered)
+            metrics.BATCH_RECORDS.observe(batch.count)
             metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-            self._buffer = {}
-            self._buffered = 0
+            self._pending = None
             self._excluded.clear()
             self._dead_sent.clear()
         self._update_lag()
         await self._commit_to_kafka(offsets)
 
-    def _decode(
-        self, batch: dict[TopicPartition, list[Any]]
-    ) -> tuple[list[_Entry], list[_DeadLetter]]:
-        entries: list[_Entry] = []
-        dead: list[_DeadLetter] = []
+    def _surviving(self, batch: _Batch) -> tuple[list[_Entry], dict[str, list[tuple[Any, ...]]]]:
+        """The entries of ``batch`` not dead-lettered yet, and their rows per table."""
         excluded = self._excluded
-        for tp, records in batch.items():
-            topic, partition = tp.topic, tp.partition
-            for r in records:
-                if excluded and (topic, partition, r.offset) in excluded:
-                    continue
-                value = r.value
-                try:
-                    if value is None:
-                        raise SchemaError("record has no value (tombstone)")
-                    name, record = decode(value)
-                    check_record(name, record)
-                except (SchemaError, RowError) as exc:
-                    dead.append(
-                        _DeadLetter(
-                            topic, partition, r.offset, r.key, value or b"", exc, "undecodable"
-                        )
-                    )
-                    continue
-                entries.append(_Entry(topic, partition, r.offset, r.key, value, name, record))
-        return entries, dead
+        if not excluded:
+            return batch.entries, batch.rows.tables()
+        entries = [e for e in batch.entries if (e.topic, e.partition, e.offset) not in excluded]
+        rows = Rows()
+        for entry in entries:
+            add_record(rows, entry.schema, entry.record)
+        return entries, rows.tables()
 
     async def _reject(self, entries: Sequence[_Entry], error: psycopg.Error) -> bool:
         """Find the records the database rejects, dead-letter them and exclude them from the

@@ -3,13 +3,23 @@
 Row building is pure and works on the records as :func:`schemas.decode` returns them (no
 intermediate :class:`schemas.Measurement`: this is the sink's hot path). A batch is written as
 
-1. binary ``COPY`` of each table's rows into a temporary staging table (``ON COMMIT DELETE
-   ROWS``, created once per connection),
-2. ``INSERT INTO <table> SELECT … FROM <staging> ON CONFLICT (<natural key>) DO NOTHING`` for
-   raw rows, or ``… DO UPDATE … WHERE <the incoming revision wins>`` for aggregates,
+1. raw rows (measurements, counts, regions): binary ``COPY`` straight into the table inside a
+   savepoint. A raw row is never written twice unless Kafka holds a duplicate record (an ingest
+   redelivery, a replay): then the natural key rejects the COPY (``unique_violation``), the
+   savepoint is rolled back and the table's rows take the path of step 2. The common case thus
+   costs what ``psql \\copy`` costs, instead of a staging write plus a conflict-checked insert;
+2. aggregates, and raw rows that met a duplicate: binary ``COPY`` into a temporary staging table
+   (``ON COMMIT DELETE ROWS``, created once per connection), then ``INSERT INTO <table> SELECT …
+   FROM <staging> ON CONFLICT (<natural key>) DO NOTHING`` for raw rows, or ``… DO UPDATE …
+   WHERE <the incoming revision wins>`` for aggregates;
 3. an upsert of the consumed offsets into ``consumer_offsets``,
 
-all in one transaction, so rows and offsets commit together (DESIGN.md section 5.5).
+all in one transaction, so rows and offsets commit together (DESIGN.md section 5.5); the natural
+keys make the rows exactly-once whichever path wrote them.
+
+``jsonb`` values are built as jsonb's binary wire format (a version byte ``1`` then the JSON
+text, PostgreSQL ``jsonb_recv``) and sent as ``bytea`` in the COPY, so the server reads them into
+``jsonb`` without a cast and the row builder skips a ``bytes.decode``.
 """
 
 from __future__ import annotations
@@ -53,12 +63,15 @@ class RowError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A table column and how it is staged: ``copy_type`` is the binary COPY type, ``cast`` the
-    SQL cast from the staging column (jsonb is staged as text, serialised by orjson)."""
+    """A table column: ``sql_type`` is its type (and its staging column's), ``copy_type`` the
+    type its values are dumped as in a binary COPY (``bytea`` for jsonb, see the module doc)."""
 
     name: str
-    copy_type: str
-    cast: str | None = None
+    sql_type: str
+
+    @property
+    def copy_type(self) -> str:
+        return "bytea" if self.sql_type == "jsonb" else self.sql_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +103,7 @@ _HEAD = (
     Column("partial", "bool"),
 )
 _TAIL = (
-    Column("other_values", "text", "jsonb"),
+    Column("other_values", "jsonb"),
     Column("network", "text"),
     Column("gateway_id", "text"),
     Column("rssi", "float8"),
@@ -186,9 +199,9 @@ _AGGREGATE_COLUMNS = (
     Column("revision", "int4"),
     Column("final", "bool"),
     Column("sample_count", "int8"),
-    Column("indicators", "text", "jsonb"),
-    Column("counts", "text", "jsonb"),
-    Column("regions", "text", "jsonb"),
+    Column("indicators", "jsonb"),
+    Column("counts", "jsonb"),
+    Column("regions", "jsonb"),
 )
 AGGREGATE_TABLES: Final[Mapping[str, Table]] = {
     kind: Table(
@@ -209,8 +222,17 @@ TABLES: Final[Mapping[str, Table]] = {
 # --- row building (pure) ---------------------------------------------------------------------
 
 
-def _json(value: Mapping[str, Any] | Sequence[Any]) -> str | None:
-    return orjson.dumps(value).decode() if value else None
+#: The version byte of jsonb's binary format (PostgreSQL src/backend/utils/adt/jsonb.c).
+_JSONB_VERSION: Final = b"\x01"
+
+
+def _jsonb(value: Mapping[str, Any] | Sequence[Any]) -> bytes:
+    """``value`` in jsonb's binary wire format (see the module doc)."""
+    return _JSONB_VERSION + orjson.dumps(value)
+
+
+def _jsonb_or_none(value: Mapping[str, Any] | Sequence[Any]) -> bytes | None:
+    return _JSONB_VERSION + orjson.dumps(value) if value else None
 
 
 def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -225,6 +247,7 @@ def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, 
     get_source = operator.itemgetter(*_SOURCE)
     no_source = (None,) * len(_SOURCE)
     dumps = orjson.dumps
+    version = _JSONB_VERSION
 
     def build(record: Mapping[str, Any]) -> tuple[Any, ...]:
         other: Mapping[str, float] = record["other_values"]
@@ -235,7 +258,7 @@ def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, 
         source = record["source"]
         row: tuple[Any, ...] = (
             get_head(record)
-            + (dumps(other).decode() if other else None,)
+            + (version + dumps(other) if other else None,)
             + (get_source(source) if source else no_source)
         )
         return row
@@ -357,9 +380,9 @@ def add_record(rows: Rows, schema_name: str, record: Mapping[str, Any]) -> None:
                 record["revision"],
                 record["final"],
                 record["sample_count"],
-                orjson.dumps(record["values"]).decode(),
-                _json(record["counts"]),
-                _json(record["regions"]),
+                _jsonb(record["values"]),
+                _jsonb_or_none(record["counts"]),
+                _jsonb_or_none(record["regions"]),
             ),
         )
         return
@@ -371,31 +394,25 @@ def add_record(rows: Rows, schema_name: str, record: Mapping[str, Any]) -> None:
 
 def _staging_sql(table: Table) -> sql.Composed:
     columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.copy_type)) for c in table.columns
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in table.columns
     )
     return sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
         sql.Identifier(table.staging), columns
     )
 
 
-def _copy_sql(table: Table) -> sql.Composed:
+def _copy_sql(table: Table, target: str) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table.staging),
+        sql.Identifier(target),
         sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names),
     )
 
 
 def _insert_sql(table: Table) -> sql.Composed:
     names = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
-    selected = sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.cast))
-        if c.cast
-        else sql.Identifier(c.name)
-        for c in table.columns
-    )
     key = sql.SQL(", ").join(sql.Identifier(c) for c in table.key)
     insert = sql.SQL("INSERT INTO {} AS cur ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
-        sql.Identifier(table.name), names, selected, sql.Identifier(table.staging), key
+        sql.Identifier(table.name), names, names, sql.Identifier(table.staging), key
     )
     if table.mode == "raw":
         return insert + sql.SQL("DO NOTHING")
@@ -412,9 +429,35 @@ def _insert_sql(table: Table) -> sql.Composed:
 
 
 _STAGING = {name: _staging_sql(t) for name, t in TABLES.items()}
-_COPY = {name: _copy_sql(t) for name, t in TABLES.items()}
+_COPY_STAGING = {name: _copy_sql(t, t.staging) for name, t in TABLES.items()}
+#: Raw tables only: aggregates are always upserted through their staging table.
+_COPY_DIRECT = {name: _copy_sql(t, t.name) for name, t in TABLES.items() if t.mode == "raw"}
 _INSERT = {name: _insert_sql(t) for name, t in TABLES.items()}
+_CLEAR = {
+    name: sql.SQL("DELETE FROM {}").format(sql.Identifier(t.staging)) for name, t in TABLES.items()
+}
 _COPY_TYPES = {name: [c.copy_type for c in t.columns] for name, t in TABLES.items()}
+
+
+async def _copy(
+    cur: psycopg.AsyncCursor[Any],
+    statement: sql.Composed,
+    types: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Binary COPY of ``rows``.
+
+    Rows go through the formatter synchronously (psycopg's C ``format_row_binary``), and only its
+    filled buffers (32 KiB) are awaited: ``AsyncCopy.write_row`` would cost a coroutine per row.
+    ``AsyncCopy.write`` passes a binary buffer through as it is, and the formatter still ends the
+    stream with the trailer because it was fed rows.
+    """
+    async with cur.copy(statement) as copy:
+        copy.set_types(types)
+        format_row = copy.formatter.write_row
+        for row in rows:
+            if data := format_row(row):
+                await copy.write(data)
 
 
 async def write_rows(
@@ -422,28 +465,38 @@ async def write_rows(
     tables: Mapping[str, Sequence[tuple[Any, ...]]],
     *,
     clear_staging: bool = False,
+    copy_direct: bool = True,
 ) -> dict[str, int]:
     """COPY and insert ``tables`` inside the caller's transaction; returns rows added per table.
 
-    Rows already present (a replay) are not counted. ``clear_staging`` empties the staging tables
-    afterwards, for callers that write several times in one transaction (poison isolation).
+    Rows already present (a replay) are not counted. ``copy_direct`` False sends raw rows through
+    the staging table at once (what a COPY meeting a duplicate falls back to). ``clear_staging``
+    empties the staging tables afterwards, for callers that write several times in one
+    transaction (poison isolation).
     """
     written: dict[str, int] = {}
     async with conn.cursor() as cur:
         for name, rows in tables.items():
             if not rows:
                 continue
+            direct = _COPY_DIRECT.get(name) if copy_direct else None
+            if direct is not None:
+                await cur.execute("SAVEPOINT citysense_copy")
+                try:
+                    await _copy(cur, direct, _COPY_TYPES[name], rows)
+                except psycopg.errors.UniqueViolation:
+                    # A duplicate record in Kafka: this table's rows take the ON CONFLICT path.
+                    await cur.execute("ROLLBACK TO SAVEPOINT citysense_copy")
+                else:
+                    await cur.execute("RELEASE SAVEPOINT citysense_copy")
+                    written[name] = len(rows)
+                    continue
             await cur.execute(_STAGING[name])
-            async with cur.copy(_COPY[name]) as copy:
-                copy.set_types(_COPY_TYPES[name])
-                for row in rows:
-                    await copy.write_row(row)
+            await _copy(cur, _COPY_STAGING[name], _COPY_TYPES[name], rows)
             await cur.execute(_INSERT[name])
             written[name] = max(cur.rowcount, 0)
             if clear_staging:
-                await cur.execute(
-                    sql.SQL("DELETE FROM {}").format(sql.Identifier(TABLES[name].staging))
-                )
+                await cur.execute(_CLEAR[name])
     return written
 
 

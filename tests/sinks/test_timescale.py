@@ -32,7 +32,7 @@ from sinks.timescale import (
     db_status,
     migrate,
 )
-from sinks.timescale._writer import TABLES
+from sinks.timescale._writer import TABLES, Rows, add_record, store_offsets, write_rows
 from tests.sinks._helpers import (
     TcpProxy,
     aggregate_record,
@@ -301,6 +301,39 @@ async def test_replaying_the_same_records_twice_leaves_one_row_each(settings: Se
         assert total == sum(
             c["count"] for i in range(200) if i % 4 == 1 for c in traffic_record("t1", i)["counts"]
         )
+
+
+async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
+    settings: Settings,
+) -> None:
+    """Raw rows are copied straight into their table; a batch meeting a row already there, or
+    holding a duplicate, falls back to staging + ON CONFLICT DO NOTHING in the same transaction
+    and counts only the rows it added."""
+
+    def rows_of(*indexes: int) -> dict[str, list[tuple[Any, ...]]]:
+        rows = Rows()
+        for _key, value in framed(
+            "TrafficMeasurement", (traffic_record(f"t{i % 3}", i) for i in indexes)
+        ):
+            add_record(rows, *decode(value))
+        return rows.tables()
+
+    async with database(settings) as db:
+        url = db.database.url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            written = await write_rows(conn, rows_of(*range(10)))
+            await conn.commit()
+            assert written == {"traffic_measurements": 10, "traffic_counts": 120}
+            # 5 already stored, 5 new, one of them twice in the batch.
+            written = await write_rows(conn, rows_of(*range(5, 15), 12))
+            await store_offsets(conn, "g", {("t", 0): 15})
+            await conn.commit()
+            assert written == {"traffic_measurements": 5, "traffic_counts": 60}
+        assert await count(url, "traffic_measurements") == 15
+        assert await count(url, "traffic_counts") == 180
+        assert await scalar(url, "SELECT next_offset FROM consumer_offsets") == 15
 
 
 async def test_an_older_aggregate_revision_never_overwrites_a_newer_one(settings: Settings) -> None:

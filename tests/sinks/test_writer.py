@@ -68,7 +68,8 @@ def test_noise_row_has_typed_columns_other_values_and_source() -> None:
     assert values["laeq_db"] == record["laeq_db"]
     assert values["lamax_db"] == 70.5
     assert values["laf_db"] is None
-    assert values["other_values"] == '{"lz_16000hz_db":12.5}'
+    # jsonb in its binary wire format: version byte 1, then the JSON text.
+    assert values["other_values"] == b'\x01{"lz_16000hz_db":12.5}'
     assert (values["gateway_id"], values["rssi"], values["f_cnt"]) == ("gw-1", -80.0, 1)
 
 
@@ -122,9 +123,9 @@ def test_a_batch_keeps_one_winning_aggregate_per_identity() -> None:
     assert sorted(
         (r["bucket"], r["window_seconds"], r["revision"], r["indicators"]) for r in rows
     ) == [
-        (aggregate_record("k", 0)["window_start"], 60, 2, '{"laeq_db":70.0,"la90_db":65.0}'),
-        (aggregate_record("k", 0)["window_start"], 3600, 0, '{"laeq_db":1.0,"la90_db":-4.0}'),
-        (aggregate_record("k", 1)["window_start"], 60, 0, '{"laeq_db":51.0,"la90_db":46.0}'),
+        (aggregate_record("k", 0)["window_start"], 60, 2, b'\x01{"laeq_db":70.0,"la90_db":65.0}'),
+        (aggregate_record("k", 0)["window_start"], 3600, 0, b'\x01{"laeq_db":1.0,"la90_db":-4.0}'),
+        (aggregate_record("k", 1)["window_start"], 60, 0, b'\x01{"laeq_db":51.0,"la90_db":46.0}'),
     ]
 
 
