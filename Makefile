@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system venv lint test run bench clean
+.PHONY: help setup system venv native lint test run bench clean
 
 help:
 	@echo "make run    install everything, start the embedded stack, run the pipeline"
 	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
 	@echo "make setup | lint | bench | clean"
 
-setup: system venv
+setup: system venv native
 
 # Debian packages (Mosquitto, PostgreSQL 15, Prometheus, build tools) and TimescaleDB, built
 # once from Debian trixie's source package; every step is skipped when already done.
@@ -28,6 +28,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The hot pure-Python modules (decoders, the measurement encoder) compiled with mypyc, next to
+# their sources; rebuilt when one of them changes (the list is in the script).
+NATIVE_STAMP := build/native/.stamp
+NATIVE_SOURCES := $(shell $(PYTHON) deploy/scripts/build_native.py --list 2>/dev/null)
+$(NATIVE_STAMP): $(STAMP) deploy/scripts/build_native.py $(NATIVE_SOURCES)
+	@echo "compiling $(words $(NATIVE_SOURCES)) hot modules with mypyc (about a minute)"
+	@mkdir -p build/native
+	@$(BIN)/python deploy/scripts/build_native.py >build/native.log 2>&1 || { tail -30 build/native.log; exit 1; }
+	@touch $(NATIVE_STAMP)
+
+native: $(NATIVE_STAMP)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -60,4 +72,5 @@ bench: setup
 
 clean:
 	-@test -x $(BIN)/citysense && $(BIN)/citysense stack down
-	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results
+	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results build
+	find decoders schemas -name '*.so' -delete; rm -f ./*__mypyc*.so

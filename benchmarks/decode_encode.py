@@ -8,10 +8,18 @@ messages, in µs of process CPU time per message (wall time is kept too; CPU tim
 work on a shared machine inflates least):
 
 - ``decode``: ``codec.decode(payload, fport, profile)`` alone;
-- ``build``: ``Measurement.from_decoded`` + ``measurement_record`` alone;
-- ``avro``: ``schemas.encode`` (single-object framing) of the record alone;
+- ``build``: ``Measurement.from_decoded`` alone (the canonical measurement);
+- ``avro``: ``schemas.encode_measurement`` (the framed Avro value, single-object encoding) alone;
 - ``total``: the three in one loop, what ingest spends per message apart from MQTT and Kafka;
+- ``record path``: the same through the generic record encoder
+  (``schemas.encode(name, measurement_record(m))`` instead of ``encode_measurement``), kept as
+  the reference the fast path is checked against;
 - peers: ``json.dumps`` and ``orjson.dumps`` of the same record (timestamps as µs integers).
+
+The garbage collector is set as the stages run it (``citysense.runtime``: young threshold
+50,000, start-up objects frozen), so a figure is the code's cost, not that of collections
+walking the benchmark's own 10,000 samples. Whether the hot modules run compiled (``make
+native``, mypyc) or as plain Python is printed with the results.
 
 One more figure for the nation mix: ingest's own code from the MQTT message, ``Router.route``
 (topic, LoRaWAN envelope, registry lookup, decode, checks, Measurement) then
@@ -36,12 +44,20 @@ import orjson
 
 from benchmarks import median, table
 from citysense.registry import Registry, Sensor, load_registry, scenario_path
+from citysense.runtime import GC_YOUNG_THRESHOLD
 from citysense.settings import IngestSettings
 from decoders import Codec, Decoded, DeviceProfile, all_codecs, get_codec
 from decoders.envelopes import Uplink, parse_uplink
 from ingest import Accepted, Incoming, Router
 from ingest._records import measurement_kafka_record
-from schemas import Measurement, Source, encode, measurement_record, measurement_schema_name
+from schemas import (
+    Measurement,
+    Source,
+    encode,
+    encode_measurement,
+    measurement_record,
+    measurement_schema_name,
+)
 from simulators import Fleet, Outgoing
 
 MESSAGES = 5_000
@@ -248,14 +264,12 @@ def _build_only(samples: Sequence[Sample]) -> Callable[[], None]:
 
     def run() -> None:
         for decoded, sensor_id, observed_at, received_at, source in items:
-            measurement_record(
-                from_decoded(
-                    decoded,
-                    sensor_id=sensor_id,
-                    observed_at=observed_at,
-                    received_at=received_at,
-                    source=source,
-                )
+            from_decoded(
+                decoded,
+                sensor_id=sensor_id,
+                observed_at=observed_at,
+                received_at=received_at,
+                source=source,
             )
 
     return run
@@ -267,11 +281,11 @@ def _records(samples: Sequence[Sample]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _avro_only(samples: Sequence[Sample]) -> Callable[[], None]:
-    items = _records(samples)
+    items = _measurements(samples, _decoded(samples))
 
     def run() -> None:
-        for name, record in items:
-            encode(name, record)
+        for measurement in items:
+            encode_measurement(measurement)
 
     return run
 
@@ -307,6 +321,29 @@ def _orjson_peer(samples: Sequence[Sample]) -> Callable[[], None]:
 
 
 def _total(samples: Sequence[Sample]) -> Callable[[], None]:
+    items = [
+        (s.codec.decode, s.payload, s.fport, s.profile, s.sensor_id, s.received_at, s.source)
+        for s in samples
+    ]
+    from_decoded = Measurement.from_decoded
+
+    def run() -> None:
+        for decode, payload, fport, profile, sensor_id, received_at, source in items:
+            decoded = decode(payload, fport, profile)
+            measurement = from_decoded(
+                decoded,
+                sensor_id=sensor_id,
+                observed_at=decoded.observed_at or received_at,
+                received_at=received_at,
+                source=source,
+            )
+            encode_measurement(measurement)
+
+    return run
+
+
+def _record_path(samples: Sequence[Sample]) -> Callable[[], None]:
+    """``total`` with the generic record encoder instead of ``encode_measurement``."""
     items = [
         (s.codec.decode, s.payload, s.fport, s.profile, s.sensor_id, s.received_at, s.source)
         for s in samples
@@ -372,7 +409,7 @@ def _per_message(run: Callable[[], None], count: int) -> Timing:
     return Timing(median(cpu), median(wall))
 
 
-_COLUMNS = ("decode", "build", "avro", "total", "json", "orjson")
+_COLUMNS = ("decode", "build", "avro", "total", "record path", "json", "orjson")
 
 
 def _measure(samples: Sequence[Sample]) -> dict[str, Timing]:
@@ -382,12 +419,35 @@ def _measure(samples: Sequence[Sample]) -> dict[str, Timing]:
         "build": _per_message(_build_only(samples), count),
         "avro": _per_message(_avro_only(samples), count),
         "total": _per_message(_total(samples), count),
+        "record path": _per_message(_record_path(samples), count),
         "json": _per_message(_json_peer(samples), count),
         "orjson": _per_message(_orjson_peer(samples), count),
     }
 
 
+def _compiled() -> str:
+    """Which hot modules run as mypyc extensions (``make native``) rather than plain Python."""
+    import decoders._reader
+    import schemas._measurement_encoder
+
+    modules = (decoders._reader, schemas._measurement_encoder)
+    native = [m.__name__ for m in modules if (m.__file__ or "").endswith(".so")]
+    if len(native) == len(modules):
+        return "compiled (mypyc)"
+    return "plain Python" if not native else f"partly compiled ({', '.join(native)})"
+
+
 def main() -> dict[str, Any]:
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    try:
+        return _main()
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def _main() -> dict[str, Any]:
     registry, samples = fleet_samples()
     by_codec: dict[str, list[Sample]] = {}
     for sample in samples:
@@ -399,9 +459,13 @@ def main() -> dict[str, Any]:
     if missing:
         raise RuntimeError(f"no sample payloads for codecs {missing}")
 
+    gc.collect()
+    gc.freeze()  # as the stages do after start-up
+    compiled = _compiled()
     print(
         f"{len(samples):,} fleet messages ({FLEET_MINUTES} simulated minutes of the nation "
-        f"scenario); median of {REPETITIONS} x {MESSAGES:,} messages per figure",
+        f"scenario); median of {REPETITIONS} x {MESSAGES:,} messages per figure; hot modules: "
+        f"{compiled}",
         flush=True,
     )
     rows: dict[str, dict[str, Timing]] = {}
@@ -468,6 +532,7 @@ def main() -> dict[str, Any]:
     )
     return {
         "unit": "µs/message (cpu_us: process CPU time, wall_us: wall time; medians)",
+        "hot_modules": compiled,
         "messages_per_repetition": MESSAGES,
         "repetitions": REPETITIONS,
         "target_us": TARGET_US,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 __all__ = [
     "KINDS",
@@ -116,7 +116,7 @@ class DecodeError(ValueError):
     and ``str(error)``.
     """
 
-    reason = "invalid"
+    reason: ClassVar[str] = "invalid"
 
     def __init__(self, codec: str, offset: int | None, detail: str) -> None:
         self.codec = codec
@@ -129,28 +129,28 @@ class DecodeError(ValueError):
 class TruncatedError(DecodeError):
     """The payload ended before a field the format says is there."""
 
-    reason = "truncated"
+    reason: ClassVar[str] = "truncated"
 
 
 class UnknownFPortError(DecodeError):
     """The codec has no layout for this LoRaWAN fPort."""
 
-    reason = "unknown_fport"
+    reason: ClassVar[str] = "unknown_fport"
 
 
 class UnknownChannelError(DecodeError):
     """The first channel of a TLV payload is unknown, so nothing could be decoded."""
 
-    reason = "unknown_channel"
+    reason: ClassVar[str] = "unknown_channel"
 
 
 class OutOfRangeError(DecodeError):
     """A field holds a value the format or physics rules out."""
 
-    reason = "out_of_range"
+    reason: ClassVar[str] = "out_of_range"
 
 
 class InvalidPayloadError(DecodeError):
     """The payload is not of this format at all (bad header, bad JSON, schema violation)."""
 
-    reason = "invalid"
+    reason: ClassVar[str] = "invalid"

@@ -44,7 +44,7 @@ def _headers(
 def measurement_kafka_record(measurement: Measurement) -> KafkaRecord:
     """``city.<kind>.measurements.v1``, keyed by sensor id so a sensor's records stay ordered."""
     name = schemas.measurement_schema_name(measurement.kind)
-    value = schemas.encode(name, schemas.measurement_record(measurement))
+    value = schemas.encode_measurement(measurement)
     return KafkaRecord(
         topic=schemas.measurement_topic(measurement.kind),
         key=measurement.sensor_id.encode(),

@@ -7,11 +7,34 @@ project's own ``Stack`` (so the fixtures also exercise it), and stop at the end 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, temporary_stack
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test a module through a compiled extension older than its source.
+
+    ``make native`` compiles the hot modules with mypyc next to their sources, and Python imports
+    the extension first: after an edit, the tests would silently run the old code.
+    """
+    stale = [
+        str(source.relative_to(_ROOT))
+        for source in sorted(_ROOT.glob("*/**/*.py"))
+        if ".venv" not in source.parts
+        for extension in source.parent.glob(f"{source.stem}.cpython-*.so")
+        if extension.stat().st_mtime < source.stat().st_mtime
+    ]
+    if stale:
+        raise pytest.UsageError(
+            f"compiled extensions are older than {', '.join(stale)}: run `make native`"
+        )
 
 
 @pytest.fixture(scope="session")
