@@ -14,7 +14,6 @@ import pytest
 from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, temporary_stack
 
-
 _ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -39,6 +39,8 @@ NATIVE_MODULES: tuple[str, ...] = (
     "decoders/codecs/milesight_ws302.py",
     "decoders/codecs/parametric_pcr2.py",
     "schemas/_measurement_encoder.py",
+    "decoders/envelopes.py",
+    "ingest/_router.py",
 )
 
 
