@@ -82,6 +82,14 @@ class Ingest:
     def metric(self, name: str) -> float:
         return sum(_metric(_get(port, "/metrics")[1], name) for port in self.ports)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the ingest processes used so far."""
+        total = 0.0
+        for proc in self.procs:
+            times = psutil.Process(proc.pid).cpu_times()
+            total += times.user + times.system
+        return total
+
     def rss(self) -> int:
         return sum(psutil.Process(p.pid).memory_info().rss for p in self.procs)
 
@@ -191,22 +199,27 @@ def throughput(env: dict[str, str], processes: int) -> dict[str, float]:
     try:
         sim = simulate(env, 0, DURATION_S)
         time.sleep(5)  # warm-up: connections, partition metadata, JIT-free but cache-warm
-        start_count, start_at = (
+        start_count, start_at, start_cpu = (
             ingest.metric("citysense_ingest_produced_records_total"),
             time.monotonic(),
+            ingest.cpu_s(),
         )
         peak_rss = 0
         while sim.poll() is None and time.monotonic() - start_at < DURATION_S - 6:
             peak_rss = max(peak_rss, ingest.rss())
             time.sleep(1)
-        end_count, end_at = (
+        end_count, end_at, end_cpu = (
             ingest.metric("citysense_ingest_produced_records_total"),
             time.monotonic(),
+            ingest.cpu_s(),
         )
         summary = _summary(sim)
+        produced = end_count - start_count
         return {
             "processes": processes,
-            "ingest_per_s": (end_count - start_count) / (end_at - start_at),
+            "ingest_per_s": produced / (end_at - start_at),
+            # Less noisy than the rate on a shared machine: what a message costs ingest.
+            "cpu_us_per_msg": (end_cpu - start_cpu) / produced * 1e6 if produced else float("nan"),
             "published_per_s": summary["rate"],
             "peak_rss_mb": peak_rss / 2**20,
         }
@@ -280,6 +293,10 @@ def main() -> dict[str, Any]:
                     for r in runs
                 ],
                 *[[f"ingest x{r['processes']}: peak RSS MB", r["peak_rss_mb"]] for r in runs],
+                *[
+                    [f"ingest x{r['processes']}: CPU µs per message", r["cpu_us_per_msg"]]
+                    for r in runs
+                ],
                 ["best ingest / ceiling", ratio],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p50 ms", lat["p50_ms"]],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p99 ms", lat["p99_ms"]],

@@ -110,8 +110,7 @@ class KafkaBatcher:
         if not slot.records:
             slot.first_at = time.monotonic()
         slot.records.append((record, done))
-        self.pending += 1
-        METRICS.inflight.set(self.pending)
+        self.pending += 1  # the gauge is set once per batch, by the sender
         if len(slot.records) >= self._max_records or len(slot.records) == 1:
             slot.wake.set()
 
@@ -132,6 +131,7 @@ class KafkaBatcher:
                 continue
             count = min(len(slot.records), self._max_records)
             batch = [slot.records[i] for i in range(count)]
+            METRICS.inflight.set(self.pending)
             await self._send_until_acknowledged(slot, batch)
             for _ in range(count):
                 slot.records.popleft()

@@ -8,6 +8,17 @@ caller releases it; releases may come out of order (one Kafka partition acknowle
 another), so PUBACKs are sent in the order the PUBLISH packets arrived, as MQTT 3.1.1 section
 4.6 asks. The session is persistent (fixed client id, clean start off, session expiry) and the
 Receive Maximum bounds unacknowledged deliveries, so the broker keeps what we cannot take.
+
+Three paho costs per message are avoided, each guarded (paho 2.x internals checked at start,
+paho's own code kept for anything unusual), as the simulator's publisher does on its side:
+
+- reading: paho reads a packet with one ``recv`` for its first byte, one per length byte and
+  one for the rest; the client's ``_sock_recv`` is served from one large ``recv`` instead;
+- a QoS 1 v5 PUBLISH whose properties are only user properties (or none) is decoded here, with
+  no ``MQTTMessage`` nor ``Properties`` object (a ``Properties`` costs its name tables, its
+  ``clear()`` and its ``unpack()``, about a third of paho's work per message); anything else
+  (QoS 0/2, topic alias, other properties, a topic that is not UTF-8) goes through paho;
+- PUBACKs released together are queued as one write of back-to-back 4-byte packets.
 """
 
 from __future__ import annotations
@@ -17,12 +28,15 @@ import contextlib
 import logging
 import random
 import socket
+import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -41,22 +55,105 @@ Handler = Callable[[Incoming, Callable[[], None]], None]
 _NO_PROPERTIES: dict[str, str] = {}
 #: Packets read per wake-up: at ~100 µs each, about 6 ms before other tasks get the loop.
 READ_BUDGET = 64
+#: One ``recv`` for many packets: paho asks for one byte at a time for each packet's header.
+_RECV_SIZE = 65536
+#: paho internals the lean paths rely on (paho 2.x); without them paho's own paths are kept.
+_PAHO_INTERNALS = (
+    "_handle_publish",
+    "_last_bytes_received",
+    "_in_packet",
+    "_sock_recv",
+    "_packet_queue",
+    "_protocol",
+    "_manual_ack",
+)
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct("!BBH")
+#: MQTT v5 §2.2.2.2: identifier 0x26 (38), User Property, a UTF-8 string pair.
+_USER_PROPERTY = 0x26
+
+
+#: paho's clock for ``_last_bytes_received`` (``time.monotonic`` on every current platform).
+_paho_time: Callable[[], float] = getattr(mqtt, "time_func", time.monotonic)
+
+
+def _lean_supported(client: mqtt.Client) -> bool:
+    return all(hasattr(client, name) for name in _PAHO_INTERNALS) and isinstance(
+        getattr(client, "_in_packet", None), dict
+    )
+
+
+def _decode_qos1_publish(
+    packet: bytearray,
+) -> tuple[str, bytes, dict[str, str], int] | None:
+    """(topic, payload, user properties, mid) of a v5 QoS 1 PUBLISH's variable header and payload
+    (MQTT v5 §3.3.2), or None when paho should decode it: properties other than user properties,
+    a topic that is not UTF-8, or a malformed packet (paho reports those)."""
+    size = len(packet)
+    if size < 5:
+        return None
+    pos = 2 + (packet[0] << 8 | packet[1])
+    if pos + 3 > size:
+        return None
+    try:
+        topic = packet[2:pos].decode()
+    except UnicodeDecodeError:
+        return None
+    mid = packet[pos] << 8 | packet[pos + 1]
+    pos += 2
+    # Property length, a variable byte integer (§1.5.5).
+    length, shift = 0, 0
+    while True:
+        if pos >= size or shift > 21:
+            return None
+        byte = packet[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    end = pos + length
+    if end > size:
+        return None
+    properties = _NO_PROPERTIES
+    if length:
+        properties = {}
+        while pos < end:
+            if packet[pos] != _USER_PROPERTY or pos + 3 > end:
+                return None
+            key_end = pos + 3 + (packet[pos + 1] << 8 | packet[pos + 2])
+            if key_end + 2 > end:
+                return None
+            value_end = key_end + 2 + (packet[key_end] << 8 | packet[key_end + 1])
+            if value_end > end:
+                return None
+            try:
+                properties[packet[pos + 3 : key_end].decode()] = packet[
+                    key_end + 2 : value_end
+                ].decode()
+            except UnicodeDecodeError:
+                return None
+            pos = value_end
+    return topic, bytes(packet[end:]), properties, mid
 
 
 class _AckQueue:
     """PUBACKs in arrival order: a release marks its slot, the head of done slots is sent."""
 
-    __slots__ = ("_client", "_on_flushed", "_slots", "generation")
+    __slots__ = ("_client", "_flush_scheduled", "_lean", "_on_flushed", "_slots", "generation")
 
     def __init__(self, on_flushed: Callable[[], None]) -> None:
         self._client: mqtt.Client | None = None
         self._slots: deque[list[int]] = deque()  # [mid, done]
         self._on_flushed = on_flushed
+        self._lean = False
+        self._flush_scheduled = False
         self.generation = 0
 
     def reset(self, client: mqtt.Client) -> None:
         """A new connection: unacknowledged messages will be redelivered, forget them."""
         self._client = client
+        self._lean = _lean_supported(client)
         self._slots.clear()
         self.generation += 1
 
@@ -69,16 +166,29 @@ class _AckQueue:
             if generation != self.generation:
                 return  # acknowledged on a connection that is gone; the broker redelivers
             slot[1] = 1
-            self._flush()
+            # Releases come in runs (a Kafka batch's records): one flush after the run.
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
 
         return release
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send the PUBACKs of the released head of the queue, in arrival order."""
+        self._flush_scheduled = False
         slots, client = self._slots, self._client
+        mids = []
         while slots and slots[0][1]:
-            mid = slots.popleft()[0]
-            if client is not None:
-                client.ack(mid, 1)
+            mids.append(slots.popleft()[0])
+        if mids and client is not None:
+            if self._lean:
+                # The same bytes paho's ``ack`` queues (``_send_command_with_mid``), one write.
+                pack = _PUBACK_PACKET.pack
+                packet = b"".join([pack(_PUBACK, 2, mid) for mid in mids])
+                client._packet_queue(_PUBACK, packet, mids[-1], 1)
+            else:
+                for mid in mids:
+                    client.ack(mid, 1)
         self._on_flushed()
 
     def __len__(self) -> int:
@@ -120,6 +230,12 @@ class MqttListener:
         self._connected = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._received = 0
+        #: Bytes read from the socket and not yet handed to paho (see ``_buffered_recv``).
+        self._inbuf = bytearray()
+        #: Set when the socket had nothing more to read (``recv`` would block).
+        self._drained = False
+        #: paho's own ``_sock_recv`` when the lean paths are installed.
+        self._paho_recv: Callable[[mqtt.Client, int], bytes] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +257,14 @@ class MqttListener:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
+        if _lean_supported(client):
+            # Instance attributes shadow paho's methods for this client only; paho calls them
+            # as ``self._sock_recv(n)`` and ``self._handle_publish()``.
+            paho_recv = type(client)._sock_recv
+            paho_publish = type(client)._handle_publish
+            self._paho_recv = paho_recv
+            setattr(client, "_sock_recv", lambda n: self._buffered_recv(client, paho_recv, n))  # noqa: B010
+            setattr(client, "_handle_publish", lambda: self._lean_publish(client, paho_publish))  # noqa: B010
         self._client = client
         self._host, self._port = host, port
         self._misc_task = self._loop.create_task(self._misc(), name=f"{self.name}-misc")
@@ -210,6 +334,7 @@ class MqttListener:
         if client is not None:
             # Flush the PUBACKs queued by the last releases before saying goodbye.
             with contextlib.suppress(Exception):
+                self._acks.flush()
                 client.loop_write()
             client.disconnect()
             with contextlib.suppress(Exception):
@@ -267,14 +392,54 @@ class MqttListener:
             )
 
     def _on_message(self, _client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._received += 1
         properties = _NO_PROPERTIES
         msg_properties = getattr(msg, "properties", None)
         user = getattr(msg_properties, "UserProperty", None) if msg_properties else None
         if user:
             properties = dict(user)
-        incoming = Incoming(msg.topic, bytes(msg.payload), datetime.now(UTC), properties)
-        release = self._acks.track(msg.mid) if msg.qos == 1 else _nothing
+        self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos)
+
+    def _lean_publish(
+        self, client: mqtt.Client, paho_publish: Callable[[mqtt.Client], MQTTErrorCode]
+    ) -> MQTTErrorCode:
+        """paho's ``_handle_publish`` for a v5 QoS 1 PUBLISH with manual acks, without objects."""
+        in_packet = client._in_packet
+        if (
+            in_packet["command"] & 0x06 == 0x02
+            and client._protocol == mqtt.MQTTv5
+            and client._manual_ack
+        ):
+            decoded = _decode_qos1_publish(in_packet["packet"])
+            if decoded is not None:
+                topic, payload, properties, mid = decoded
+                self._deliver(topic, payload, properties, mid, 1)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return paho_publish(client)
+
+    def _buffered_recv(
+        self, client: mqtt.Client, paho_recv: Callable[[mqtt.Client, int], bytes], size: int
+    ) -> bytes:
+        """paho's ``_sock_recv``, served from one large read (paho's error mapping kept)."""
+        buf = self._inbuf
+        if not buf:
+            try:
+                data = paho_recv(client, _RECV_SIZE)
+            except BlockingIOError:
+                self._drained = True
+                raise
+            if len(data) <= size:
+                return data
+            buf += data
+        chunk = bytes(buf[:size])
+        del buf[:size]
+        return chunk
+
+    def _deliver(
+        self, topic: str, payload: bytes, properties: dict[str, str], mid: int, qos: int
+    ) -> None:
+        self._received += 1
+        incoming = Incoming(topic, payload, datetime.now(UTC), properties)
+        release = self._acks.track(mid) if qos == 1 else _nothing
         self._handler(incoming, release)
         if not self._throttled and len(self._acks) >= self._receive_maximum:
             self._throttled = True
@@ -286,12 +451,15 @@ class MqttListener:
             self._throttled = False
             if self._reading and self._sock is not None and self._loop is not None:
                 self._loop.add_reader(self._sock, self._read)
+                if self._inbuf:  # already read from the socket: the selector will not tell
+                    self._loop.call_soon(self._read)
 
     # --- socket integration ----------------------------------------------------------------
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
         self._sock = sock
+        self._inbuf.clear()
         self._throttled = False
         if self._reading:
             self._loop.add_reader(sock, self._read)
@@ -302,6 +470,7 @@ class MqttListener:
         self._loop.remove_writer(sock)
         if sock is self._sock:
             self._sock = None
+            self._inbuf.clear()
 
     def _on_socket_register_write(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
@@ -317,18 +486,82 @@ class MqttListener:
         (2,000 per wake-up made Kafka acknowledgements take 160 ms on average here, 64 took 76 ms
         at full load)."""
         client = self._client
-        if client is None:
+        # A read scheduled with ``call_soon`` may run after throttling: it must not read.
+        if client is None or not self._reading or self._throttled:
             return
-        for _ in range(READ_BUDGET):
-            before = self._received
-            rc = client.loop_read()
-            if (
-                rc != mqtt.MQTT_ERR_SUCCESS
-                or self._received == before
-                or not self._reading
-                or self._throttled
-            ):
+        lean = self._paho_recv is not None
+        taken = 0
+        try:
+            for _ in range(READ_BUDGET):
+                if lean and self._take_publish(client):
+                    taken += 1
+                    if self._throttled:
+                        return
+                    continue
+                if self._drained:
+                    return
+                self._drained = False
+                before = self._received
+                rc = client.loop_read()
+                if rc != mqtt.MQTT_ERR_SUCCESS or not self._reading or self._throttled:
+                    return
+                if self._drained or (self._received == before and not self._inbuf):
+                    return
+            # Budget spent: what is buffered would not wake the selector, come back for it.
+            if self._inbuf and self._loop is not None:
+                self._loop.call_soon(self._read)
+        finally:
+            if taken:  # paho's keepalive watches the broker's silence with this
+                client._last_bytes_received = _paho_time()
+
+    def _take_publish(self, client: mqtt.Client) -> bool:
+        """Deliver the buffer's next packet if it is a whole QoS 1 PUBLISH the lean decoder takes,
+        without paho's byte-by-byte framing; False leaves it to paho (``loop_read``), which also
+        reads from the buffer. Fills an empty buffer with one ``recv`` (``_drained`` when none)."""
+        self._drained = False
+        buf = self._inbuf
+        if not buf:
+            if client._in_packet["command"] != 0:
+                return False  # paho is inside a packet: let it finish
+            assert self._paho_recv is not None
+            try:
+                data = self._paho_recv(client, _RECV_SIZE)
+            except BlockingIOError:
+                self._drained = True
+                return False
+            except OSError:
+                return False  # paho's loop_read meets the error again and reports it
+            if not data:
+                return False  # end of stream: the same, paho reports the lost connection
+            buf += data
+        if (
+            buf[0] & 0xF6 != 0x32  # PUBLISH, QoS 1 (any DUP and RETAIN)
+            or client._in_packet["command"] != 0
+            or client._protocol != mqtt.MQTTv5
+            or not client._manual_ack
+        ):
+            return False
+        # Remaining length, a variable byte integer (MQTT v5 §2.1.4).
+        size, length, shift, pos = len(buf), 0, 0, 1
+        while True:
+            if pos >= size or pos > 4:
+                return False
+            byte = buf[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
                 break
+        end = pos + length
+        if end > size:
+            return False
+        decoded = _decode_qos1_publish(buf[pos:end])
+        if decoded is None:
+            return False
+        del buf[:end]
+        topic, payload, properties, mid = decoded
+        self._deliver(topic, payload, properties, mid, 1)
+        return True
 
     async def _misc(self) -> None:
         """Keepalive pings and timeouts (paho's loop_misc), once a second."""
