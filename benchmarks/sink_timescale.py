@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,23 @@ import psycopg
 
 from citysense.settings import DatabaseSettings, KafkaSettings, Settings
 from citysense.stack import Stack, free_port
-from schemas import decode
 from sinks.timescale import SinkSettings, TimescaleSink, migrate
 from sinks.timescale._metrics import ROWS_WRITTEN
 from sinks.timescale._service import _DECODE_CHUNK
-from sinks.timescale._writer import TABLES, Rows, add_record, store_offsets, write_rows
+from sinks.timescale._writer import (
+    PG_EPOCH_MICROS,
+    TABLES,
+    Rows,
+    add_record,
+    decode_record,
+    store_offsets,
+    write_rows,
+)
 from tests.sinks._helpers import framed, noise_record, produce, traffic_record
 
 __all__ = ["main"]
+
+_PG_EPOCH = datetime.fromtimestamp(PG_EPOCH_MICROS / 1e6, UTC)
 
 NOISE_RECORDS = 100_000
 TRAFFIC_RECORDS = 10_000  # x 12 count rows
@@ -85,7 +95,7 @@ async def _write_path(
 ) -> float:
     """Seconds to write ``values`` in batches of ``batch`` records, one transaction each;
     ``overlap``: decoding the next batch while the current one is written, as the sink does."""
-    decoded = None if decode_too else [decode(v) for v in values]
+    decoded = None if decode_too else [decode_record(v) for v in values]
     async with await psycopg.AsyncConnection.connect(url) as conn:
         started = time.perf_counter()
         writing: asyncio.Task[None] | None = None
@@ -93,7 +103,7 @@ async def _write_path(
             rows = Rows()
             if decoded is None:
                 for i, value in enumerate(values[first : first + batch], 1):
-                    name, record = decode(value)
+                    name, record = decode_record(value)
                     add_record(rows, name, record)
                     if overlap and not i % _DECODE_CHUNK:
                         await asyncio.sleep(0)  # as the sink yields between decoded chunks
@@ -113,15 +123,26 @@ async def _write_path(
 def _write_csv(values: list[bytes], table: str, path: Path) -> int:
     rows = Rows()
     for value in values:
-        name, record = decode(value)
+        name, record = decode_record(value)
         add_record(rows, name, record)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         lines = rows.tables()[table]
+        times = [c.sql_type == "timestamptz" for c in TABLES[table].columns]
         for row in lines:
-            # jsonb values are in jsonb's binary format: a version byte, then the JSON text.
+            # jsonb values are in jsonb's binary format: a version byte, then the JSON text;
+            # timestamps µs since 2000-01-01 UTC (see sinks.timescale._writer).
             writer.writerow(
-                ["" if v is None else v[1:].decode() if isinstance(v, bytes) else v for v in row]
+                [
+                    ""
+                    if v is None
+                    else _PG_EPOCH + timedelta(microseconds=v)
+                    if is_time
+                    else v[1:].decode()
+                    if isinstance(v, bytes)
+                    else v
+                    for v, is_time in zip(row, times, strict=True)
+                ]
             )
     return len(lines)
 

@@ -28,15 +28,22 @@ headers are precomputed. fastavro stays the reference, and the writer or reader 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from io import BytesIO
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from schemas._decoder import DecodeError, Decoder, compile_decoder
-from schemas._encoder import EncodeError, Encoder, UnsupportedSchemaError, compile_encoder
+from schemas._decoder import DecodeError, Decoder, compile_decoder, compile_tuple_decoder
+from schemas._encoder import (
+    EncodeError,
+    Encoder,
+    UnsupportedSchemaError,
+    compile_encoder,
+    epoch_micros,
+)
 from schemas._registry import (
     SCHEMA_NAMES,
     SchemaError,
@@ -54,6 +61,7 @@ __all__ = [
     "SingleObjectFraming",
     "decode",
     "encode",
+    "micros_decoder",
 ]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -329,3 +337,75 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
         # Not a frame, truncated, or an unknown fingerprint: the framing says which.
         return _DEFAULT.decode(data)
     return _read(data, _SINGLE_OBJECT_HEADER_SIZE, reader, "single-object frame")
+
+
+def _micros(value: Any, epoch: int) -> Any:
+    """``value`` with every ``datetime`` in it as int µs since ``epoch`` (µs since 1970)."""
+    if isinstance(value, datetime):
+        return epoch_micros(value) - epoch
+    if isinstance(value, dict):
+        return {k: _micros(v, epoch) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_micros(v, epoch) for v in value]
+    return value
+
+
+def _micros_reader(writer: SchemaVersion, epoch: int, fields: tuple[str, ...] | None) -> _Reader:
+    reader = None if writer.current else version(writer.name)
+    reader_schema = None if reader is None else reader.parsed
+    decoder: Decoder
+    try:
+        if fields is None:
+            decoder = compile_decoder(writer.parsed, reader_schema, micros_epoch=epoch)
+        else:
+            decoder = cast(
+                Decoder,
+                compile_tuple_decoder(writer.parsed, reader_schema, fields, micros_epoch=epoch),
+            )
+    except UnsupportedSchemaError:
+        slow = _fastavro_decoder(writer, reader)
+        wanted = fields
+
+        def decoder(data: bytes, pos: int) -> tuple[Any, int]:
+            record, end = slow(data, pos)
+            converted: dict[str, Any] = _micros(record, epoch)
+            if wanted is None:
+                return converted, end
+            try:
+                return tuple(converted[f] for f in wanted), end
+            except KeyError as exc:
+                raise DecodeError("", f"no field {exc}") from exc
+
+    return writer.name, writer.label, decoder
+
+
+def micros_decoder(
+    epoch: int = 0, tuples: Mapping[str, Sequence[str]] | None = None
+) -> Callable[[bytes], tuple[str, Any]]:
+    """A :func:`decode` that reads ``timestamp-micros`` fields as int microseconds since
+    ``epoch`` (given in µs since 1970; 0: the Unix epoch) instead of aware ``datetime`` objects.
+
+    Records of a schema named in ``tuples`` come back as the tuple of the values of the fields
+    given for it, in that order (``schemas._decoder.compile_tuple_decoder``), not as a dict.
+
+    Everything else is :func:`decode`'s: the same values, the same errors (a timestamp beyond
+    ``datetime``'s range included). For consumers that hand timestamps on as numbers (a binary
+    COPY, say): two ``datetime`` objects fewer per measurement. Decoders are compiled per call:
+    call it once, at import.
+    """
+    wanted = {name: tuple(fields) for name, fields in (tuples or {}).items()}
+    readers: dict[bytes, _Reader] = {
+        loaded.fingerprint: _micros_reader(loaded, epoch, wanted.get(loaded.name))
+        for loaded in all_versions().values()
+    }
+
+    def decode_micros(data: bytes) -> tuple[str, Any]:
+        if type(data) is not bytes:
+            data = bytes(data)
+        reader = readers.get(data[2:_SINGLE_OBJECT_HEADER_SIZE])
+        if reader is None or data[:2] != SINGLE_OBJECT_MARKER:
+            _DEFAULT.decode(data)  # not a frame, truncated or an unknown fingerprint: raises
+            raise AssertionError("a frame of a known fingerprint has a reader")
+        return _read(data, _SINGLE_OBJECT_HEADER_SIZE, reader, "single-object frame")
+
+    return decode_micros

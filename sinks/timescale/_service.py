@@ -45,18 +45,21 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from citysense.clients import connect_database, ensure_topics, kafka_consumer, kafka_producer
 from citysense.registry import Registry
 from citysense.settings import Settings, mask_url
-from schemas import SchemaError, decode, encode
+from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
 from sinks.timescale._migrations import migrate, set_role_passwords
 from sinks.timescale._policies import apply_policies, drop_old_chunks
 from sinks.timescale._registry import sync_sensors
 from sinks.timescale._settings import SinkSettings
 from sinks.timescale._writer import (
+    Record,
     RowError,
     Rows,
     add_record,
+    decode_record,
     is_poison,
     load_offsets,
+    record_labels,
     store_offsets,
     write_rows,
 )
@@ -88,7 +91,7 @@ class _Entry:
     key: bytes | None
     value: bytes
     schema: str
-    record: dict[str, Any]
+    record: Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ class _Batch:
             try:
                 if value is None:
                     raise SchemaError("record has no value (tombstone)")
-                name, record = decode(value)
+                name, record = decode_record(value)
                 add_record(rows, name, record)  # RowError, before adding anything: no table
             except (SchemaError, RowError) as exc:
                 dead.append(
@@ -692,8 +695,7 @@ class TimescaleSink:
                 e.value,
                 exc,
                 "rejected_by_database",
-                codec=e.record.get("codec"),
-                sensor_id=e.record.get("sensor_id") or e.record.get("key"),
+                *record_labels(e.schema, e.record),
             )
             for e, exc in rejected
         ]

@@ -25,9 +25,14 @@ from hypothesis import strategies as st
 
 import schemas
 from schemas import SchemaError, SchemaVersion, epoch_micros
-from schemas._decoder import DecodeError, UnsupportedSchemaError, compile_decoder
+from schemas._decoder import (
+    DecodeError,
+    UnsupportedSchemaError,
+    compile_decoder,
+    compile_tuple_decoder,
+)
 from schemas._encoder import EncodeError, compile_encoder
-from schemas._framing import _READERS, _decoder, _fastavro_decoder
+from schemas._framing import _READERS, _decoder, _fastavro_decoder, micros_decoder
 from tests.schemas._samples import sample_records
 from tests.schemas._strategies import EPOCH, records
 
@@ -549,3 +554,217 @@ def test_fastavro_decoder_reads_from_a_position() -> None:
     current: SchemaVersion = VERSIONS["DeadLetter"]
     frame = schemas.encode("DeadLetter", _sample("DeadLetter"))
     assert _fastavro_decoder(current, None)(frame, 10) == (_sample("DeadLetter"), len(frame))
+
+
+# --- timestamps as int microseconds (compile_decoder(..., micros_epoch=...)) ---------------------
+
+#: PostgreSQL's epoch in µs since 1970, the sink's choice; any epoch reads alike.
+PG_EPOCH = 946_684_800_000_000
+MICROS_READERS = {
+    label: compile_decoder(VERSIONS[label].parsed, reader_schema(label), micros_epoch=PG_EPOCH)
+    for label in LABELS
+}
+DECODE_MICROS = micros_decoder(PG_EPOCH)
+
+
+def as_micros(value: Any, epoch: int = PG_EPOCH) -> Any:
+    """``value`` with every datetime as int µs since ``epoch``."""
+    if isinstance(value, datetime):
+        return epoch_micros(value) - epoch
+    if isinstance(value, dict):
+        return {k: as_micros(v, epoch) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_micros(v, epoch) for v in value]
+    return value
+
+
+def check_micros(label: str, body: bytes) -> None:
+    """The micros decoder reads what the datetime decoder reads, timestamps as ints, and
+    refuses what it refuses."""
+    try:
+        expected, expected_end = _READERS[label][2](body, 0)
+    except MALFORMED as exc:
+        with pytest.raises(type(exc)):
+            MICROS_READERS[label](body, 0)
+        return
+    record, end = MICROS_READERS[label](body, 0)
+    assert end == expected_end
+    assert identical(record, as_micros(expected))
+
+
+@pytest.mark.parametrize("label", LABELS)
+@PROPERTY
+@given(data=st.data())
+def test_micros_read_is_the_datetime_read_as_ints(label: str, data: st.DataObject) -> None:
+    writer = VERSIONS[label].parsed
+    record = data.draw(VERSION_STRATEGIES[label])
+    check_micros(label, fastavro_write(writer, record))
+    check_micros(label, OddWriter(data, writer["__named_schemas"]).write(writer, record))
+
+
+@pytest.mark.parametrize("label", LABELS)
+@GARBAGE
+@given(data=st.data())
+def test_micros_read_refuses_what_the_datetime_read_refuses(
+    label: str, data: st.DataObject
+) -> None:
+    body = fastavro_write(VERSIONS[label].parsed, data.draw(VERSION_STRATEGIES[label]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        body = data.draw(_mutations(body))
+    check_micros(label, body)
+
+
+@pytest.mark.parametrize(
+    "micros",
+    [-1, 0, 1, 10**15, -62_135_596_800_000_000, 253_402_300_799_999_999],
+)
+def test_micros_at_the_edges_of_datetimes_range(micros: int) -> None:
+    record = dict(_sample("DeadLetter"), received_at=micros)
+    frame = schemas.encode("DeadLetter", record)
+    _, decoded = schemas.decode(frame)
+    _, as_int = DECODE_MICROS(frame)
+    assert (
+        as_int["received_at"]
+        == micros - PG_EPOCH
+        == epoch_micros(decoded["received_at"]) - PG_EPOCH
+    )
+    _, unix = micros_decoder()(frame)
+    assert unix["received_at"] == micros
+
+
+@pytest.mark.parametrize("micros", [-62_135_596_800_000_001, 253_402_300_799_999_999 + 1])
+def test_micros_beyond_datetimes_range_are_errors_as_datetimes(micros: int) -> None:
+    schema = cast(
+        dict[str, Any],
+        parse_schema(
+            {
+                "type": "record",
+                "name": "T",
+                "fields": [
+                    {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}
+                ],
+            }
+        ),
+    )
+    zigzag = (micros << 1) ^ (micros >> 63)
+    body = bytearray()
+    while zigzag >= 0x80:
+        body.append(zigzag & 0x7F | 0x80)
+        zigzag >>= 7
+    body.append(zigzag)
+    with pytest.raises(OverflowError):
+        compile_decoder(schema)(bytes(body), 0)
+    with pytest.raises(OverflowError):
+        compile_decoder(schema, micros_epoch=PG_EPOCH)(bytes(body), 0)
+    inside = micros - 1 if micros > 0 else micros + 1  # the last value in range
+    assert compile_decoder(schema, micros_epoch=0)(fastavro_write(schema, {"t": inside}), 0) == (
+        {"t": inside},
+        9,
+    )
+
+
+def test_micros_decoder_frames_as_decode() -> None:
+    decode_micros = DECODE_MICROS
+    for name, record in sample_records().items():
+        frame = schemas.encode(name, record)
+        expected_name, expected = schemas.decode(frame)
+        got_name, got = decode_micros(frame)
+        assert got_name == expected_name == name
+        assert identical(got, as_micros(expected))
+        assert identical(decode_micros(cast(bytes, bytearray(frame)))[1], got)
+    frame = schemas.encode("DeadLetter", _sample("DeadLetter"))
+    for bad in (
+        b"",
+        b"\xc3",
+        frame[:5],
+        b"\xc3\x02" + frame[2:],
+        frame[:2] + b"\0" * 8,
+        frame + b"x",
+    ):
+        with pytest.raises(SchemaError) as expected_error:
+            schemas.decode(bad)
+        with pytest.raises(SchemaError) as error:
+            decode_micros(bad)
+        assert str(error.value) == str(expected_error.value)
+
+
+def test_micros_decoder_falls_back_to_fastavro(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise UnsupportedSchemaError("test")
+
+    monkeypatch.setattr("schemas._framing.compile_decoder", unsupported)
+    monkeypatch.setattr("schemas._framing.compile_tuple_decoder", unsupported)
+    decode_micros = micros_decoder(PG_EPOCH, {"DeadLetter": ("received_at", "payload")})
+    for name, record in sample_records().items():
+        frame = schemas.encode(name, record)
+        expected = as_micros(schemas.decode(frame)[1])
+        if name == "DeadLetter":
+            expected = (expected["received_at"], expected["payload"])
+        assert identical(decode_micros(frame)[1], expected)
+    with pytest.raises(SchemaError, match="no field 'nope'"):
+        micros_decoder(PG_EPOCH, {"DeadLetter": ("nope",)})(
+            schemas.encode("DeadLetter", _sample("DeadLetter"))
+        )
+
+
+# --- records as tuples of some fields (compile_tuple_decoder) ------------------------------------
+
+
+def _tuple_fields(label: str) -> tuple[str, ...]:
+    """The reader's fields, last first, one left out: order and selection are the caller's."""
+    fields = [f["name"] for f in (reader_schema(label) or VERSIONS[label].parsed)["fields"]]
+    return tuple(reversed(fields[1:]))
+
+
+TUPLE_READERS = {
+    label: compile_tuple_decoder(
+        VERSIONS[label].parsed, reader_schema(label), _tuple_fields(label), micros_epoch=PG_EPOCH
+    )
+    for label in LABELS
+}
+
+
+def check_tuple(label: str, body: bytes) -> None:
+    """The tuple decoder reads the micros decoder's values of its fields, and refuses what it
+    refuses."""
+    try:
+        expected, expected_end = MICROS_READERS[label](body, 0)
+    except MALFORMED as exc:
+        with pytest.raises(type(exc)):
+            TUPLE_READERS[label](body, 0)
+        return
+    values, end = TUPLE_READERS[label](body, 0)
+    assert end == expected_end
+    assert identical(list(values), [expected[f] for f in _tuple_fields(label)])
+
+
+@pytest.mark.parametrize("label", LABELS)
+@PROPERTY
+@given(data=st.data())
+def test_tuple_read_is_the_dict_read_of_its_fields(label: str, data: st.DataObject) -> None:
+    writer = VERSIONS[label].parsed
+    record = data.draw(VERSION_STRATEGIES[label])
+    check_tuple(label, fastavro_write(writer, record))
+    check_tuple(label, OddWriter(data, writer["__named_schemas"]).write(writer, record))
+    body = fastavro_write(writer, record)
+    for _ in range(data.draw(st.integers(1, 3))):
+        body = data.draw(_mutations(body))
+    check_tuple(label, body)
+
+
+def test_tuple_fields_must_be_fields_of_the_record() -> None:
+    with pytest.raises(UnsupportedSchemaError, match="no field nope"):
+        compile_tuple_decoder(VERSIONS["DeadLetter"].parsed, None, ("payload", "nope"))
+
+
+def test_micros_decoder_reads_named_schemas_as_tuples() -> None:
+    fields = ("received_at", "payload")
+    decode_tuples = micros_decoder(PG_EPOCH, {"DeadLetter": fields})
+    frame = schemas.encode("DeadLetter", _sample("DeadLetter"))
+    _, record = schemas.decode(frame)
+    assert decode_tuples(frame) == (
+        "DeadLetter",
+        (epoch_micros(record["received_at"]) - PG_EPOCH, record["payload"]),
+    )
+    other = schemas.encode("NoiseMeasurement", _sample("NoiseMeasurement"))
+    assert identical(decode_tuples(other)[1], as_micros(schemas.decode(other)[1]))

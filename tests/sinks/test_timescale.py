@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,16 @@ from sinks.timescale import (
     db_status,
     migrate,
 )
-from sinks.timescale._writer import TABLES, Rows, add_record, store_offsets, write_rows
+from sinks.timescale._writer import (
+    TABLES,
+    Rows,
+    add_record,
+    decode_record,
+    store_offsets,
+    write_rows,
+)
 from tests.sinks._helpers import (
+    T0,
     TcpProxy,
     aggregate_record,
     framed,
@@ -315,7 +324,7 @@ async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
         for _key, value in framed(
             "TrafficMeasurement", (traffic_record(f"t{i % 3}", i) for i in indexes)
         ):
-            add_record(rows, *decode(value))
+            add_record(rows, *decode_record(value))
         return rows.tables()
 
     async with database(settings) as db:
@@ -334,6 +343,53 @@ async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
         assert await count(url, "traffic_measurements") == 15
         assert await count(url, "traffic_counts") == 180
         assert await scalar(url, "SELECT next_offset FROM consumer_offsets") == 15
+
+
+async def test_timestamps_sent_as_micros_arrive_as_the_records_instants(
+    settings: Settings,
+) -> None:
+    """The sink decodes timestamps to µs since 2000 and COPYs them as int8 into timestamptz
+    columns: the database holds the records' instants to the microsecond, before 2000 too,
+    through the direct COPY and through the staging table alike."""
+    odd = timedelta(microseconds=123_457)
+    instants = [T0 + odd, datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), T0 - odd]
+    noise = [
+        dict(noise_record(f"ts{i}", i), observed_at=at, received_at=at + odd)
+        for i, at in enumerate(instants)
+    ]
+    aggregates = [
+        dict(aggregate_record(f"ts{i}", 0), window_start=at, window_end=at + odd)
+        for i, at in enumerate(instants)
+    ]
+
+    def tables() -> dict[str, list[tuple[Any, ...]]]:
+        rows = Rows()
+        for value in [v for _, v in framed("NoiseMeasurement", noise)] + [
+            v for _, v in framed("Aggregate", aggregates)
+        ]:
+            add_record(rows, *decode_record(value))
+        return rows.tables()
+
+    async with database(settings) as db:
+        url = db.database.url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            for copy_direct in (True, False):
+                await write_rows(conn, tables(), copy_direct=copy_direct)
+                await conn.commit()
+            cursor = await conn.execute(
+                "SELECT sensor_id, time, received_at FROM noise_measurements ORDER BY sensor_id"
+            )
+            assert await cursor.fetchall() == [
+                (r["sensor_id"], r["observed_at"], r["received_at"]) for r in noise
+            ]
+            cursor = await conn.execute(
+                "SELECT key, bucket, bucket_end FROM noise_aggregates ORDER BY key"
+            )
+            assert await cursor.fetchall() == [
+                (a["key"], a["window_start"], a["window_end"]) for a in aggregates
+            ]
 
 
 async def test_an_older_aggregate_revision_never_overwrites_a_newer_one(settings: Settings) -> None:
