@@ -83,6 +83,21 @@ def _lean_supported(client: mqtt.Client) -> bool:
     )
 
 
+def _variable_byte_integer(data: bytearray, pos: int) -> tuple[int, int] | None:
+    """(value, position after it) of the variable byte integer at ``pos`` (MQTT v5 §1.5.5: 7 bits
+    per byte, low group first, at most 4 bytes), or None when ``data`` ends first or it is longer.
+    """
+    value, shift, size = 0, 0, len(data)
+    while pos < size and shift <= 21:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
 def _decode_qos1_publish(
     packet: bytearray,
 ) -> tuple[str, bytes, dict[str, str], int] | None:
@@ -101,17 +116,10 @@ def _decode_qos1_publish(
         return None
     mid = packet[pos] << 8 | packet[pos + 1]
     pos += 2
-    # Property length, a variable byte integer (§1.5.5).
-    length, shift = 0, 0
-    while True:
-        if pos >= size or shift > 21:
-            return None
-        byte = packet[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
+    found = _variable_byte_integer(packet, pos)  # the property length
+    if found is None:
+        return None
+    length, pos = found
     end = pos + length
     if end > size:
         return None
@@ -541,19 +549,12 @@ class MqttListener:
             or not client._manual_ack
         ):
             return False
-        # Remaining length, a variable byte integer (MQTT v5 §2.1.4).
-        size, length, shift, pos = len(buf), 0, 0, 1
-        while True:
-            if pos >= size or pos > 4:
-                return False
-            byte = buf[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        found = _variable_byte_integer(buf, 1)  # the remaining length (MQTT v5 §2.1.4)
+        if found is None:
+            return False
+        length, pos = found
         end = pos + length
-        if end > size:
+        if end > len(buf):
             return False
         decoded = _decode_qos1_publish(buf[pos:end])
         if decoded is None:

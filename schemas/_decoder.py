@@ -147,8 +147,8 @@ _BYTE_1, _BYTE_2, _BYTE_3, _BYTE_4, _BYTE_5, _BYTE_6 = (
 _BYTE_7: Final = tuple(b << 48 if b < 0x80 else _NOT_8 for b in range(256))
 
 
-def _read_timestamp(data: bytes, pos: int) -> tuple[datetime, int]:
-    """A ``timestamp-micros``: fastavro's ``epoch + timedelta(microseconds=n)``, exact."""
+def _read_epoch_micros(data: bytes, pos: int) -> tuple[int, int]:
+    """A ``long``, with an 8-byte varint (a timestamp of 1978 to 3111) read in one unpack."""
     if pos + 8 <= len(data):
         b0, b1, b2, b3, b4, b5, b6, b7 = _UNPACK_8(data, pos)
         n = (
@@ -162,8 +162,13 @@ def _read_timestamp(data: bytes, pos: int) -> tuple[datetime, int]:
             + _BYTE_7[b7]
         )
         if n < _NOT_8:
-            return _EPOCH + timedelta(0, 0, n), pos + 8
-    n, pos = _read_long(data, pos)
+            return n, pos + 8
+    return _read_long(data, pos)
+
+
+def _read_timestamp(data: bytes, pos: int) -> tuple[datetime, int]:
+    """A ``timestamp-micros``: fastavro's ``epoch + timedelta(microseconds=n)``, exact."""
+    n, pos = _read_epoch_micros(data, pos)
     return _EPOCH + timedelta(0, 0, n), pos
 
 
@@ -176,21 +181,7 @@ _MAX_MICROS: Final = 253_402_300_799_999_999
 def _read_micros(data: bytes, pos: int, epoch: int) -> tuple[int, int]:
     """A ``timestamp-micros`` as int microseconds since ``epoch`` (itself in µs since 1970);
     ``OverflowError`` beyond ``datetime``'s range, as :func:`_read_timestamp`."""
-    if pos + 8 <= len(data):
-        b0, b1, b2, b3, b4, b5, b6, b7 = _UNPACK_8(data, pos)
-        n = (
-            _BYTE_0[b0]
-            + _BYTE_1[b1]
-            + _BYTE_2[b2]
-            + _BYTE_3[b3]
-            + _BYTE_4[b4]
-            + _BYTE_5[b5]
-            + _BYTE_6[b6]
-            + _BYTE_7[b7]
-        )
-        if n < _NOT_8:  # 1978 to 3111: within range
-            return n - epoch, pos + 8
-    n, pos = _read_long(data, pos)
+    n, pos = _read_epoch_micros(data, pos)
     if not _MIN_MICROS <= n <= _MAX_MICROS:
         raise OverflowError(f"timestamp-micros {n} beyond datetime's range")
     return n - epoch, pos

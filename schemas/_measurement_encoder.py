@@ -29,6 +29,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from decoders import KINDS
+from schemas._encoder import _varint as _record_varint
 from schemas._framing import encode
 from schemas._measurement import MEASUREMENT_SCHEMAS, Measurement, measurement_record
 from schemas._registry import fingerprint, schema
@@ -52,16 +53,15 @@ class _FallbackError(Exception):
     """A value this path does not encode itself: the generic encoder will, or will say why."""
 
 
+_ONE_BYTE_VARINTS: Final = tuple(bytes((n,)) for n in range(0x80))
+
+
 def _varint(zigzag: int) -> bytes:
-    """Base-128 varint, low group first, of a zig-zag encoded (non-negative) long."""
+    """Base-128 varint of a zig-zag encoded long: the one-byte ones from a table (most lengths,
+    counts, lines), the others from the record encoder's own routine."""
     if zigzag < 0x80:
-        return bytes((zigzag,))
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append(zigzag & 0x7F | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
+        return _ONE_BYTE_VARINTS[zigzag]
+    return _record_varint(zigzag)
 
 
 def _long(value: object) -> bytes:

@@ -109,22 +109,13 @@ def test_same_bytes_as_the_record_encoder(
 
 def test_a_shape_seen_again_writes_its_own_values() -> None:
     """The cached layout of a shape must not keep the values of the message that created it."""
-    first = Measurement(
-        "s1",
-        "noise",
-        datetime(2026, 1, 1, tzinfo=UTC),
-        datetime(2026, 1, 1, tzinfo=UTC),
-        "c",
-        values={"laeq_db": 61.5, "lafmax_db": 70.25, "x": 1.0},
-    )
-    second = Measurement(
-        "s2",
-        "noise",
-        datetime(2026, 1, 2, tzinfo=UTC),
-        datetime(2026, 1, 2, tzinfo=UTC),
-        "c",
-        values={"laeq_db": 48.0, "lafmax_db": 52.0, "x": 2.0},
-    )
+
+    def noise(sensor_id: str, day: int, values: dict[str, float]) -> Measurement:
+        at = datetime(2026, 1, day, tzinfo=UTC)
+        return Measurement(sensor_id, "noise", at, at, "c", values=values)
+
+    first = noise("s1", 1, {"laeq_db": 61.5, "lafmax_db": 70.25, "x": 1.0})
+    second = noise("s2", 2, {"laeq_db": 48.0, "lafmax_db": 52.0, "x": 2.0})
     assert encode_measurement(first) == _reference(first)
     assert encode_measurement(second) == _reference(second)
     assert encode_measurement(first) != encode_measurement(second)
