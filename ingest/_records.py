@@ -6,10 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import schemas
-from ingest._router import Incoming, Rejected
+from ingest._router import Accepted, Incoming, Rejected
 from schemas import Measurement
 
-__all__ = ["CONTENT_TYPE", "KafkaRecord", "dead_letter_record", "measurement_kafka_record"]
+__all__ = [
+    "CONTENT_TYPE",
+    "KafkaRecord",
+    "accepted_kafka_record",
+    "dead_letter_record",
+    "measurement_kafka_record",
+]
 
 #: Avro single-object encoding: the schema is named by the fingerprint in the value itself.
 CONTENT_TYPE = b"application/vnd.apache.avro; encoding=single-object"
@@ -50,6 +56,28 @@ def measurement_kafka_record(measurement: Measurement) -> KafkaRecord:
         key=measurement.sensor_id.encode(),
         value=value,
         headers=_headers(name, measurement.received_at, measurement.source.idempotency_key),
+    )
+
+
+def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
+    """:func:`measurement_kafka_record` of ``accepted.measurement``, without building it."""
+    kind = accepted.decoded.kind
+    value = schemas.encode_decoded(
+        accepted.decoded,
+        sensor_id=accepted.sensor_id,
+        observed_at=accepted.observed_at,
+        received_at=accepted.received_at,
+        source=accepted.source,
+    )
+    return KafkaRecord(
+        topic=schemas.measurement_topic(kind),
+        key=accepted.sensor_id.encode(),
+        value=value,
+        headers=_headers(
+            schemas.measurement_schema_name(kind),
+            accepted.received_at,
+            accepted.source.idempotency_key,
+        ),
     )
 
 

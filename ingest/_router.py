@@ -46,10 +46,36 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    measurement: Measurement
+    """A message that becomes a measurement: the decoder's output and what completes it.
+
+    The :class:`~schemas.Measurement` itself is only built on request (:attr:`measurement`):
+    ingest encodes its Avro value straight from these parts (``schemas.encode_decoded``), and a
+    frozen dataclass of ten fields costs about as much as decoding the payload.
+    """
+
+    decoded: Decoded
+    sensor_id: str
+    observed_at: datetime
+    received_at: datetime
+    source: Source
     idempotency_key: str
     #: Set for LoRaWAN uplinks: (device, fCnt, payload digest) seen twice means a duplicate.
     duplicate_key: tuple[str, int, int] | None
+
+    @property
+    def kind(self) -> str:
+        return self.decoded.kind
+
+    @property
+    def measurement(self) -> Measurement:
+        """The canonical measurement (DESIGN.md section 3) these parts make."""
+        return Measurement.from_decoded(
+            self.decoded,
+            sensor_id=self.sensor_id,
+            observed_at=self.observed_at,
+            received_at=self.received_at,
+            source=self.source,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,14 +256,9 @@ class Router:
             # The registry says what the sensor is; a multi-purpose codec (Elsys, Cayenne) may
             # report a frame without that kind's quantities, which still belongs to the sensor.
             decoded.kind = sensor.kind
-        measurement = Measurement.from_decoded(
-            decoded,
-            sensor_id=sensor_id,
-            observed_at=observed_at,
-            received_at=incoming.received_at,
-            source=source,
+        return Accepted(
+            decoded, sensor_id, observed_at, incoming.received_at, source, key, duplicate_key
         )
-        return Accepted(measurement, key, duplicate_key)
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -22,7 +22,7 @@ from citysense.settings import Settings
 from ingest._kafka import KafkaBatcher
 from ingest._metrics import METRICS
 from ingest._mqtt import MqttListener
-from ingest._records import dead_letter_record, measurement_kafka_record
+from ingest._records import accepted_kafka_record, dead_letter_record
 from ingest._router import Accepted, Incoming, Router
 
 __all__ = ["IngestService"]
@@ -168,8 +168,8 @@ class IngestService:
                 METRICS.duplicates.inc()
                 release()
                 return
-            record = measurement_kafka_record(verdict.measurement)
-            self._decoded[verdict.measurement.kind].inc()
+            record = accepted_kafka_record(verdict)
+            self._decoded[verdict.decoded.kind].inc()
         else:
             record = dead_letter_record(incoming, verdict)
             counter = self._dead.get(verdict.reason)

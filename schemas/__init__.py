@@ -8,8 +8,9 @@ The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public su
   :class:`SingleObjectFraming`, :class:`ConfluentFraming`, errors as :class:`SchemaError`;
 - the canonical measurement: :class:`Measurement`, :class:`Source`, :func:`measurement_record`,
   :func:`measurement_from_record`, and :func:`decoded_record` (a decoder's output straight to its
-  record), :func:`encode_measurement` (a measurement straight to its framed value, for ingest's
-  hot path); :func:`epoch_micros` for ``timestamp-micros`` fields;
+  record), :func:`encode_measurement` (a measurement straight to its framed value) and
+  :func:`encode_decoded` (a decoder's output straight to it, for ingest's hot path);
+  :func:`epoch_micros` for ``timestamp-micros`` fields;
 - topic names: :func:`measurement_topic`, :func:`aggregate_topic`, :data:`DEADLETTER_TOPIC`,
   :data:`LATE_TOPIC`.
 """
@@ -34,7 +35,7 @@ from schemas._measurement import (
     measurement_schema_name,
     typed_quantities,
 )
-from schemas._measurement_encoder import encode_measurement
+from schemas._measurement_encoder import encode_decoded, encode_measurement
 from schemas._registry import (
     NAMESPACE,
     SCHEMA_NAMES,
@@ -71,6 +72,7 @@ __all__ = [
     "decode",
     "decoded_record",
     "encode",
+    "encode_decoded",
     "encode_measurement",
     "epoch_micros",
     "fingerprint",

@@ -1,4 +1,5 @@
-"""``encode_measurement`` writes exactly what ``encode(name, measurement_record(m))`` writes."""
+"""``encode_measurement`` and ``encode_decoded`` write exactly what
+``encode(name, measurement_record(m))`` writes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from decoders import KINDS, RegionCount, TrafficCount
-from schemas import Measurement, SchemaError, Source, encode_measurement, typed_quantities
+from decoders import KINDS, Decoded, RegionCount, TrafficCount
+from schemas import (
+    Measurement,
+    SchemaError,
+    Source,
+    encode_decoded,
+    encode_measurement,
+    typed_quantities,
+)
 from tests.schemas._strategies import DOUBLES, MAX_TIME, MIN_TIME, ZONES, _longs
 
 _NAMES = st.text(min_size=1, max_size=12)
@@ -22,7 +30,7 @@ _OPTIONAL_TEXT = st.none() | st.text(max_size=40)
 _TIMES = st.datetimes(min_value=MIN_TIME, max_value=MAX_TIME, timezones=ZONES)
 
 
-def _plain_python() -> Callable[[Measurement], bytes]:
+def _plain_python() -> Any:
     """The module run from its source, whether or not ``make native`` compiled it."""
     source = Path(schemas.__file__).with_name("_measurement_encoder.py")
     spec = importlib.util.spec_from_file_location("schemas._measurement_encoder_source", source)
@@ -30,11 +38,44 @@ def _plain_python() -> Callable[[Measurement], bytes]:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    encoder: Callable[[Measurement], bytes] = module.encode_measurement
-    return encoder
+    return module
 
 
-ENCODERS = {"imported": encode_measurement, "source": _plain_python()}
+_SOURCE_MODULE = _plain_python()
+
+
+def _decoded_of(measurement: Measurement) -> Decoded:
+    return Decoded(
+        codec=measurement.codec,
+        kind=measurement.kind,
+        values=dict(measurement.values),
+        counts=list(measurement.counts),
+        regions=list(measurement.regions),
+        partial=measurement.partial,
+    )
+
+
+def _via_decoded(encoder: Callable[..., bytes]) -> Callable[[Measurement], bytes]:
+    """``encode_decoded`` of the parts ``measurement`` is made of (ingest's path)."""
+
+    def encode(measurement: Measurement) -> bytes:
+        return encoder(
+            _decoded_of(measurement),
+            sensor_id=measurement.sensor_id,
+            observed_at=measurement.observed_at,
+            received_at=measurement.received_at,
+            source=measurement.source,
+        )
+
+    return encode
+
+
+ENCODERS: dict[str, Callable[[Measurement], bytes]] = {
+    "imported": encode_measurement,
+    "source": _SOURCE_MODULE.encode_measurement,
+    "decoded imported": _via_decoded(encode_decoded),
+    "decoded source": _via_decoded(_SOURCE_MODULE.encode_decoded),
+}
 
 
 def _reference(measurement: Measurement) -> bytes:
@@ -82,11 +123,14 @@ def measurements(draw: st.DrawFn, kind: str) -> Measurement:
         dedup_id=draw(_OPTIONAL_TEXT),
         idempotency_key=draw(_OPTIONAL_TEXT),
     )
+    observed_at = draw(_TIMES)
+    # The same object for both times, as on direct topics, where the encoder converts it once.
+    received_at = observed_at if draw(st.booleans()) else draw(_TIMES)
     return Measurement(
         sensor_id=draw(st.text(max_size=30)),
         kind=kind,  # type: ignore[arg-type]
-        observed_at=draw(_TIMES),
-        received_at=draw(_TIMES),
+        observed_at=observed_at,
+        received_at=received_at,
         codec=draw(st.text(max_size=20)),
         values=draw(_values(kind)),
         counts=counts,
@@ -121,6 +165,17 @@ def test_a_shape_seen_again_writes_its_own_values() -> None:
     assert encode_measurement(first) != encode_measurement(second)
 
 
+def test_decoded_times_may_be_micros() -> None:
+    """Ints of µs since the epoch are the same instants as the datetimes they stand for."""
+    at = datetime(2026, 3, 3, 5, 27, 0, 350_001, tzinfo=UTC)
+    decoded = Decoded("c", "noise", {"laeq_db": 61.5})
+    as_datetimes = encode_decoded(decoded, sensor_id="s1", observed_at=at, received_at=at)
+    micros = schemas.epoch_micros(at)
+    as_ints = encode_decoded(decoded, sensor_id="s1", observed_at=micros, received_at=micros)
+    assert as_ints == as_datetimes
+
+
+@pytest.mark.parametrize("encoder", ENCODERS.values(), ids=ENCODERS.keys())
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -130,7 +185,9 @@ def test_a_shape_seen_again_writes_its_own_values() -> None:
         ({"source": Source(f_cnt=1 << 70)}, "source.f_cnt"),
     ],
 )
-def test_bad_values_get_the_record_encoders_error(change: dict[str, Any], field: str) -> None:
+def test_bad_values_get_the_record_encoders_error(
+    encoder: Callable[[Measurement], bytes], change: dict[str, Any], field: str
+) -> None:
     fields: dict[str, Any] = {
         "sensor_id": "s1",
         "kind": "noise",
@@ -142,7 +199,7 @@ def test_bad_values_get_the_record_encoders_error(change: dict[str, Any], field:
     fields.update(change)
     measurement = Measurement(**fields)
     with pytest.raises(SchemaError, match=field) as caught:
-        encode_measurement(measurement)
+        encoder(measurement)
     with pytest.raises(SchemaError) as expected:
         _reference(measurement)
     assert str(caught.value) == str(expected.value)
