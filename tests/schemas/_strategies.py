@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 import schemas
-from schemas import epoch_micros
+from decoders import Decoded
+from schemas import Measurement, epoch_micros
 
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
@@ -157,3 +158,15 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
+
+
+def decoded_of(measurement: Measurement) -> Decoded:
+    """The decoder output ``measurement`` completes (what ``Measurement.from_decoded`` takes)."""
+    return Decoded(
+        codec=measurement.codec,
+        kind=measurement.kind,
+        values=dict(measurement.values),
+        counts=list(measurement.counts),
+        regions=list(measurement.regions),
+        partial=measurement.partial,
+    )

@@ -12,6 +12,7 @@ import schemas
 from decoders import KINDS, Decoded, RegionCount, TrafficCount
 from schemas import Measurement, SchemaError, Source
 from tests.schemas._samples import OBSERVED, RECEIVED, SOURCE
+from tests.schemas._strategies import decoded_of
 
 MEASUREMENTS = {
     "noise": Measurement(
@@ -227,21 +228,10 @@ def test_record_has_every_field_of_the_schema_in_order(kind: str) -> None:
     assert list(record["source"]) == [f.name for f in dataclasses.fields(Source)]
 
 
-def _decoded(measurement: Measurement) -> Decoded:
-    return Decoded(
-        codec=measurement.codec,
-        kind=measurement.kind,
-        values=dict(measurement.values),
-        counts=list(measurement.counts),
-        regions=list(measurement.regions),
-        partial=measurement.partial,
-    )
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_decoded_record_is_measurement_record_without_the_measurement(kind: str) -> None:
     measurement = MEASUREMENTS[kind]
-    decoded = _decoded(measurement)
+    decoded = decoded_of(measurement)
     for source in (measurement.source, {k: v for k, v in SOURCE.items() if v is not None}, None):
         via_measurement = schemas.measurement_record(
             Measurement.from_decoded(
@@ -267,14 +257,14 @@ def test_times_as_epoch_microseconds_write_the_same_frame(kind: str) -> None:
     measurement = MEASUREMENTS[kind]
     name = schemas.measurement_schema_name(kind)
     with_datetimes = schemas.decoded_record(
-        _decoded(measurement),
+        decoded_of(measurement),
         sensor_id=measurement.sensor_id,
         observed_at=OBSERVED,
         received_at=RECEIVED,
         source=measurement.source,
     )
     with_ints = schemas.decoded_record(
-        _decoded(measurement),
+        decoded_of(measurement),
         sensor_id=measurement.sensor_id,
         observed_at=schemas.epoch_micros(OBSERVED),
         received_at=schemas.epoch_micros(RECEIVED),
@@ -288,7 +278,7 @@ def test_times_as_epoch_microseconds_write_the_same_frame(kind: str) -> None:
 
 
 def test_times_of_another_type_are_rejected() -> None:
-    decoded = _decoded(MEASUREMENTS["noise"])
+    decoded = decoded_of(MEASUREMENTS["noise"])
     with pytest.raises(
         SchemaError, match="received_at must be a timezone-aware datetime or an int"
     ):

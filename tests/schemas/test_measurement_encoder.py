@@ -23,7 +23,7 @@ from schemas import (
     encode_measurement,
     typed_quantities,
 )
-from tests.schemas._strategies import DOUBLES, MAX_TIME, MIN_TIME, ZONES, _longs
+from tests.schemas._strategies import DOUBLES, MAX_TIME, MIN_TIME, ZONES, _longs, decoded_of
 
 _NAMES = st.text(min_size=1, max_size=12)
 _OPTIONAL_TEXT = st.none() | st.text(max_size=40)
@@ -44,23 +44,12 @@ def _plain_python() -> Any:
 _SOURCE_MODULE = _plain_python()
 
 
-def _decoded_of(measurement: Measurement) -> Decoded:
-    return Decoded(
-        codec=measurement.codec,
-        kind=measurement.kind,
-        values=dict(measurement.values),
-        counts=list(measurement.counts),
-        regions=list(measurement.regions),
-        partial=measurement.partial,
-    )
-
-
 def _via_decoded(encoder: Callable[..., bytes]) -> Callable[[Measurement], bytes]:
     """``encode_decoded`` of the parts ``measurement`` is made of (ingest's path)."""
 
     def encode(measurement: Measurement) -> bytes:
         return encoder(
-            _decoded_of(measurement),
+            decoded_of(measurement),
             sensor_id=measurement.sensor_id,
             observed_at=measurement.observed_at,
             received_at=measurement.received_at,
