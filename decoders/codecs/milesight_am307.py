@@ -42,9 +42,9 @@ from decoders.codecs._milesight import (
     FPORT,
     HUMIDITY,
     TEMPERATURE,
-    Channel,
-    Handler,
+    Record,
     Scalar,
+    channel_key,
     decode_tlv,
     finish,
 )
@@ -71,13 +71,13 @@ SCALARS: tuple[Scalar, ...] = (
     Scalar((0x0D, 0x7D), "o3_ugm3", "u16le", 100 / O3_UGM3_PER_PPM),
     Scalar((0x0E, 0x01), "buzzer_on", "u8"),
 )
-_HANDLERS: dict[Channel, Handler] = {s.channel: s.decode for s in SCALARS}
+_RECORDS: dict[int, Record] = {channel_key(s.channel): s for s in SCALARS}
 _CARRIED = {s.name for s in SCALARS}
 
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Decode an AM307/AM319 uplink; see the module docstring for the layout."""
-    return decode_tlv(CODEC, "air", payload, fport, profile, _HANDLERS)
+    return decode_tlv(CODEC, "air", payload, fport, profile, _RECORDS)
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:
