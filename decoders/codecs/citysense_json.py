@@ -18,20 +18,16 @@ a message must carry at least one value, count or region. Any JSON or validation
 ``InvalidPayloadError`` with pydantic's messages. Accepted on any fPort (usually it arrives on a
 raw MQTT topic with none); the encoder uses fPort 1.
 
-Speed: validating with pydantic cost ~5 µs per message, most of a decode. ``_fast_decode`` takes
-the well-formed messages of the common shapes (plain JSON types, value names the model has
-already accepted, a canonical ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)`` timestamp) straight to
-``Decoded``, the same one the model would give; anything it is not sure of (an unusual shape, a
-new name, any error) goes through the model, so what is accepted and the error messages do not
-change.
+Speed: validating with pydantic cost ~5 µs per message, most of a decode. ``_citysense_fast``
+takes the well-formed messages of the common shapes straight to the ``Decoded`` the model would
+give; anything it is not sure of (an unusual shape, a new name, any error) goes through the model,
+so what is accepted and the error messages do not change.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeGuard
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -47,18 +43,16 @@ from pydantic import (
 )
 
 from decoders._model import (
-    KINDS,
     TRAFFIC_CLASSES,
     Decoded,
     DeviceProfile,
-    Direction,
     InvalidPayloadError,
     Kind,
     RegionCount,
     TrafficCount,
 )
 from decoders._registry import Codec, register
-from decoders.codecs._fields import decoded, region_count, traffic_count
+from decoders.codecs._citysense_fast import fast_decode, remember_names
 
 __all__ = ["CODEC", "UNIT_SUFFIXES", "CitysenseMessage", "decode", "encode"]
 
@@ -149,7 +143,7 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
         raw = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayloadError(NAME, None, f"invalid JSON: {exc}") from exc
-    fast = _fast_decode(raw)
+    fast = fast_decode(raw)
     return fast if fast is not None else _validated(raw)
 
 
@@ -159,9 +153,7 @@ def _validated(raw: Any) -> Decoded:
         message = CitysenseMessage.model_validate(raw)
     except ValidationError as exc:
         raise InvalidPayloadError(NAME, None, _validation_detail(exc)) from exc
-    if len(_KNOWN_NAMES) > _KNOWN_NAMES_MAX:
-        _KNOWN_NAMES.clear()
-    _KNOWN_NAMES.update(message.values)
+    remember_names(message.values)
     return Decoded(
         codec=NAME,
         kind=message.kind,
@@ -173,119 +165,6 @@ def _validated(raw: Any) -> Decoded:
         regions=[RegionCount(r.region, r.count) for r in message.regions],
         observed_at=message.observed_at.astimezone(UTC) if message.observed_at else None,
     )
-
-
-# --- the fast path: returns what _validated would, or None when unsure ---------------------------
-
-#: Quantity names the model has accepted (a name's validity depends on nothing else), so that
-#: the fast path never re-implements the name pattern; bounded, refilled by later messages.
-_KNOWN_NAMES: set[str] = set()
-_KNOWN_NAMES_MAX = 10_000
-_MESSAGE_KEYS = frozenset({"kind", "observed_at", "values", "counts", "regions"})
-_COUNT_KEYS = frozenset({"line", "direction", "class", "count", "cumulative"})
-_REGION_KEYS = frozenset({"region", "count"})
-#: Integers the fast path takes: where JSON, Python and pydantic's numbers surely agree.
-_EXACT = 2**53
-_ISO_UTC = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])",
-    re.ASCII,
-)
-
-
-def _fast_decode(raw: object) -> Decoded | None:
-    if type(raw) is not dict or not _MESSAGE_KEYS.issuperset(raw):
-        return None
-    kind = raw.get("kind")
-    if kind not in KINDS:  # also rules out non-strings
-        return None
-    values = _fast_values(raw["values"]) if "values" in raw else {}
-    counts = _fast_counts(raw["counts"]) if "counts" in raw else []
-    regions = _fast_regions(raw["regions"]) if "regions" in raw else []
-    if values is None or counts is None or regions is None:
-        return None
-    if (counts and kind != "traffic") or (regions and kind != "occupancy"):
-        return None
-    if not (values or counts or regions):
-        return None
-    out = decoded(NAME, kind)
-    out.values = values
-    out.counts = counts
-    out.regions = regions
-    observed_at = raw.get("observed_at")
-    if observed_at is not None:
-        if type(observed_at) is not str or not _ISO_UTC.fullmatch(observed_at):
-            return None
-        try:
-            moment = datetime.fromisoformat(observed_at)
-        except ValueError:
-            return None
-        out.observed_at = moment.astimezone(UTC)
-    return out
-
-
-def _fast_values(raw: object) -> dict[str, float] | None:
-    if type(raw) is not dict:
-        return None
-    values: dict[str, float] = {}
-    for name, value in raw.items():
-        if name not in _KNOWN_NAMES:
-            return None
-        if type(value) is float:
-            if not math.isfinite(value):
-                return None
-            values[name] = value
-        elif type(value) is int and -_EXACT < value < _EXACT:
-            values[name] = float(value)
-        else:
-            return None
-    return values
-
-
-def _natural(value: object, low: int) -> TypeGuard[int]:
-    return type(value) is int and low <= value < _EXACT
-
-
-def _direction(value: object) -> TypeGuard[Direction]:
-    return type(value) is str and value in ("in", "out")
-
-
-def _fast_counts(raw: object) -> list[TrafficCount] | None:
-    if type(raw) is not list:
-        return None
-    counts: list[TrafficCount] = []
-    for item in raw:
-        if type(item) is not dict or not _COUNT_KEYS.issuperset(item):
-            return None
-        line, direction, traffic_class = item.get("line"), item.get("direction"), item.get("class")
-        count, cumulative = item.get("count"), item.get("cumulative")
-        if not (_natural(line, 1) and _direction(direction)):
-            return None
-        if type(traffic_class) is not str or traffic_class not in TRAFFIC_CLASSES:
-            return None
-        if count is None and cumulative is None:
-            return None
-        if not (
-            (count is None or _natural(count, 0))
-            and (cumulative is None or _natural(cumulative, 0))
-        ):
-            return None
-        counts.append(traffic_count(line, direction, traffic_class, count, cumulative))
-    return counts
-
-
-def _fast_regions(raw: object) -> list[RegionCount] | None:
-    if type(raw) is not list:
-        return None
-    regions: list[RegionCount] = []
-    for item in raw:
-        if type(item) is not dict or item.keys() != _REGION_KEYS:
-            return None
-        region, count = item["region"], item["count"]
-        if not (_natural(region, 1) and _natural(count, 0)):
-            return None
-        regions.append(region_count(region, count))
-    return regions
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:

@@ -1,8 +1,9 @@
 """The citysense JSON fast path gives exactly what the pydantic model gives, or steps aside.
 
-``_fast_decode`` must return ``None`` (the model then decides) or the very ``Decoded`` that
-``_validated`` builds; hypothesis feeds both well-formed messages and near misses (wrong types,
-bools for numbers, extra keys, odd timestamps, names the model rejects).
+``_citysense_fast.fast_decode`` must return ``None`` (the model then decides) or the very
+``Decoded`` that ``citysense_json._validated`` builds; hypothesis feeds both well-formed messages
+and near misses (wrong types, bools for numbers, extra keys, odd timestamps, names the model
+rejects).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from decoders import TRAFFIC_CLASSES, Decoded, DecodeError
 from decoders.codecs import citysense_json as cj
+from decoders.codecs._citysense_fast import fast_decode
 
 GOOD_NAMES = st.sampled_from(["laeq_db", "pm2_5_ugm3", "temperature_c", "nc0_5_per_cm3"])
 NAMES = GOOD_NAMES | st.sampled_from(["Laeq_db", "laeq", "a__db", "x_db\n", "2a_db", "é_db"])
@@ -94,7 +96,7 @@ def _model(raw: Any) -> Decoded | str:
 
 def _fast(raw: Any) -> Decoded | str | None:
     try:
-        return cj._fast_decode(raw)
+        return fast_decode(raw)
     except OverflowError as exc:  # astimezone at the ends of the calendar, as on the model's path
         return repr(exc)
 
