@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from decoders._model import InvalidPayloadError, UnknownFPortError
 from decoders._reader import ByteReader
@@ -37,8 +38,8 @@ __all__ = [
     "write_frame",
 ]
 
-PROTOCOL_VERSION = 2
-FPORT = 1
+PROTOCOL_VERSION: Final = 2
+FPORT: Final = 1
 #: Decoded does not carry the Decentlab device id, so encoders write this one.
 ENCODER_DEVICE_ID = 0
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Final, Literal
 
 from decoders._model import (
     Decoded,
@@ -61,7 +61,7 @@ __all__ = [
     "tlv",
 ]
 
-FPORT = 85
+FPORT: Final = 85
 
 Channel = tuple[int, int]
 Format = Literal["u8", "u16le", "s16le", "u32le"]
@@ -203,7 +203,7 @@ DWELL_NAME = re.compile(r"region_([1-9][0-9]*)_dwell_(avg|max)_s")
 
 
 #: The value names of regions 1..255 (a u8), so that no name is formatted per record.
-_DWELL_NAMES: tuple[tuple[str, str], ...] = tuple(
+_DWELL_NAMES: Final[tuple[tuple[str, str], ...]] = tuple(
     (f"region_{region}_dwell_avg_s", f"region_{region}_dwell_max_s") for region in range(256)
 )
 

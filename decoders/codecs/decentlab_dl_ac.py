@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError
 from decoders._registry import Codec, register
@@ -56,8 +57,9 @@ from decoders.codecs._fields import decoded
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "decentlab-dl-ac"
-_GROUP_LENGTHS = (2, 2, 2, 2, 2, 1)
+NAME: Final = "decentlab-dl-ac"
+#: Final and of variable length, so that compiled code reads it as a constant, unboxed.
+_GROUP_LENGTHS: Final[tuple[int, ...]] = (2, 2, 2, 2, 2, 1)
 #: Gas prefix → flag bit; NO2 comes before Ox, whose O3 share needs the NO2 reading.
 _GAS_BITS: dict[str, int] = {"no2": 1, "no": 2, "ox": 3, "co": 4}
 NO2_UGM3_PER_PPB = 1.913
@@ -93,7 +95,7 @@ class _Cell:
 
 #: Parsed calibrations by the identity of the registry's mapping (which lives as long as the
 #: registry): parsing per frame cost more than decoding it. Holds the mapping to pin its id.
-_CELLS: dict[int, tuple[Mapping[str, float], dict[str, _Cell | None]]] = {}
+_CELLS: Final[dict[int, tuple[Mapping[str, float], dict[str, _Cell | None]]]] = {}
 
 
 def _cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
@@ -127,11 +129,11 @@ def _parse_cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
 
 
 #: Per gas, in ``_GAS_BITS`` order: prefix, flag bit and the names of its two raw channels.
-_GAS_CHANNELS: tuple[tuple[str, int, str, str], ...] = tuple(
+_GAS_CHANNELS: Final[tuple[tuple[str, int, str, str], ...]] = tuple(
     (gas, bit, f"{gas}_we_mv", f"{gas}_we_minus_aux_mv") for gas, bit in _GAS_BITS.items()
 )
 #: ``_MASS`` as (gas, name, factor), in its order.
-_MASS_ORDER: tuple[tuple[str, str, float], ...] = tuple(
+_MASS_ORDER: Final[tuple[tuple[str, str, float], ...]] = tuple(
     (gas, name, factor) for gas, (name, factor) in _MASS.items()
 )
 

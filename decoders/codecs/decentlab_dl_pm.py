@@ -19,6 +19,8 @@ mistaken for masses; ``typical_particle_size_nm``; pressure is converted to ``pr
 
 from __future__ import annotations
 
+from typing import Final
+
 from decoders._model import Decoded, DeviceProfile
 from decoders._registry import Codec, register
 from decoders.codecs import _decentlab as dl
@@ -26,9 +28,11 @@ from decoders.codecs._fields import decoded
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "decentlab-dl-pm"
-_GROUP_LENGTHS = (1, 10, 2, 1)
-_PM_NAMES = (
+NAME: Final = "decentlab-dl-pm"
+# Final and of variable length: mypyc then reads them as constants, and indexes them without
+# first boxing a fixed-length tuple (which it does per access for a plain ``(1, 10, 2, 1)``).
+_GROUP_LENGTHS: Final[tuple[int, ...]] = (1, 10, 2, 1)
+_PM_NAMES: Final[tuple[str, ...]] = (
     "pm1_ugm3",
     "pm2_5_ugm3",
     "pm4_ugm3",
@@ -41,7 +45,7 @@ _PM_NAMES = (
     "nc10_per_cm3",
 )
 #: Word scale of each PM group value: value = word / scale.
-_PM_SCALES = (10, 10, 10, 10, 1, 10, 10, 10, 10, 10)
+_PM_SCALES: Final[tuple[int, ...]] = (10, 10, 10, 10, 1, 10, 10, 10, 10, 10)
 _GROUP_NAMES: dict[int, tuple[str, ...]] = {
     0: ("battery_v",),
     1: _PM_NAMES,

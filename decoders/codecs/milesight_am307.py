@@ -34,6 +34,8 @@ first firmware, in TTN's commented-out example) is not in the current tables and
 
 from __future__ import annotations
 
+from typing import Final
+
 from decoders._model import Decoded, DeviceProfile
 from decoders._registry import Codec, register
 from decoders.codecs._fields import check_carried
@@ -51,7 +53,7 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-am307"
+CODEC: Final = "milesight-am307"
 O3_UGM3_PER_PPM = 1996.0
 
 SCALARS: tuple[Scalar, ...] = (
@@ -71,7 +73,7 @@ SCALARS: tuple[Scalar, ...] = (
     Scalar((0x0D, 0x7D), "o3_ugm3", "u16le", 100 / O3_UGM3_PER_PPM),
     Scalar((0x0E, 0x01), "buzzer_on", "u8"),
 )
-_RECORDS: dict[int, Record] = {channel_key(s.channel): s for s in SCALARS}
+_RECORDS: Final[dict[int, Record]] = {channel_key(s.channel): s for s in SCALARS}
 _CARRIED = {s.name for s in SCALARS}
 
 

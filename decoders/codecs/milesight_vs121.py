@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError, RegionCount
 from decoders._reader import ByteReader
@@ -55,7 +56,7 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-vs121"
+CODEC: Final = "milesight-vs121"
 MAX_REGIONS = 16
 PEOPLE: Channel = (0x04, 0xC9)
 PASSING: Channel = (0x05, 0xCC)
@@ -73,7 +74,9 @@ PAIRS: dict[Channel, tuple[Format, str, str]] = {
 
 
 #: ``region_<i>_occupied`` for regions 1..16 at index i - 1, not formatted per record.
-_OCCUPIED_NAMES = tuple(f"region_{region}_occupied" for region in range(1, MAX_REGIONS + 1))
+_OCCUPIED_NAMES: Final[tuple[str, ...]] = tuple(
+    f"region_{region}_occupied" for region in range(1, MAX_REGIONS + 1)
+)
 
 
 class _People(Record):
@@ -120,7 +123,7 @@ class _Timestamp(Record):
         out.observed_at = datetime.fromtimestamp(reader.u32le("timestamp"), tz=UTC)
 
 
-_RECORDS: dict[int, Record] = {
+_RECORDS: Final[dict[int, Record]] = {
     channel_key(PEOPLE): _People(),
     channel_key(PASSING): _Pair(PASSING),
     channel_key(PEOPLE_MAX.channel): PEOPLE_MAX,

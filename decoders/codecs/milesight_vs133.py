@@ -23,6 +23,7 @@ decoding like any unknown record.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Final
 
 from decoders._model import (
     Decoded,
@@ -56,8 +57,9 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-vs133"
-LINES = range(1, 5)
+CODEC: Final = "milesight-vs133"
+LINE_COUNT: Final = 4
+LINES = range(1, LINE_COUNT + 1)
 REGIONS = range(1, 5)
 REGION_COUNTS: Channel = (0x0F, 0xE3)
 DWELL: Channel = (0x10, 0xE4)
@@ -76,13 +78,17 @@ def _period_channel(line: int) -> Channel:
 # at the end (merging records into immutable counts rebuilt them per record). A (line, direction)
 # is numbered ``slot = 2 * (line - 1) + (0 for in, 1 for out)``; read labels are by slot, so none
 # is formatted per record.
-_DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
-_TOTAL_LABELS = tuple(f"line {line} cumulative {d}" for line in LINES for d in _DIRECTIONS)
-_PERIOD_LABELS = tuple(f"line {line} period {d}" for line in LINES for d in _DIRECTIONS)
-_REGION_LABELS = tuple(f"region {region} people" for region in REGIONS)
-_SLOTS = 2 * len(LINES)
-_REGION_COUNTS_KEY = REGION_COUNTS[0] << 8 | REGION_COUNTS[1]
-_DWELL_KEY = DWELL[0] << 8 | DWELL[1]
+_DIRECTIONS: Final[tuple[Direction, ...]] = ("in", "out")
+_TOTAL_LABELS: Final[tuple[str, ...]] = tuple(
+    f"line {line} cumulative {d}" for line in LINES for d in _DIRECTIONS
+)
+_PERIOD_LABELS: Final[tuple[str, ...]] = tuple(
+    f"line {line} period {d}" for line in LINES for d in _DIRECTIONS
+)
+_REGION_LABELS: Final[tuple[str, ...]] = tuple(f"region {region} people" for region in REGIONS)
+_SLOTS: Final = 2 * LINE_COUNT
+_REGION_COUNTS_KEY: Final = REGION_COUNTS[0] << 8 | REGION_COUNTS[1]
+_DWELL_KEY: Final = DWELL[0] << 8 | DWELL[1]
 
 
 def _read_regions(reader: ByteReader, regions: list[RegionCount]) -> None:
@@ -97,12 +103,12 @@ def _counts(
 ) -> list[TrafficCount]:
     """One ``TrafficCount`` per (line, direction) some record mentioned, by line, in before out."""
     out: list[TrafficCount] = []
-    for line in LINES:
+    for line in range(1, LINE_COUNT + 1):
         slot = 2 * (line - 1)
         if counts[slot] is None and totals[slot] is None and totals[slot + 1] is None:
             continue  # a period record sets both directions: none of this line was read
         traffic_class = profile.traffic_class(line)
-        for direction in (0, 1):
+        for direction in range(2):  # 0: in, 1: out
             count, total = counts[slot + direction], totals[slot + direction]
             if count is not None or total is not None:
                 out.append(traffic_count(line, _DIRECTIONS[direction], traffic_class, count, total))
@@ -127,7 +133,7 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
         channel_type = reader.u8("channel type")
         # Lines 1..4 use ids 03..0E, three per line: total in, total out, period.
         index = channel_id - 0x03
-        is_line = 0 <= index < 3 * len(LINES)
+        is_line = 0 <= index < 3 * LINE_COUNT
         if is_line and channel_type == 0xD2 and index % 3 != 2:
             slot = index // 3 * 2 + index % 3
             totals[slot] = reader.u32le(_TOTAL_LABELS[slot])

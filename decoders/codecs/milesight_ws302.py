@@ -17,6 +17,7 @@ levels would be a guess. No minimum level is carried.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError
 from decoders._reader import ByteReader
@@ -36,7 +37,7 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-ws302"
+CODEC: Final = "milesight-ws302"
 SOUND: Channel = (0x05, 0x5B)
 FREQUENCY_WEIGHTING = {0: "z", 1: "a", 2: "c"}
 TIME_WEIGHTING = {0: "i", 1: "f", 2: "s"}
@@ -52,7 +53,7 @@ _ALL_LEVELS = {
     for t_code, t in TIME_WEIGHTING.items()
 }
 #: The level names by the weighting byte's low nibble (None: undefined), not formatted per record.
-_NAMES_BY_NIBBLE: tuple[tuple[str, str, str] | None, ...] = tuple(
+_NAMES_BY_NIBBLE: Final[tuple[tuple[str, str, str] | None, ...]] = tuple(
     _ALL_LEVELS.get((nibble & 0x03, nibble >> 2)) for nibble in range(16)
 )
 
@@ -71,7 +72,10 @@ class _Sound(Record):
         values[top] = reader.u16le(top) / 10
 
 
-_RECORDS: dict[int, Record] = {channel_key(BATTERY.channel): BATTERY, channel_key(SOUND): _Sound()}
+_RECORDS: Final[dict[int, Record]] = {
+    channel_key(BATTERY.channel): BATTERY,
+    channel_key(SOUND): _Sound(),
+}
 _LEVELS = {name for names in _ALL_LEVELS.values() for name in names}
 _CARRIED = {BATTERY.name} | _LEVELS
 

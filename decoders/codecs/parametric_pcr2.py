@@ -27,6 +27,7 @@ payloads (fPort 190) are not decoded.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from decoders._model import (
     Decoded,
@@ -41,11 +42,11 @@ from decoders.codecs._fields import decoded, traffic_count
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "parametric-pcr2"
-FPORT = 14
-HEADER = bytes.fromhex("be0104")
-LENGTH = 17
-_LINE = 1
+NAME: Final = "parametric-pcr2"
+FPORT: Final = 14
+HEADER: Final = bytes.fromhex("be0104")
+LENGTH: Final = 17
+_LINE: Final = 1
 _VALUE_NAMES = ("battery_v", "solar_power_mw", "board_temperature_c")
 _DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
 
