@@ -6,18 +6,9 @@ message ingest puts on the dead letter.
 
 from __future__ import annotations
 
-import struct
-
 from decoders._model import TruncatedError
 
 __all__ = ["ByteReader"]
-
-_U16LE = struct.Struct("<H")
-_S16LE = struct.Struct("<h")
-_U16BE = struct.Struct(">H")
-_S16BE = struct.Struct(">h")
-_U32LE = struct.Struct("<I")
-_U32BE = struct.Struct(">I")
 
 
 class ByteReader:
@@ -61,32 +52,52 @@ class ByteReader:
         self.offset = offset + 1
         return self.data[offset]
 
-    def _unpack(self, fmt: struct.Struct, what: str) -> int:
+    # Multi-byte reads assemble the integer from bytes: compiled, indexing bytes is a C primitive,
+    # while a struct.Struct call goes through the Python call protocol and builds a tuple.
+
+    def _at(self, size: int, what: str) -> int:
+        """The offset of the next ``size`` bytes, after moving past them (raises when short)."""
         offset = self.offset
-        end = offset + fmt.size
+        end = offset + size
         if end > len(self.data):
-            self.need(fmt.size, what)  # raises with the message
+            self.need(size, what)  # raises with the message
         self.offset = end
-        return int(fmt.unpack_from(self.data, offset)[0])
+        return offset
 
     def u16le(self, what: str) -> int:
-        return self._unpack(_U16LE, what)
+        offset = self._at(2, what)
+        data = self.data
+        return data[offset] | data[offset + 1] << 8
 
     def s16le(self, what: str) -> int:
-        return self._unpack(_S16LE, what)
+        value = self.u16le(what)
+        return value - 0x10000 if value & 0x8000 else value
 
     def u16be(self, what: str) -> int:
-        return self._unpack(_U16BE, what)
+        offset = self._at(2, what)
+        data = self.data
+        return data[offset] << 8 | data[offset + 1]
 
     def s16be(self, what: str) -> int:
-        return self._unpack(_S16BE, what)
+        value = self.u16be(what)
+        return value - 0x10000 if value & 0x8000 else value
 
     def u32le(self, what: str) -> int:
-        return self._unpack(_U32LE, what)
+        offset = self._at(4, what)
+        data = self.data
+        return (
+            data[offset] | data[offset + 1] << 8 | data[offset + 2] << 16 | data[offset + 3] << 24
+        )
 
     def u32be(self, what: str) -> int:
-        return self._unpack(_U32BE, what)
+        offset = self._at(4, what)
+        data = self.data
+        return (
+            data[offset] << 24 | data[offset + 1] << 16 | data[offset + 2] << 8 | data[offset + 3]
+        )
 
     def s24be(self, what: str) -> int:
-        raw = self.take(3, what)
-        return int.from_bytes(raw, "big", signed=True)
+        offset = self._at(3, what)
+        data = self.data
+        value = data[offset] << 16 | data[offset + 1] << 8 | data[offset + 2]
+        return value - 0x100_0000 if value & 0x80_0000 else value

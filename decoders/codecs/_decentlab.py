@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Final
 
 from decoders._model import InvalidPayloadError, UnknownFPortError
 from decoders._reader import ByteReader
@@ -38,19 +38,22 @@ __all__ = [
     "write_frame",
 ]
 
-PROTOCOL_VERSION = 2
-FPORT = 1
+PROTOCOL_VERSION: Final = 2
+FPORT: Final = 1
 #: Decoded does not carry the Decentlab device id, so encoders write this one.
 ENCODER_DEVICE_ID = 0
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded v2 frame: the device id and the words of each present group by flag bit."""
+    """One decoded v2 frame: the device id and, by flag bit, the words of the group (None: absent).
 
-    device_id: int
-    groups: dict[int, tuple[int, ...]]
-    partial: bool
+    A plain class: compiled, its constructor is a C call (a dataclass's ``__init__`` stays Python).
+    """
+
+    def __init__(self, device_id: int, groups: list[list[int] | None], partial: bool) -> None:
+        self.device_id = device_id
+        self.groups = groups
+        self.partial = partial
 
 
 def check_fport(codec: str, fport: int | None) -> None:
@@ -59,7 +62,7 @@ def check_fport(codec: str, fport: int | None) -> None:
         raise UnknownFPortError(codec, None, f"unknown fPort {fport}, expected {FPORT}")
 
 
-def read_frame(codec: str, payload: bytes, group_lengths: Sequence[int]) -> Frame:
+def read_frame(codec: str, payload: bytes, group_lengths: tuple[int, ...]) -> Frame:
     """Split a v2 frame into groups; ``group_lengths[i]`` is the word count of flag bit i."""
     reader = ByteReader(codec, payload)
     version = reader.u8("protocol version")
@@ -67,16 +70,26 @@ def read_frame(codec: str, payload: bytes, group_lengths: Sequence[int]) -> Fram
         raise InvalidPayloadError(codec, 0, f"protocol version {version} is not {PROTOCOL_VERSION}")
     device_id = reader.u16be("device id")
     flags = reader.u16be("flags")
-    groups: dict[int, tuple[int, ...]] = {}
-    for bit, length in enumerate(group_lengths):
-        if flags & (1 << bit):
-            groups[bit] = tuple(reader.u16be(f"group {bit} word {i}") for i in range(length))
+    groups: list[list[int] | None] = [
+        _read_group(reader, bit, group_lengths[bit]) if flags >> bit & 1 else None
+        for bit in range(len(group_lengths))
+    ]
     partial = flags >> len(group_lengths) != 0
     if not partial and not reader.at_end():
         raise InvalidPayloadError(
             codec, reader.offset, f"{reader.remaining} bytes after the groups of flags {flags:#06x}"
         )
     return Frame(device_id, groups, partial)
+
+
+def _read_group(reader: ByteReader, bit: int, length: int) -> list[int]:
+    """The ``length`` words of group ``bit``; the read labels are only formatted when short."""
+    if reader.remaining < 2 * length:
+        return [reader.u16be(f"group {bit} word {i}") for i in range(length)]  # raises
+    data = reader.data
+    offset = reader.offset
+    reader.offset = offset + 2 * length
+    return [data[offset + 2 * i] << 8 | data[offset + 2 * i + 1] for i in range(length)]
 
 
 def write_frame(device_id: int, groups: Mapping[int, Sequence[int]]) -> bytes:

@@ -1,21 +1,88 @@
-"""Checks and conversions every binary codec of this package shares.
+"""Checks, conversions and constructors every binary codec of this package shares.
 
-Decoders: ``check_fport`` (an unknown fPort is the payload of another format), ``check_payload``
-(an empty payload decodes to nothing), ``check_consumed`` (a fixed layout with trailing bytes is
-another layout). Encoders: ``wire_int`` turns a canonical value into the integer a field carries,
-or raises ``ValueError`` when the format cannot hold it; ``check_carried`` refuses quantities the
-format does not carry, so that an encoder never drops data silently.
+Decoders: ``decoded``, ``traffic_count`` and ``region_count`` build the output objects without
+the dataclass ``__init__`` (see below); ``check_fport`` (an unknown fPort is the payload of another
+format), ``check_payload`` (an empty payload decodes to nothing), ``check_consumed`` (a fixed
+layout with trailing bytes is another layout). Encoders: ``wire_int`` turns a canonical value into
+the integer a field carries, or raises ``ValueError`` when the format cannot hold it;
+``check_carried`` refuses quantities the format does not carry, so that an encoder never drops
+data silently.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from types import FunctionType
 
-from decoders._model import InvalidPayloadError, TruncatedError, UnknownFPortError
+from decoders._model import (
+    Decoded,
+    Direction,
+    InvalidPayloadError,
+    Kind,
+    RegionCount,
+    TrafficCount,
+    TruncatedError,
+    UnknownFPortError,
+)
 from decoders._reader import ByteReader
 
-__all__ = ["check_carried", "check_consumed", "check_fport", "check_payload", "wire_int"]
+__all__ = [
+    "check_carried",
+    "check_consumed",
+    "check_fport",
+    "check_payload",
+    "decoded",
+    "region_count",
+    "traffic_count",
+    "wire_int",
+]
+
+
+# The output dataclasses are compiled too, but mypyc leaves their ``__init__`` to the dataclasses
+# module: a Python function, which for the frozen ones sets each field through
+# ``object.__setattr__``. Building a ``TrafficCount`` that way cost ~0.6 µs, a ``Decoded`` ~0.45 µs,
+# a good part of a whole decode. Compiled, these helpers allocate the object and store its fields
+# directly (mypyc writes a native attribute without going through ``__setattr__``), ~0.1 µs; as
+# plain Python they call the constructors, since there a frozen field cannot be assigned.
+
+
+def decoded(codec: str, kind: Kind) -> Decoded:
+    """``Decoded(codec=codec, kind=kind)``: empty values, counts and regions, not partial."""
+    out = Decoded.__new__(Decoded)
+    out.codec = codec
+    out.kind = kind
+    out.values = {}
+    out.counts = []
+    out.regions = []
+    out.partial = False
+    out.observed_at = None
+    return out
+
+
+def traffic_count(
+    line: int, direction: Direction, traffic_class: str, count: int | None, cumulative: int | None
+) -> TrafficCount:
+    """``TrafficCount(line, direction, traffic_class, count, cumulative)``."""
+    if not _NATIVE:
+        return TrafficCount(line, direction, traffic_class, count, cumulative)
+    entry = TrafficCount.__new__(TrafficCount)
+    entry.line = line  # type: ignore[misc]  # frozen: only while building, see above
+    entry.direction = direction  # type: ignore[misc]
+    entry.traffic_class = traffic_class  # type: ignore[misc]
+    entry.count = count  # type: ignore[misc]
+    entry.cumulative = cumulative  # type: ignore[misc]
+    return entry
+
+
+def region_count(region: int, count: int) -> RegionCount:
+    """``RegionCount(region, count)``."""
+    if not _NATIVE:
+        return RegionCount(region, count)
+    entry = RegionCount.__new__(RegionCount)
+    entry.region = region  # type: ignore[misc]  # frozen: only while building, see above
+    entry.count = count  # type: ignore[misc]
+    return entry
 
 
 def check_fport(codec: str, fport: int | None, accepted: tuple[int, ...]) -> None:
@@ -60,3 +127,7 @@ def check_carried(
     extra = sorted(name for name in values if not carried(name))
     if extra:
         raise ValueError(f"{codec} cannot carry {', '.join(extra)}")
+
+
+#: Whether this module runs compiled (its functions are then not Python functions).
+_NATIVE = not isinstance(wire_int, FunctionType)

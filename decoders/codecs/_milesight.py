@@ -14,58 +14,57 @@ The vendor's decoders ``break`` out of the loop on an unknown (id, type) pair be
 its data is unknown; so do we, and mark the result ``partial``. Channels ``FF xx`` / ``FE xx``
 (device information after a join, answers to downlinks) are not measurements and are not decoded
 here: a payload that starts with one is rejected as ``unknown_channel``.
+
+Each codec maps ``id << 8 | type`` to a :class:`Record` that reads that channel's data: an int key
+and a method of a compiled class keep the per-record dispatch cheap (a tuple key and a Python
+callable per record cost more than the reading itself).
 """
 
 from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Final, Literal
 
 from decoders._model import (
     Decoded,
     DeviceProfile,
     Kind,
     OutOfRangeError,
+    RegionCount,
+    TrafficCount,
     UnknownChannelError,
 )
 from decoders._reader import ByteReader
-from decoders.codecs._fields import check_fport, check_payload, wire_int
+from decoders.codecs._fields import check_fport, check_payload, decoded, wire_int
 
 __all__ = [
     "BATTERY",
     "DWELL_NAME",
+    "DWELL_RECORD",
     "FPORT",
     "HUMIDITY",
     "TEMPERATURE",
     "Channel",
     "Format",
-    "Handler",
+    "Record",
     "Scalar",
+    "channel_key",
     "decode_tlv",
-    "dwell_handler",
     "encode_dwell",
     "finish",
     "pack",
     "read",
+    "sort_counts",
+    "sort_regions",
     "tlv",
 ]
 
-FPORT = 85
+FPORT: Final = 85
 
 Channel = tuple[int, int]
-#: Reads one channel's data (the id and type are already consumed) into ``out``.
-Handler = Callable[[ByteReader, Decoded, DeviceProfile], None]
 Format = Literal["u8", "u16le", "s16le", "u32le"]
-
-_READ: dict[Format, Callable[[ByteReader, str], int]] = {
-    "u8": ByteReader.u8,
-    "u16le": ByteReader.u16le,
-    "s16le": ByteReader.s16le,
-    "u32le": ByteReader.u32le,
-}
 _PACK: dict[Format, tuple[struct.Struct, int, int]] = {
     "u8": (struct.Struct("<B"), 0, 0xFF),
     "u16le": (struct.Struct("<H"), 0, 0xFFFF),
@@ -79,9 +78,20 @@ def tlv(channel: Channel, data: bytes) -> bytes:
     return bytes(channel) + data
 
 
+def channel_key(channel: Channel) -> int:
+    """The dispatch key of a channel: ``id << 8 | type``."""
+    return channel[0] << 8 | channel[1]
+
+
 def read(reader: ByteReader, fmt: Format, what: str) -> int:
     """One field of ``fmt``, length-checked by the reader."""
-    return _READ[fmt](reader, what)
+    if fmt == "u8":
+        return reader.u8(what)
+    if fmt == "u16le":
+        return reader.u16le(what)
+    if fmt == "s16le":
+        return reader.s16le(what)
+    return reader.u32le(what)
 
 
 def pack(fmt: Format, name: str, value: float, scale: float = 1.0) -> bytes:
@@ -90,14 +100,21 @@ def pack(fmt: Format, name: str, value: float, scale: float = 1.0) -> bytes:
     return layout.pack(wire_int(name, value, scale, low, high))
 
 
-@dataclass(frozen=True, slots=True)
-class Scalar:
+class Record:
+    """Reads one channel's data (the id and type are already consumed) into ``out``."""
+
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        raise NotImplementedError
+
+
+class Scalar(Record):
     """A channel carrying one quantity: ``value = raw / divisor``."""
 
-    channel: Channel
-    name: str
-    fmt: Format
-    divisor: float = 1.0
+    def __init__(self, channel: Channel, name: str, fmt: Format, divisor: float = 1.0) -> None:
+        self.channel = channel
+        self.name = name
+        self.fmt: Format = fmt
+        self.divisor = divisor
 
     def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
         out.values[self.name] = read(reader, self.fmt, self.name) / self.divisor
@@ -119,9 +136,9 @@ def decode_tlv(
     payload: bytes,
     fport: int | None,
     profile: DeviceProfile,
-    handlers: Mapping[Channel, Handler],
+    records: dict[int, Record],
 ) -> Decoded:
-    """Walk the TLV records of ``payload``, each through its handler.
+    """Walk the TLV records of ``payload``, each through ``records[channel_key(channel)]``.
 
     Stops at the first unknown (id, type) pair with ``partial=True``, or raises
     ``UnknownChannelError`` when that is the first record (nothing decoded). Counts are sorted by
@@ -129,22 +146,47 @@ def decode_tlv(
     """
     check_fport(codec, fport, (FPORT,))
     check_payload(codec, payload)
-    out = Decoded(codec=codec, kind=kind)
+    out = decoded(codec, kind)
     reader = ByteReader(codec, payload)
     while not reader.at_end():
         start = reader.offset
-        channel = (reader.u8("channel id"), reader.u8("channel type"))
-        handler = handlers.get(channel)
-        if handler is None:
-            detail = f"unknown channel {channel[0]:02X} {channel[1]:02X}"
+        channel_id = reader.u8("channel id")
+        channel_type = reader.u8("channel type")
+        record = records.get(channel_id << 8 | channel_type)
+        if record is None:
+            detail = f"unknown channel {channel_id:02X} {channel_type:02X}"
             if start == 0:
                 raise UnknownChannelError(codec, start, detail)
             out.partial = True
             break
-        handler(reader, out, profile)
-    out.counts.sort(key=lambda c: (c.line, c.direction != "in"))
-    out.regions.sort(key=lambda r: r.region)
+        record.decode(reader, out, profile)
+    sort_counts(out.counts)
+    sort_regions(out.regions)
     return out
+
+
+def _count_order(count: TrafficCount) -> tuple[int, bool]:
+    return count.line, count.direction != "in"
+
+
+def sort_counts(counts: list[TrafficCount]) -> None:
+    """Sort by (line, in before out), stably; records usually come in that order already."""
+    for index in range(1, len(counts)):
+        if _count_order(counts[index]) < _count_order(counts[index - 1]):
+            counts.sort(key=_count_order)
+            return
+
+
+def _region_order(region: RegionCount) -> int:
+    return region.region
+
+
+def sort_regions(regions: list[RegionCount]) -> None:
+    """Sort by region number, stably; records usually come in that order already."""
+    for index in range(1, len(regions)):
+        if regions[index].region < regions[index - 1].region:
+            regions.sort(key=_region_order)
+            return
 
 
 def finish(codec: str, records: Iterable[bytes]) -> tuple[int, bytes]:
@@ -160,13 +202,26 @@ def finish(codec: str, records: Iterable[bytes]) -> tuple[int, bytes]:
 DWELL_NAME = re.compile(r"region_([1-9][0-9]*)_dwell_(avg|max)_s")
 
 
-def dwell_handler(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-    offset = reader.offset
-    region = reader.u8("dwell region")
-    if region == 0:
-        raise OutOfRangeError(reader.codec, offset, "dwell time for region 0 (regions are 1-based)")
-    out.values[f"region_{region}_dwell_avg_s"] = float(reader.u16le("average dwell time"))
-    out.values[f"region_{region}_dwell_max_s"] = float(reader.u16le("maximum dwell time"))
+#: The value names of regions 1..255 (a u8), so that no name is formatted per record.
+_DWELL_NAMES: Final[tuple[tuple[str, str], ...]] = tuple(
+    (f"region_{region}_dwell_avg_s", f"region_{region}_dwell_max_s") for region in range(256)
+)
+
+
+class _Dwell(Record):
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        offset = reader.offset
+        region = reader.u8("dwell region")
+        if region == 0:
+            raise OutOfRangeError(
+                reader.codec, offset, "dwell time for region 0 (regions are 1-based)"
+            )
+        avg_name, max_name = _DWELL_NAMES[region]
+        out.values[avg_name] = float(reader.u16le("average dwell time"))
+        out.values[max_name] = float(reader.u16le("maximum dwell time"))
+
+
+DWELL_RECORD: Record = _Dwell()
 
 
 def encode_dwell(channel: Channel, values: Mapping[str, float]) -> list[bytes]:

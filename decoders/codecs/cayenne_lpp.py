@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from decoders._model import (
     Decoded,
@@ -48,10 +49,11 @@ from decoders._model import (
 )
 from decoders._reader import ByteReader
 from decoders._registry import Codec, register
+from decoders.codecs._fields import decoded
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "cayenne-lpp"
+NAME: Final = "cayenne-lpp"
 ENCODE_FPORT = 1
 _ACOUSTIC = re.compile(r"l[acz][a-z0-9_]*_db")
 
@@ -81,7 +83,7 @@ def _xyz(divisor: int) -> tuple[_Field, ...]:
     return tuple(_Field(f"_{axis}", 2, True, divisor) for axis in "xyz")
 
 
-_TYPES: dict[int, _Type] = {
+_TYPES: Final[dict[int, _Type]] = {
     t.code: t
     for t in (
         _Type(0, "digital_in", _scalar(1, False, 1)),
@@ -112,8 +114,48 @@ _LPP_NAME = re.compile(
 )
 
 
+#: Per name, whether it is an acoustic level: the regex ran per value and message before.
+_ACOUSTIC_NAMES: Final[dict[str, bool]] = {}
+#: LPP value names by ``code << 8 | channel``, one per field of the type: formatted once.
+_LPP_NAMES: Final[dict[int, tuple[str, ...]]] = {}
+
+
+def _is_acoustic(name: str) -> bool:
+    known = _ACOUSTIC_NAMES.get(name)
+    if known is None:
+        if len(_ACOUSTIC_NAMES) > 10_000:  # names come from registries: bounded in practice
+            _ACOUSTIC_NAMES.clear()
+        known = _ACOUSTIC.fullmatch(name) is not None
+        _ACOUSTIC_NAMES[name] = known
+    return known
+
+
 def _kind(names: list[str]) -> Kind:
-    return "noise" if any(_ACOUSTIC.fullmatch(name) for name in names) else "air"
+    for name in names:
+        if _is_acoustic(name):
+            return "noise"
+    return "air"
+
+
+def _lpp_names(lpp_type: _Type, channel: int) -> tuple[str, ...]:
+    """``<type>_<channel><suffix>`` for each field of ``lpp_type`` (at most 12 x 256 entries)."""
+    key = lpp_type.code << 8 | channel
+    names = _LPP_NAMES.get(key)
+    if names is None:
+        names = tuple(f"{lpp_type.name}_{channel}{fld.suffix}" for fld in lpp_type.fields)
+        _LPP_NAMES[key] = names
+    return names
+
+
+def _read(reader: ByteReader, fld: _Field, what: str) -> int:
+    """One big-endian field; the common widths without slicing the payload."""
+    if fld.size == 1 and not fld.signed:
+        return reader.u8(what)
+    if fld.size == 2:
+        return reader.s16be(what) if fld.signed else reader.u16be(what)
+    if fld.size == 3 and fld.signed:
+        return reader.s24be(what)
+    return int.from_bytes(reader.take(fld.size, what), "big", signed=fld.signed)
 
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
@@ -124,6 +166,7 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     reader.need(2, "first channel and type")
     values: dict[str, float] = {}
     partial = False
+    channel_map = profile.channel_map
     while not reader.at_end():
         start = reader.offset
         channel = reader.u8("channel")
@@ -134,14 +177,20 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
                 raise UnknownChannelError(NAME, start, f"unknown LPP type {code}")
             partial = True
             break
-        for fld in lpp_type.fields:
-            raw = int.from_bytes(reader.take(fld.size, lpp_type.name), "big", signed=fld.signed)
-            lpp_name = f"{lpp_type.name}_{channel}{fld.suffix}"
-            name = profile.channel_map.get(lpp_name, lpp_name)
+        lpp_names = _lpp_names(lpp_type, channel)
+        fields = lpp_type.fields
+        for index in range(len(fields)):
+            fld = fields[index]
+            raw = _read(reader, fld, lpp_type.name)
+            lpp_name = lpp_names[index]
+            name = channel_map.get(lpp_name, lpp_name)
             if name in values:
                 raise InvalidPayloadError(NAME, start, f"{name} given twice")
             values[name] = raw / fld.divisor
-    return Decoded(codec=NAME, kind=_kind(list(values)), values=values, partial=partial)
+    out = decoded(NAME, _kind(list(values)))
+    out.values = values
+    out.partial = partial
+    return out
 
 
 def _raw(value: float, fld: _Field, what: str) -> bytes:

@@ -17,6 +17,11 @@ numbers (not strings or booleans); ``observed_at`` must carry a UTC offset and i
 a message must carry at least one value, count or region. Any JSON or validation error is an
 ``InvalidPayloadError`` with pydantic's messages. Accepted on any fPort (usually it arrives on a
 raw MQTT topic with none); the encoder uses fPort 1.
+
+Speed: validating with pydantic cost ~5 µs per message, most of a decode. ``_citysense_fast``
+takes the well-formed messages of the common shapes straight to the ``Decoded`` the model would
+give; anything it is not sure of (an unusual shape, a new name, any error) goes through the model,
+so what is accepted and the error messages do not change.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from decoders._model import (
     TrafficCount,
 )
 from decoders._registry import Codec, register
+from decoders.codecs._citysense_fast import fast_decode, remember_names
 
 __all__ = ["CODEC", "UNIT_SUFFIXES", "CitysenseMessage", "decode", "encode"]
 
@@ -134,11 +140,20 @@ def _validation_detail(error: ValidationError) -> str:
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Validate a citysense JSON payload and return it as ``Decoded``."""
     try:
-        message = CitysenseMessage.model_validate(orjson.loads(payload))
+        raw = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayloadError(NAME, None, f"invalid JSON: {exc}") from exc
+    fast = fast_decode(raw)
+    return fast if fast is not None else _validated(raw)
+
+
+def _validated(raw: Any) -> Decoded:
+    """The message through the full model: its rules, its error messages."""
+    try:
+        message = CitysenseMessage.model_validate(raw)
     except ValidationError as exc:
         raise InvalidPayloadError(NAME, None, _validation_detail(exc)) from exc
+    remember_names(message.values)
     return Decoded(
         codec=NAME,
         kind=message.kind,

@@ -48,15 +48,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError
 from decoders._registry import Codec, register
 from decoders.codecs import _decentlab as dl
+from decoders.codecs._fields import decoded
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "decentlab-dl-ac"
-_GROUP_LENGTHS = (2, 2, 2, 2, 2, 1)
+NAME: Final = "decentlab-dl-ac"
+#: Final and of variable length, so that compiled code reads it as a constant, unboxed.
+_GROUP_LENGTHS: Final[tuple[int, ...]] = (2, 2, 2, 2, 2, 1)
 #: Gas prefix → flag bit; NO2 comes before Ox, whose O3 share needs the NO2 reading.
 _GAS_BITS: dict[str, int] = {"no2": 1, "no": 2, "ox": 3, "co": 4}
 NO2_UGM3_PER_PPB = 1.913
@@ -92,7 +95,7 @@ class _Cell:
 
 #: Parsed calibrations by the identity of the registry's mapping (which lives as long as the
 #: registry): parsing per frame cost more than decoding it. Holds the mapping to pin its id.
-_CELLS: dict[int, tuple[Mapping[str, float], dict[str, _Cell | None]]] = {}
+_CELLS: Final[dict[int, tuple[Mapping[str, float], dict[str, _Cell | None]]]] = {}
 
 
 def _cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
@@ -125,35 +128,51 @@ def _parse_cell(calibration: Mapping[str, float], gas: str) -> _Cell | None:
     return _Cell(we0, sensitivity, aux0)
 
 
+#: Per gas, in ``_GAS_BITS`` order: prefix, flag bit and the names of its two raw channels.
+_GAS_CHANNELS: Final[tuple[tuple[str, int, str, str], ...]] = tuple(
+    (gas, bit, f"{gas}_we_mv", f"{gas}_we_minus_aux_mv") for gas, bit in _GAS_BITS.items()
+)
+#: ``_MASS`` as (gas, name, factor), in its order.
+_MASS_ORDER: Final[tuple[tuple[str, str, float], ...]] = tuple(
+    (gas, name, factor) for gas, (name, factor) in _MASS.items()
+)
+
+
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Decode a DL-AC v2 frame; gas concentrations need the device's calibration."""
     dl.check_fport(NAME, fport)
     frame = dl.read_frame(NAME, payload, _GROUP_LENGTHS)
+    groups = frame.groups
     values: dict[str, float] = {}
-    if words := frame.groups.get(0):
+    if words := groups[0]:
         values["temperature_c"] = dl.sht_temperature_c(words[0])
         values["humidity_pct"] = dl.sht_humidity_pct(words[1])
     ppb: dict[str, float] = {}
-    for gas, bit in _GAS_BITS.items():
-        if not (words := frame.groups.get(bit)):
+    for gas, bit, we_name, diff_name in _GAS_CHANNELS:
+        if not (words := groups[bit]):
             continue
         we_mv, diff_mv = dl.electrode_mv(words[0]), dl.electrode_mv(words[1])
-        values[f"{gas}_we_mv"] = we_mv
-        values[f"{gas}_we_minus_aux_mv"] = diff_mv
+        values[we_name] = we_mv
+        values[diff_name] = diff_mv
         if cell := _cell(profile.calibration, gas):
-            ppb[gas] = cell.ppb(we_mv, diff_mv)
-            if not math.isfinite(ppb[gas]):
-                raise OutOfRangeError(NAME, None, f"{gas} calibration gives {ppb[gas]} ppb")
-    for gas, (name, factor) in _MASS.items():
-        if gas in ppb:
-            values[name] = ppb[gas] * factor
-    if "ox" in ppb:
-        values["ox_ppb"] = ppb["ox"]
-        if "no2" in ppb:
-            values["o3_ugm3"] = (ppb["ox"] - ppb["no2"]) * O3_UGM3_PER_PPB
-    if words := frame.groups.get(5):
+            concentration = cell.ppb(we_mv, diff_mv)
+            ppb[gas] = concentration
+            if not math.isfinite(concentration):
+                raise OutOfRangeError(NAME, None, f"{gas} calibration gives {concentration} ppb")
+    if ppb:
+        for gas, name, factor in _MASS_ORDER:
+            if gas in ppb:
+                values[name] = ppb[gas] * factor
+        if "ox" in ppb:
+            values["ox_ppb"] = ppb["ox"]
+            if "no2" in ppb:
+                values["o3_ugm3"] = (ppb["ox"] - ppb["no2"]) * O3_UGM3_PER_PPB
+    if words := groups[5]:
         values["battery_v"] = words[0] / 1000
-    return Decoded(codec=NAME, kind="air", values=values, partial=frame.partial)
+    out = decoded(NAME, "air")
+    out.values = values
+    out.partial = frame.partial
+    return out
 
 
 def _gas_names(gas: str) -> tuple[str, ...]:

@@ -19,15 +19,20 @@ mistaken for masses; ``typical_particle_size_nm``; pressure is converted to ``pr
 
 from __future__ import annotations
 
+from typing import Final
+
 from decoders._model import Decoded, DeviceProfile
 from decoders._registry import Codec, register
 from decoders.codecs import _decentlab as dl
+from decoders.codecs._fields import decoded
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "decentlab-dl-pm"
-_GROUP_LENGTHS = (1, 10, 2, 1)
-_PM_NAMES = (
+NAME: Final = "decentlab-dl-pm"
+# Final and of variable length: mypyc then reads them as constants, and indexes them without
+# first boxing a fixed-length tuple (which it does per access for a plain ``(1, 10, 2, 1)``).
+_GROUP_LENGTHS: Final[tuple[int, ...]] = (1, 10, 2, 1)
+_PM_NAMES: Final[tuple[str, ...]] = (
     "pm1_ugm3",
     "pm2_5_ugm3",
     "pm4_ugm3",
@@ -40,7 +45,7 @@ _PM_NAMES = (
     "nc10_per_cm3",
 )
 #: Word scale of each PM group value: value = word / scale.
-_PM_SCALES = (10, 10, 10, 10, 1, 10, 10, 10, 10, 10)
+_PM_SCALES: Final[tuple[int, ...]] = (10, 10, 10, 10, 1, 10, 10, 10, 10, 10)
 _GROUP_NAMES: dict[int, tuple[str, ...]] = {
     0: ("battery_v",),
     1: _PM_NAMES,
@@ -53,18 +58,22 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     """Decode a DL-PM v2 frame into canonical air-quality values."""
     dl.check_fport(NAME, fport)
     frame = dl.read_frame(NAME, payload, _GROUP_LENGTHS)
+    groups = frame.groups
     values: dict[str, float] = {}
-    if words := frame.groups.get(0):
+    if words := groups[0]:
         values["battery_v"] = words[0] / 1000
-    if words := frame.groups.get(1):
-        for name, word, scale in zip(_PM_NAMES, words, _PM_SCALES, strict=True):
-            values[name] = word / scale
-    if words := frame.groups.get(2):
+    if words := groups[1]:
+        for index in range(len(_PM_NAMES)):
+            values[_PM_NAMES[index]] = words[index] / _PM_SCALES[index]
+    if words := groups[2]:
         values["temperature_c"] = dl.sht_temperature_c(words[0])
         values["humidity_pct"] = dl.sht_humidity_pct(words[1])
-    if words := frame.groups.get(3):
+    if words := groups[3]:
         values["pressure_hpa"] = words[0] * 2 / 100
-    return Decoded(codec=NAME, kind="air", values=values, partial=frame.partial)
+    out = decoded(NAME, "air")
+    out.values = values
+    out.partial = frame.partial
+    return out
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:

@@ -34,6 +34,8 @@ first firmware, in TTN's commented-out example) is not in the current tables and
 
 from __future__ import annotations
 
+from typing import Final
+
 from decoders._model import Decoded, DeviceProfile
 from decoders._registry import Codec, register
 from decoders.codecs._fields import check_carried
@@ -42,16 +44,16 @@ from decoders.codecs._milesight import (
     FPORT,
     HUMIDITY,
     TEMPERATURE,
-    Channel,
-    Handler,
+    Record,
     Scalar,
+    channel_key,
     decode_tlv,
     finish,
 )
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-am307"
+CODEC: Final = "milesight-am307"
 O3_UGM3_PER_PPM = 1996.0
 
 SCALARS: tuple[Scalar, ...] = (
@@ -71,13 +73,13 @@ SCALARS: tuple[Scalar, ...] = (
     Scalar((0x0D, 0x7D), "o3_ugm3", "u16le", 100 / O3_UGM3_PER_PPM),
     Scalar((0x0E, 0x01), "buzzer_on", "u8"),
 )
-_HANDLERS: dict[Channel, Handler] = {s.channel: s.decode for s in SCALARS}
+_RECORDS: Final[dict[int, Record]] = {channel_key(s.channel): s for s in SCALARS}
 _CARRIED = {s.name for s in SCALARS}
 
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Decode an AM307/AM319 uplink; see the module docstring for the layout."""
-    return decode_tlv(CODEC, "air", payload, fport, profile, _HANDLERS)
+    return decode_tlv(CODEC, "air", payload, fport, profile, _RECORDS)
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:

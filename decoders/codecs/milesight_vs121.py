@@ -31,20 +31,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError, RegionCount
 from decoders._reader import ByteReader
 from decoders._registry import Codec, register
-from decoders.codecs._fields import check_carried
+from decoders.codecs._fields import check_carried, region_count
 from decoders.codecs._milesight import (
     DWELL_NAME,
+    DWELL_RECORD,
     FPORT,
     Channel,
     Format,
-    Handler,
+    Record,
     Scalar,
+    channel_key,
     decode_tlv,
-    dwell_handler,
     encode_dwell,
     finish,
     pack,
@@ -54,7 +56,7 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-vs121"
+CODEC: Final = "milesight-vs121"
 MAX_REGIONS = 16
 PEOPLE: Channel = (0x04, 0xC9)
 PASSING: Channel = (0x05, 0xCC)
@@ -71,48 +73,65 @@ PAIRS: dict[Channel, tuple[Format, str, str]] = {
 }
 
 
-def _people(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-    out.values["people_count"] = float(reader.u8("total people"))
-    offset = reader.offset
-    region_count = reader.u8("region count")
-    if region_count > MAX_REGIONS:
-        raise OutOfRangeError(CODEC, offset, f"region count {region_count} above {MAX_REGIONS}")
-    mask = reader.u16be("occupied region mask")
-    for index in range(region_count):
-        out.values[f"region_{index + 1}_occupied"] = float(mask >> index & 1)
+#: ``region_<i>_occupied`` for regions 1..16 at index i - 1, not formatted per record.
+_OCCUPIED_NAMES: Final[tuple[str, ...]] = tuple(
+    f"region_{region}_occupied" for region in range(1, MAX_REGIONS + 1)
+)
 
 
-def _pair_handler(channel: Channel) -> Handler:
-    fmt, first, second = PAIRS[channel]
-
-    def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        out.values[first] = float(read(reader, fmt, first))
-        out.values[second] = float(read(reader, fmt, second))
-
-    return handle
-
-
-def _region_handler(first_region: int) -> Handler:
-    def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        for region in range(first_region, first_region + 8):
-            out.regions.append(RegionCount(region, reader.u8(f"region {region} people")))
-
-    return handle
+class _People(Record):
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        values = out.values
+        values["people_count"] = float(reader.u8("total people"))
+        offset = reader.offset
+        region_count = reader.u8("region count")
+        if region_count > MAX_REGIONS:
+            raise OutOfRangeError(CODEC, offset, f"region count {region_count} above {MAX_REGIONS}")
+        mask = reader.u16be("occupied region mask")
+        for index in range(region_count):
+            values[_OCCUPIED_NAMES[index]] = float(mask >> index & 1)
 
 
-def _timestamp(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-    out.observed_at = datetime.fromtimestamp(reader.u32le("timestamp"), tz=UTC)
+class _Pair(Record):
+    """Two quantities of one format, e.g. people in and out."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.fmt, self.first, self.second = PAIRS[channel]
+
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        out.values[self.first] = float(read(reader, self.fmt, self.first))
+        out.values[self.second] = float(read(reader, self.fmt, self.second))
 
 
-_HANDLERS: dict[Channel, Handler] = {
-    PEOPLE: _people,
-    PASSING: _pair_handler(PASSING),
-    PEOPLE_MAX.channel: PEOPLE_MAX.decode,
-    REGIONS_1_8: _region_handler(1),
-    REGIONS_9_16: _region_handler(9),
-    TOTAL_PASSING: _pair_handler(TOTAL_PASSING),
-    DWELL: dwell_handler,
-    TIMESTAMP: _timestamp,
+class _Regions(Record):
+    """People in eight consecutive regions from ``first_region``, one u8 each."""
+
+    def __init__(self, first_region: int) -> None:
+        self.first_region = first_region
+        self.labels = tuple(f"region {r} people" for r in range(first_region, first_region + 8))
+
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        regions = out.regions
+        region = self.first_region
+        for label in self.labels:
+            regions.append(region_count(region, reader.u8(label)))
+            region += 1
+
+
+class _Timestamp(Record):
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        out.observed_at = datetime.fromtimestamp(reader.u32le("timestamp"), tz=UTC)
+
+
+_RECORDS: Final[dict[int, Record]] = {
+    channel_key(PEOPLE): _People(),
+    channel_key(PASSING): _Pair(PASSING),
+    channel_key(PEOPLE_MAX.channel): PEOPLE_MAX,
+    channel_key(REGIONS_1_8): _Regions(1),
+    channel_key(REGIONS_9_16): _Regions(9),
+    channel_key(TOTAL_PASSING): _Pair(TOTAL_PASSING),
+    channel_key(DWELL): DWELL_RECORD,
+    channel_key(TIMESTAMP): _Timestamp(),
 }
 _NAMES = {"people_count", PEOPLE_MAX.name} | {n for _, *names in PAIRS.values() for n in names}
 
@@ -127,7 +146,7 @@ def _carried(name: str) -> bool:
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Decode a VS121 uplink; see the module docstring for the layout."""
-    return decode_tlv(CODEC, "occupancy", payload, fport, profile, _HANDLERS)
+    return decode_tlv(CODEC, "occupancy", payload, fport, profile, _RECORDS)
 
 
 def _encode_people(values: Mapping[str, float]) -> bytes:

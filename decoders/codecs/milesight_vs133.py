@@ -23,28 +23,43 @@ decoding like any unknown record.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Final
 
-from decoders._model import Decoded, DeviceProfile, Direction, RegionCount, TrafficCount
+from decoders._model import (
+    Decoded,
+    DeviceProfile,
+    Direction,
+    RegionCount,
+    TrafficCount,
+    UnknownChannelError,
+)
 from decoders._reader import ByteReader
 from decoders._registry import Codec, register
-from decoders.codecs._fields import check_carried
+from decoders.codecs._fields import (
+    check_carried,
+    check_fport,
+    check_payload,
+    decoded,
+    region_count,
+    traffic_count,
+)
 from decoders.codecs._milesight import (
     DWELL_NAME,
+    DWELL_RECORD,
     FPORT,
     Channel,
-    Handler,
-    decode_tlv,
-    dwell_handler,
     encode_dwell,
     finish,
     pack,
+    sort_regions,
     tlv,
 )
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-vs133"
-LINES = range(1, 5)
+CODEC: Final = "milesight-vs133"
+LINE_COUNT: Final = 4
+LINES = range(1, LINE_COUNT + 1)
 REGIONS = range(1, 5)
 REGION_COUNTS: Channel = (0x0F, 0xE3)
 DWELL: Channel = (0x10, 0xE4)
@@ -58,72 +73,87 @@ def _period_channel(line: int) -> Channel:
     return (0x05 + 3 * (line - 1), 0xCC)
 
 
-def _merge(
-    out: Decoded,
-    profile: DeviceProfile,
-    line: int,
-    direction: Direction,
-    *,
-    count: int | None = None,
-    cumulative: int | None = None,
-) -> None:
-    """Fill the (line, direction) entry, creating it on the first record that mentions it."""
-    for index, entry in enumerate(out.counts):
-        if entry.line == line and entry.direction == direction:
-            # Built directly: dataclasses.replace costs several times more on this hot path.
-            out.counts[index] = TrafficCount(
-                line,
-                direction,
-                entry.traffic_class,
-                entry.count if count is None else count,
-                entry.cumulative if cumulative is None else cumulative,
-            )
-            return
-    out.counts.append(TrafficCount(line, direction, profile.traffic_class(line), count, cumulative))
+# The decoder does not go through ``decode_tlv``: the line records are told apart by arithmetic on
+# the channel id, and each line's numbers are kept as read and turned into ``TrafficCount`` once
+# at the end (merging records into immutable counts rebuilt them per record). A (line, direction)
+# is numbered ``slot = 2 * (line - 1) + (0 for in, 1 for out)``; read labels are by slot, so none
+# is formatted per record.
+_DIRECTIONS: Final[tuple[Direction, ...]] = ("in", "out")
+_TOTAL_LABELS: Final[tuple[str, ...]] = tuple(
+    f"line {line} cumulative {d}" for line in LINES for d in _DIRECTIONS
+)
+_PERIOD_LABELS: Final[tuple[str, ...]] = tuple(
+    f"line {line} period {d}" for line in LINES for d in _DIRECTIONS
+)
+_REGION_LABELS: Final[tuple[str, ...]] = tuple(f"region {region} people" for region in REGIONS)
+_SLOTS: Final = 2 * LINE_COUNT
+_REGION_COUNTS_KEY: Final = REGION_COUNTS[0] << 8 | REGION_COUNTS[1]
+_DWELL_KEY: Final = DWELL[0] << 8 | DWELL[1]
 
 
-def _total_handler(line: int, direction: Direction) -> Handler:
-    label = f"line {line} cumulative {direction}"
-
-    def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        total = reader.u32le(label)
-        _merge(out, profile, line, direction, cumulative=total)
-
-    return handle
+def _read_regions(reader: ByteReader, regions: list[RegionCount]) -> None:
+    region = 1
+    for label in _REGION_LABELS:
+        regions.append(region_count(region, reader.u8(label)))
+        region += 1
 
 
-def _period_handler(line: int) -> Handler:
-    label_in, label_out = f"line {line} period in", f"line {line} period out"
-
-    def handle(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-        count_in = reader.u16le(label_in)
-        count_out = reader.u16le(label_out)
-        _merge(out, profile, line, "in", count=count_in)
-        _merge(out, profile, line, "out", count=count_out)
-
-    return handle
-
-
-def _region_handler(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-    for region in REGIONS:
-        out.regions.append(RegionCount(region, reader.u8(f"region {region} people")))
-
-
-def _handlers() -> dict[Channel, Handler]:
-    handlers: dict[Channel, Handler] = {REGION_COUNTS: _region_handler, DWELL: dwell_handler}
-    for line in LINES:
-        for direction in ("in", "out"):
-            handlers[_total_channel(line, direction)] = _total_handler(line, direction)
-        handlers[_period_channel(line)] = _period_handler(line)
-    return handlers
-
-
-_HANDLERS = _handlers()
+def _counts(
+    profile: DeviceProfile, counts: list[int | None], totals: list[int | None]
+) -> list[TrafficCount]:
+    """One ``TrafficCount`` per (line, direction) some record mentioned, by line, in before out."""
+    out: list[TrafficCount] = []
+    for line in range(1, LINE_COUNT + 1):
+        slot = 2 * (line - 1)
+        if counts[slot] is None and totals[slot] is None and totals[slot + 1] is None:
+            continue  # a period record sets both directions: none of this line was read
+        traffic_class = profile.traffic_class(line)
+        for direction in range(2):  # 0: in, 1: out
+            count, total = counts[slot + direction], totals[slot + direction]
+            if count is not None or total is not None:
+                out.append(traffic_count(line, _DIRECTIONS[direction], traffic_class, count, total))
+    return out
 
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
-    """Decode a VS133/VS135 uplink; see the module docstring for the layout."""
-    return decode_tlv(CODEC, "traffic", payload, fport, profile, _HANDLERS)
+    """Decode a VS133/VS135 uplink; see the module docstring for the layout.
+
+    Framing and errors as ``_milesight.decode_tlv``: stops at the first unknown (id, type) pair
+    with ``partial=True``, or raises ``UnknownChannelError`` when that is the first record.
+    """
+    check_fport(CODEC, fport, (FPORT,))
+    check_payload(CODEC, payload)
+    out = decoded(CODEC, "traffic")
+    reader = ByteReader(CODEC, payload)
+    counts: list[int | None] = [None] * _SLOTS
+    totals: list[int | None] = [None] * _SLOTS
+    while not reader.at_end():
+        start = reader.offset
+        channel_id = reader.u8("channel id")
+        channel_type = reader.u8("channel type")
+        # Lines 1..4 use ids 03..0E, three per line: total in, total out, period.
+        index = channel_id - 0x03
+        is_line = 0 <= index < 3 * LINE_COUNT
+        if is_line and channel_type == 0xD2 and index % 3 != 2:
+            slot = index // 3 * 2 + index % 3
+            totals[slot] = reader.u32le(_TOTAL_LABELS[slot])
+        elif is_line and channel_type == 0xCC and index % 3 == 2:
+            slot = index // 3 * 2
+            counts[slot] = reader.u16le(_PERIOD_LABELS[slot])
+            counts[slot + 1] = reader.u16le(_PERIOD_LABELS[slot + 1])
+        elif channel_id << 8 | channel_type == _REGION_COUNTS_KEY:
+            _read_regions(reader, out.regions)
+        elif channel_id << 8 | channel_type == _DWELL_KEY:
+            DWELL_RECORD.decode(reader, out, profile)
+        else:
+            detail = f"unknown channel {channel_id:02X} {channel_type:02X}"
+            if start == 0:
+                raise UnknownChannelError(CODEC, start, detail)
+            out.partial = True
+            break
+    out.counts = _counts(profile, counts, totals)
+    sort_regions(out.regions)
+    return out
 
 
 def _encode_line(line: int, entries: Sequence[TrafficCount]) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ levels would be a guess. No minimum level is carried.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from decoders._model import Decoded, DeviceProfile, OutOfRangeError
 from decoders._reader import ByteReader
@@ -26,7 +27,8 @@ from decoders.codecs._milesight import (
     BATTERY,
     FPORT,
     Channel,
-    Handler,
+    Record,
+    channel_key,
     decode_tlv,
     finish,
     pack,
@@ -35,7 +37,7 @@ from decoders.codecs._milesight import (
 
 __all__ = ["decode", "encode"]
 
-CODEC = "milesight-ws302"
+CODEC: Final = "milesight-ws302"
 SOUND: Channel = (0x05, 0x5B)
 FREQUENCY_WEIGHTING = {0: "z", 1: "a", 2: "c"}
 TIME_WEIGHTING = {0: "i", 1: "f", 2: "s"}
@@ -45,22 +47,34 @@ def _level_names(frequency: str, time: str) -> tuple[str, str, str]:
     return f"l{frequency}{time}_db", f"l{frequency}eq_db", f"l{frequency}{time}max_db"
 
 
-def _decode_sound(reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
-    offset = reader.offset
-    weighting = reader.u8("weighting")
-    frequency = FREQUENCY_WEIGHTING.get(weighting & 0x03)
-    time = TIME_WEIGHTING.get((weighting >> 2) & 0x03)
-    if frequency is None or time is None:
-        raise OutOfRangeError(CODEC, offset, f"undefined weighting byte {weighting:#04x}")
-    for name in _level_names(frequency, time):
-        out.values[name] = reader.u16le(name) / 10
-
-
-_HANDLERS: dict[Channel, Handler] = {BATTERY.channel: BATTERY.decode, SOUND: _decode_sound}
 _ALL_LEVELS = {
     (f_code, t_code): _level_names(f, t)
     for f_code, f in FREQUENCY_WEIGHTING.items()
     for t_code, t in TIME_WEIGHTING.items()
+}
+#: The level names by the weighting byte's low nibble (None: undefined), not formatted per record.
+_NAMES_BY_NIBBLE: Final[tuple[tuple[str, str, str] | None, ...]] = tuple(
+    _ALL_LEVELS.get((nibble & 0x03, nibble >> 2)) for nibble in range(16)
+)
+
+
+class _Sound(Record):
+    def decode(self, reader: ByteReader, out: Decoded, profile: DeviceProfile) -> None:
+        offset = reader.offset
+        weighting = reader.u8("weighting")
+        names = _NAMES_BY_NIBBLE[weighting & 0x0F]
+        if names is None:
+            raise OutOfRangeError(CODEC, offset, f"undefined weighting byte {weighting:#04x}")
+        level, leq, top = names
+        values = out.values
+        values[level] = reader.u16le(level) / 10
+        values[leq] = reader.u16le(leq) / 10
+        values[top] = reader.u16le(top) / 10
+
+
+_RECORDS: Final[dict[int, Record]] = {
+    channel_key(BATTERY.channel): BATTERY,
+    channel_key(SOUND): _Sound(),
 }
 _LEVELS = {name for names in _ALL_LEVELS.values() for name in names}
 _CARRIED = {BATTERY.name} | _LEVELS
@@ -68,7 +82,7 @@ _CARRIED = {BATTERY.name} | _LEVELS
 
 def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded:
     """Decode a WS302 uplink; see the module docstring for the layout."""
-    return decode_tlv(CODEC, "noise", payload, fport, profile, _HANDLERS)
+    return decode_tlv(CODEC, "noise", payload, fport, profile, _RECORDS)
 
 
 def _encode_sound(values: Mapping[str, float]) -> bytes:

@@ -27,25 +27,26 @@ payloads (fPort 190) are not decoded.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from decoders._model import (
     Decoded,
     DeviceProfile,
     Direction,
     InvalidPayloadError,
-    TrafficCount,
     UnknownFPortError,
 )
 from decoders._reader import ByteReader
 from decoders._registry import Codec, register
+from decoders.codecs._fields import decoded, traffic_count
 
 __all__ = ["CODEC", "decode", "encode"]
 
-NAME = "parametric-pcr2"
-FPORT = 14
-HEADER = bytes.fromhex("be0104")
-LENGTH = 17
-_LINE = 1
+NAME: Final = "parametric-pcr2"
+FPORT: Final = 14
+HEADER: Final = bytes.fromhex("be0104")
+LENGTH: Final = 17
+_LINE: Final = 1
 _VALUE_NAMES = ("battery_v", "solar_power_mw", "board_temperature_c")
 _DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
 
@@ -67,19 +68,17 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     if not reader.at_end():
         raise InvalidPayloadError(NAME, reader.offset, f"{reader.remaining} bytes after byte 16")
     traffic_class = profile.traffic_class(_LINE)
-    return Decoded(
-        codec=NAME,
-        kind="traffic",
-        values={
-            "battery_v": battery_mv / 1000,
-            "solar_power_mw": float(solar_mw),
-            "board_temperature_c": temperature / 10,
-        },
-        counts=[
-            TrafficCount(_LINE, "in", traffic_class, ltr, ltr_sum),
-            TrafficCount(_LINE, "out", traffic_class, rtl, rtl_sum),
-        ],
-    )
+    out = decoded(NAME, "traffic")
+    out.values = {
+        "battery_v": battery_mv / 1000,
+        "solar_power_mw": float(solar_mw),
+        "board_temperature_c": temperature / 10,
+    }
+    out.counts = [
+        traffic_count(_LINE, "in", traffic_class, ltr, ltr_sum),
+        traffic_count(_LINE, "out", traffic_class, rtl, rtl_sum),
+    ]
+    return out
 
 
 def _word(value: float, what: str, signed: bool = False) -> bytes:
