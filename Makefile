@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -c "import citysense, decoders, schemas" || { echo "venv install failed"; exit 1; }
+	@# Checks the install without importing the packages: a compiled extension older than its
+	@# source (after a pull) would fail the import until `make native` has rebuilt it.
+	@$(BIN)/python -m pip check -q >/dev/null && $(BIN)/python -c "import importlib.metadata as m; m.version('citysense')" || { echo "venv install failed"; exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -75,10 +75,9 @@ def fast_decode(raw: object) -> Decoded | None:
         if type(observed_at) is not str or _ISO_UTC.fullmatch(observed_at) is None:
             return None
         try:
-            moment = datetime.fromisoformat(observed_at)
-        except ValueError:
-            return None
-        out.observed_at = moment.astimezone(UTC)
+            out.observed_at = datetime.fromisoformat(observed_at).astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None  # the model path says why
     return out
 
 

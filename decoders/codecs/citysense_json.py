@@ -48,6 +48,7 @@ from decoders._model import (
     DeviceProfile,
     InvalidPayloadError,
     Kind,
+    OutOfRangeError,
     RegionCount,
     TrafficCount,
 )
@@ -154,6 +155,15 @@ def _validated(raw: Any) -> Decoded:
     except ValidationError as exc:
         raise InvalidPayloadError(NAME, None, _validation_detail(exc)) from exc
     remember_names(message.values)
+    observed_at = None
+    if message.observed_at is not None:
+        try:
+            observed_at = message.observed_at.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+01:00 is a valid ISO 8601 time with no UTC datetime.
+            raise OutOfRangeError(
+                NAME, None, f"observed_at {message.observed_at.isoformat()} is not a time in UTC"
+            ) from None
     return Decoded(
         codec=NAME,
         kind=message.kind,
@@ -163,7 +173,7 @@ def _validated(raw: Any) -> Decoded:
             for c in message.counts
         ],
         regions=[RegionCount(r.region, r.count) for r in message.regions],
-        observed_at=message.observed_at.astimezone(UTC) if message.observed_at else None,
+        observed_at=observed_at,
     )
 
 
