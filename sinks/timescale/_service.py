@@ -53,6 +53,7 @@ from sinks.timescale._registry import sync_sensors
 from sinks.timescale._settings import SinkSettings
 from sinks.timescale._writer import (
     Record,
+    Row,
     RowError,
     Rows,
     add_record,
@@ -662,7 +663,7 @@ class TimescaleSink:
         self._update_lag()
         await self._commit_to_kafka(offsets)
 
-    def _surviving(self, batch: _Batch) -> tuple[list[_Entry], dict[str, list[tuple[Any, ...]]]]:
+    def _surviving(self, batch: _Batch) -> tuple[list[_Entry], dict[str, list[Row]]]:
         """The entries of ``batch`` not dead-lettered yet, and their rows per table."""
         excluded = self._excluded
         if not excluded:
