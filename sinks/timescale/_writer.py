@@ -360,8 +360,8 @@ def _flat_row_builder(kind: str) -> tuple[tuple[str, ...], Callable[[tuple[Any, 
     return fields, build
 
 
-#: A program of :func:`sinks.timescale._copyrow.copy_row` per Avro type it reads, and the column
-#: (``None``: none, the field is read and dropped) a field of that type is written to.
+#: The :func:`sinks.timescale._copyrow.copy_row` operation of each Avro type it writes to a column
+#: (``_SKIP_OPS``: of each type it reads and drops), by :func:`_type_key`.
 _OPS: Final[Mapping[str, int]] = (
     {}
     if _copyrow is None

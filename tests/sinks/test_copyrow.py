@@ -178,9 +178,9 @@ def test_a_transcoded_row_has_labels_and_values() -> None:
 
 @native
 async def test_transcoded_rows_store_what_the_ordinary_rows_store(settings: Settings) -> None:
-    """Both paths, through write_rows into the database, in a UTF-8 session and in a LATIN1 one
-    (where the COPY tuples are parsed back and formatted by psycopg); a NUL in a text value is a
-    rejection (poison) in both."""
+    """Both paths, and both in one COPY, through write_rows into the database, in a UTF-8
+    session and in a LATIN1 one (where the COPY tuples are parsed back and formatted by psycopg);
+    a NUL in a text value is a rejection (poison)."""
     records = [noise_record(f"sé-{i % 3}", i) for i in range(40)]
     values = [schemas.encode("NoiseMeasurement", r) for r in records]
     transcoded = [decode_record(v) for v in values]
@@ -191,7 +191,13 @@ async def test_transcoded_rows_store_what_the_ordinary_rows_store(settings: Sett
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
         stored = []
-        for encoding, decoded in (("UTF8", ordinary), ("UTF8", transcoded), ("LATIN1", transcoded)):
+        mixed = transcoded[::2] + ordinary[1::2]
+        for encoding, decoded in (
+            ("UTF8", ordinary),
+            ("UTF8", transcoded),
+            ("UTF8", mixed),
+            ("LATIN1", transcoded),
+        ):
             rows = Rows()
             for name, row in decoded:
                 add_record(rows, name, row)
@@ -207,7 +213,7 @@ async def test_transcoded_rows_store_what_the_ordinary_rows_store(settings: Sett
                 stored.append(await cursor.fetchall())
                 await conn.execute("TRUNCATE noise_measurements")
                 await conn.commit()
-        assert stored[0] == stored[1] == stored[2]
+        assert stored[0] == stored[1] == stored[2] == stored[3]
         assert stored[0][0][1] == "sé-0"
         poison = schemas.encode("NoiseMeasurement", noise_record("nul\x00", 1))
         name, row = decode_record(poison)
