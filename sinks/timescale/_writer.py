@@ -498,8 +498,8 @@ def decode_record(value: bytes) -> tuple[str, Record]:
 
     Raises :class:`schemas.SchemaError` as ``schemas.decode`` does, for the same values.
     """
-    fast = _PROGRAMS.get(value[2:10])
-    if fast is not None and value[:2] == SINGLE_OBJECT_MARKER and type(value) is bytes:
+    fast = _PROGRAMS.get(value[2:10]) if type(value) is bytes else None  # bytes: hashable
+    if fast is not None and value[:2] == SINGLE_OBJECT_MARKER:
         assert _copy_row is not None  # there are programs
         row = _copy_row(value, 10, fast[1], fast[2])
         if row is not None:

@@ -174,6 +174,8 @@ def test_a_transcoded_row_has_labels_and_values() -> None:
     assert record_labels(name, row) == ("test", "s1")
     ordinary = _FLAT_ROWS[name](_decode(value)[1])
     assert row_values("noise_measurements", row) == ordinary
+    for other in (bytearray(value), memoryview(value)):  # the ordinary path, as before
+        assert decode_record(other) == (name, ordinary)  # type: ignore[arg-type]
 
 
 @native
