@@ -7,8 +7,9 @@ the median of 3 runs of:
 - ``writer``: the sink's database write path on decoded records (row building, binary COPY
   straight into the table in a savepoint, falling back to a staging table and ``INSERT … SELECT
   … ON CONFLICT DO NOTHING`` on a duplicate, the offsets upsert, COMMIT);
-- ``sink``: the same plus Avro single-object decoding of each record, i.e. everything the sink
-  does per batch after Kafka has delivered it, one batch after the other;
+- ``sink``: the same plus Avro single-object decoding of each record (for current noise records,
+  transcoding to COPY tuples), i.e. everything the sink does per batch after Kafka has delivered
+  it, one batch after the other;
 - ``overlap``: ``sink`` as the service runs it: the next batch is decoded (in chunks, yielding
   to the event loop) while the database writes and commits the current one;
 - ``psql \\copy``: the same rows from a CSV file straight into the hypertable (no staging, no
@@ -48,6 +49,7 @@ from sinks.timescale._writer import (
     Rows,
     add_record,
     decode_record,
+    row_values,
     store_offsets,
     write_rows,
 )
@@ -129,7 +131,7 @@ def _write_csv(values: list[bytes], table: str, path: Path) -> int:
         writer = csv.writer(handle)
         lines = rows.tables()[table]
         times = [c.sql_type == "timestamptz" for c in TABLES[table].columns]
-        for row in lines:
+        for row in map(row_values, [table] * len(lines), lines):
             # jsonb values are in jsonb's binary format: a version byte, then the JSON text;
             # timestamps µs since 2000-01-01 UTC (see sinks.timescale._writer).
             writer.writerow(

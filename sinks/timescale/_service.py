@@ -53,6 +53,7 @@ from sinks.timescale._registry import sync_sensors
 from sinks.timescale._settings import SinkSettings
 from sinks.timescale._writer import (
     Record,
+    Row,
     RowError,
     Rows,
     add_record,
@@ -413,15 +414,23 @@ class TimescaleSink:
         self._stopping.set()
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
-        """One poll of Kafka; what it returns is decoded into the buffer."""
+        """One poll of Kafka, of at most ``_DECODE_CHUNK`` records; what it returns is decoded
+        into the buffer.
+
+        getmany() returns without yielding when records are fetched already, and builds its
+        records (aiokafka's ``ConsumerRecord``, ~1.5 µs each) in one go: asking for a whole batch
+        (10,000 records) would hold the event loop ~15 ms, and the write task with it (each of
+        its round trips to the database is noticed only when the loop runs). So a chunk at a
+        time, letting the write task and callbacks run before each.
+        """
         timeout_ms = int(self._poll_timeout() * 1000)
-        if not timeout_ms:
-            # getmany() may return without yielding: let the write task and callbacks run.
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)
         try:
             fetched = await consumer.getmany(
                 timeout_ms=timeout_ms,
-                max_records=max(1, self._sink.batch_max_records - self._buffer.count),
+                max_records=max(
+                    1, min(_DECODE_CHUNK, self._sink.batch_max_records - self._buffer.count)
+                ),
             )
         except OffsetOutOfRangeError as exc:
             # Real Kafka: the stored offset is past the end (the broker lost data) or before
@@ -662,7 +671,7 @@ class TimescaleSink:
         self._update_lag()
         await self._commit_to_kafka(offsets)
 
-    def _surviving(self, batch: _Batch) -> tuple[list[_Entry], dict[str, list[tuple[Any, ...]]]]:
+    def _surviving(self, batch: _Batch) -> tuple[list[_Entry], dict[str, list[Row]]]:
         """The entries of ``batch`` not dead-lettered yet, and their rows per table."""
         excluded = self._excluded
         if not excluded:
