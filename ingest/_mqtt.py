@@ -216,8 +216,11 @@ class MqttListener:
         handler: Handler,
         backoff_max_s: float = 5.0,
         name: str = "mqtt",
+        on_read: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        #: Called after each read of the socket, once the messages it delivered were handled.
+        self._on_read = on_read
         self._settings = settings
         self._client_id = client_id
         self._subscriptions = subscriptions
@@ -521,6 +524,8 @@ class MqttListener:
         finally:
             if taken:  # paho's keepalive watches the broker's silence with this
                 client._last_bytes_received = _paho_time()
+            if self._on_read is not None:
+                self._on_read()
 
     def _take_publish(self, client: mqtt.Client) -> bool:
         """Deliver the buffer's next packet if it is a whole QoS 1 PUBLISH the lean decoder takes,
