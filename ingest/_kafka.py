@@ -14,17 +14,16 @@ city has a bounded set of sensors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest._metrics import METRICS
 from ingest._records import KafkaRecord
@@ -40,7 +39,9 @@ Done = Callable[[], None]
 class _Partition:
     topic: str
     partition: int
-    records: deque[tuple[KafkaRecord, Done]] = field(default_factory=deque)
+    #: Queued records and their callbacks, in arrival order (two lists: no tuple per record).
+    records: list[KafkaRecord] = field(default_factory=list)
+    dones: list[Done] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     first_at: float = 0.0
     task: asyncio.Task[None] | None = None
@@ -65,7 +66,8 @@ class KafkaBatcher:
         self._stall_s = max(5.0, linger_s * 10)
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._partition_counts: dict[str, int] = {}
-        self._key_partition: dict[tuple[str, bytes], int] = {}
+        #: topic → key → its partition's queue: one lookup per record, no (topic, key) tuple.
+        self._key_slot: dict[str, dict[bytes, _Partition]] = {}
         self._closing = False
         self._failing = False
         self.pending = 0
@@ -87,31 +89,38 @@ class KafkaBatcher:
             partitions = await self._producer.partitions_for(topic)
             self._partition_counts[topic] = len(partitions)
 
-    def _partition_of(self, topic: str, key: bytes) -> int:
-        cached = self._key_partition.get((topic, key))
-        if cached is None:
-            count = self._partition_counts[topic]
-            cached = (murmur2(key) & 0x7FFFFFFF) % count
-            if len(self._key_partition) > 1_000_000:  # an unbounded key space: stay bounded
-                self._key_partition.clear()
-            self._key_partition[(topic, key)] = cached
-        return cached
+    def _slot_of(self, topic: str, key: bytes) -> _Partition:
+        keys = self._key_slot.get(topic)
+        if keys is None:
+            keys = self._key_slot[topic] = {}
+        elif len(keys) > 1_000_000:  # an unbounded key space: stay bounded
+            keys.clear()
+        partition = (murmur2(key) & 0x7FFFFFFF) % self._partition_counts[topic]
+        slot = self._partitions.get((topic, partition))
+        if slot is None:
+            slot = _Partition(topic, partition)
+            self._partitions[(topic, partition)] = slot
+            slot.task = asyncio.get_running_loop().create_task(
+                self._sender(slot), name=f"kafka-sender-{topic}-{partition}"
+            )
+        keys[key] = slot
+        return slot
 
     def add(self, record: KafkaRecord, done: Done) -> None:
         """Queue ``record``; ``done`` runs once Kafka acknowledged it. Never blocks."""
-        partition = self._partition_of(record.topic, record.key)
-        slot = self._partitions.get((record.topic, partition))
+        keys = self._key_slot.get(record.topic)
+        slot = keys.get(record.key) if keys is not None else None
         if slot is None:
-            slot = _Partition(record.topic, partition)
-            self._partitions[(record.topic, partition)] = slot
-            slot.task = asyncio.get_running_loop().create_task(
-                self._sender(slot), name=f"kafka-sender-{record.topic}-{partition}"
-            )
-        if not slot.records:
-            slot.first_at = time.monotonic()
-        slot.records.append((record, done))
+            slot = self._slot_of(record.topic, record.key)
+        records = slot.records
+        records.append(record)
+        slot.dones.append(done)
         self.pending += 1  # the gauge is set once per batch, by the sender
-        if len(slot.records) >= self._max_records or len(slot.records) == 1:
+        count = len(records)
+        if count == 1:
+            slot.first_at = time.monotonic()
+            slot.wake.set()
+        elif count == self._max_records:
             slot.wake.set()
 
     async def _sender(self, slot: _Partition) -> None:
@@ -123,28 +132,27 @@ class KafkaBatcher:
                 await slot.wake.wait()
                 continue
             # Linger so a batch gathers company, unless it is already full or we are draining.
+            # A plain sleep: ``wait_for`` on the event costs a task per batch, and a batch that
+            # fills meanwhile waits at most the linger.
             wait = slot.first_at + self._linger_s - time.monotonic()
             if wait > 0 and len(slot.records) < self._max_records and not self._closing:
-                slot.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(slot.wake.wait(), wait)
+                await asyncio.sleep(wait)
                 continue
             count = min(len(slot.records), self._max_records)
-            batch = [slot.records[i] for i in range(count)]
+            batch = slot.records[:count]
+            dones = slot.dones[:count]
             METRICS.inflight.set(self.pending)
             await self._send_until_acknowledged(slot, batch)
-            for _ in range(count):
-                slot.records.popleft()
+            del slot.records[:count]
+            del slot.dones[:count]
             if slot.records:
                 slot.first_at = time.monotonic()
             self.pending -= count
             METRICS.inflight.set(self.pending)
-            for _record, done in batch:
+            for done in dones:
                 done()
 
-    async def _send_until_acknowledged(
-        self, slot: _Partition, batch: list[tuple[KafkaRecord, Done]]
-    ) -> None:
+    async def _send_until_acknowledged(self, slot: _Partition, batch: list[KafkaRecord]) -> None:
         backoff = 0.1
         while True:
             started = time.monotonic()
@@ -171,24 +179,19 @@ class KafkaBatcher:
             METRICS.produced.labels(slot.topic).inc(len(batch))
             return
 
-    async def _send(self, slot: _Partition, batch: list[tuple[KafkaRecord, Done]]) -> None:
+    async def _send(self, slot: _Partition, batch: list[KafkaRecord]) -> None:
         futures = []
-        builder = self._producer.create_batch()
-        for record, _done in batch:
-            appended = builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=record.headers
-            )
-            if appended is None:  # the batch is full: send it, start another
-                futures.append(
-                    await self._producer.send_batch(builder, slot.topic, partition=slot.partition)
-                )
-                builder = self._producer.create_batch()
-                builder.append(
-                    timestamp=None, key=record.key, value=record.value, headers=record.headers
-                )
-        futures.append(
-            await self._producer.send_batch(builder, slot.topic, partition=slot.partition)
-        )
+        producer = self._producer
+        # One create time for the batch's records, where aiokafka reads the clock per record.
+        timestamp = int(time.time() * 1000)
+        start = 0
+        while start < len(batch):
+            builder = producer.create_batch()
+            appended = _append_all(builder, batch, start, timestamp)
+            # aiokafka takes any record into an empty batch (an oversized one alone).
+            assert appended > 0
+            start += appended
+            futures.append(await producer.send_batch(builder, slot.topic, partition=slot.partition))
         await asyncio.gather(*futures)
 
     async def drain(self, deadline_s: float) -> bool:
@@ -211,3 +214,43 @@ class KafkaBatcher:
         await asyncio.gather(
             *(s.task for s in self._partitions.values() if s.task), return_exceptions=True
         )
+
+
+def _append_all(builder: BatchBuilder, batch: list[KafkaRecord], start: int, timestamp: int) -> int:
+    """Append ``batch[start:]`` to ``builder`` until it is full; how many records went in.
+
+    aiokafka's ``BatchBuilder.append`` wraps its C record-batch builder (keyword arguments, a
+    serializer check, a clock read per record); with no serializers configured, appending to the
+    C builder directly and setting the count it keeps writes the same bytes.
+    """
+    inner = getattr(builder, "_builder", None)
+    offset = getattr(builder, "_relative_offset", None)
+    fast = (
+        type(builder) is BatchBuilder
+        and offset == 0
+        and not builder.closed()
+        and builder._key_serializer is None
+        and builder._value_serializer is None
+        and inner is not None
+    )
+    if not fast or inner is None:
+        for index in range(start, len(batch)):
+            record = batch[index]
+            if (
+                builder.append(
+                    timestamp=timestamp, key=record.key, value=record.value, headers=record.headers
+                )
+                is None
+            ):
+                return index - start
+        return len(batch) - start
+    append = inner.append
+    count = 0
+    for index in range(start, len(batch)):
+        record = batch[index]
+        if append(count, timestamp, record.key, record.value, record.headers) is None:
+            builder.close()
+            break
+        count += 1
+    builder._relative_offset = count
+    return count

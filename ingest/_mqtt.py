@@ -99,27 +99,32 @@ def _variable_byte_integer(data: bytearray, pos: int) -> tuple[int, int] | None:
 
 
 def _decode_qos1_publish(
-    packet: bytearray,
+    packet: bytearray, start: int = 0, stop: int | None = None
 ) -> tuple[str, bytes, dict[str, str], int] | None:
     """(topic, payload, user properties, mid) of a v5 QoS 1 PUBLISH's variable header and payload
-    (MQTT v5 §3.3.2), or None when paho should decode it: properties other than user properties,
-    a topic that is not UTF-8, or a malformed packet (paho reports those)."""
-    size = len(packet)
-    if size < 5:
+    (MQTT v5 §3.3.2), ``packet[start:stop]`` (read in place: no copy of the packet), or None when
+    paho should decode it: properties other than user properties, a topic that is not UTF-8, or
+    a malformed packet (paho reports those)."""
+    size = len(packet) if stop is None else stop
+    if size - start < 5:
         return None
-    pos = 2 + (packet[0] << 8 | packet[1])
+    pos = start + 2 + (packet[start] << 8 | packet[start + 1])
     if pos + 3 > size:
         return None
     try:
-        topic = packet[2:pos].decode()
+        topic = packet[start + 2 : pos].decode()
     except UnicodeDecodeError:
         return None
     mid = packet[pos] << 8 | packet[pos + 1]
     pos += 2
-    found = _variable_byte_integer(packet, pos)  # the property length
-    if found is None:
-        return None
-    length, pos = found
+    length = packet[pos]  # the property length, one byte unless 128 or more
+    if length < 0x80:
+        pos += 1
+    else:
+        found = _variable_byte_integer(packet, pos)
+        if found is None:
+            return None
+        length, pos = found
     end = pos + length
     if end > size:
         return None
@@ -142,7 +147,7 @@ def _decode_qos1_publish(
             except UnicodeDecodeError:
                 return None
             pos = value_end
-    return topic, bytes(packet[end:]), properties, mid
+    return topic, bytes(packet[end:size]), properties, mid
 
 
 class _AckQueue:
@@ -216,8 +221,11 @@ class MqttListener:
         handler: Handler,
         backoff_max_s: float = 5.0,
         name: str = "mqtt",
+        on_read: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        #: Called after each read of the socket, once the messages it delivered were handled.
+        self._on_read = on_read
         self._settings = settings
         self._client_id = client_id
         self._subscriptions = subscriptions
@@ -447,9 +455,10 @@ class MqttListener:
     ) -> None:
         self._received += 1
         incoming = Incoming(topic, payload, datetime.now(UTC), properties)
-        release = self._acks.track(mid) if qos == 1 else _nothing
+        acks = self._acks
+        release = acks.track(mid) if qos == 1 else _nothing
         self._handler(incoming, release)
-        if not self._throttled and len(self._acks) >= self._receive_maximum:
+        if not self._throttled and len(acks._slots) >= self._receive_maximum:
             self._throttled = True
             if self._sock is not None and self._loop is not None:
                 self._loop.remove_reader(self._sock)
@@ -521,6 +530,8 @@ class MqttListener:
         finally:
             if taken:  # paho's keepalive watches the broker's silence with this
                 client._last_bytes_received = _paho_time()
+            if self._on_read is not None:
+                self._on_read()
 
     def _take_publish(self, client: mqtt.Client) -> bool:
         """Deliver the buffer's next packet if it is a whole QoS 1 PUBLISH the lean decoder takes,
@@ -549,14 +560,18 @@ class MqttListener:
             or not client._manual_ack
         ):
             return False
-        found = _variable_byte_integer(buf, 1)  # the remaining length (MQTT v5 §2.1.4)
-        if found is None:
-            return False
-        length, pos = found
+        length = buf[1] if len(buf) > 1 else 0x80  # the remaining length (MQTT v5 §2.1.4)
+        if length < 0x80:
+            pos = 2
+        else:
+            found = _variable_byte_integer(buf, 1)
+            if found is None:
+                return False
+            length, pos = found
         end = pos + length
         if end > len(buf):
             return False
-        decoded = _decode_qos1_publish(buf[pos:end])
+        decoded = _decode_qos1_publish(buf, pos, end)
         if decoded is None:
             return False
         del buf[:end]

@@ -25,7 +25,9 @@ DEAD_LETTER_PAYLOAD_LIMIT = 900_000
 _FINGERPRINTS = {name: schemas.fingerprint(name).hex().encode() for name in schemas.SCHEMA_NAMES}
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen: a frozen dataclass sets each field through ``object.__setattr__`` (~0.9 µs against
+#: ~0.2 µs per record here); nothing changes a record once built.
+@dataclass(slots=True)
 class KafkaRecord:
     topic: str
     key: bytes
@@ -59,26 +61,44 @@ def measurement_kafka_record(measurement: Measurement) -> KafkaRecord:
     )
 
 
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE)
+#: kind → (topic, schema-fingerprint header): the per-kind parts of a record, built once.
+_KIND_PARTS: dict[str, tuple[str, tuple[str, bytes]]] = {}
+
+
+def _kind_parts(kind: str) -> tuple[str, tuple[str, bytes]]:
+    parts = _KIND_PARTS.get(kind)
+    if parts is None:
+        name = schemas.measurement_schema_name(kind)
+        parts = _KIND_PARTS[kind] = (
+            schemas.measurement_topic(kind),
+            ("schema-fingerprint", _FINGERPRINTS[name]),
+        )
+    return parts
+
+
 def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
     """:func:`measurement_kafka_record` of ``accepted.measurement``, without building it."""
-    kind = accepted.decoded.kind
+    decoded = accepted.decoded
+    received_at = accepted.received_at
+    source = accepted.source
+    topic, fingerprint = _kind_parts(decoded.kind)
     value = schemas.encode_decoded(
-        accepted.decoded,
+        decoded,
         sensor_id=accepted.sensor_id,
         observed_at=accepted.observed_at,
-        received_at=accepted.received_at,
-        source=accepted.source,
+        received_at=received_at,
+        source=source,
     )
-    return KafkaRecord(
-        topic=schemas.measurement_topic(kind),
-        key=accepted.sensor_id.encode(),
-        value=value,
-        headers=_headers(
-            schemas.measurement_schema_name(kind),
-            accepted.received_at,
-            accepted.source.idempotency_key,
-        ),
-    )
+    # ``_headers``' list, its constant pairs shared.
+    headers = [
+        _CONTENT_TYPE_HEADER,
+        fingerprint,
+        ("trace", b"%d" % schemas.epoch_micros(received_at)),
+    ]
+    if source.idempotency_key is not None:
+        headers.append(("idempotency-key", source.idempotency_key.encode()))
+    return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
 
 
 def dead_letter_record(incoming: Incoming, rejected: Rejected) -> KafkaRecord:

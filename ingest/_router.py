@@ -34,7 +34,10 @@ from schemas import Measurement, Source
 __all__ = ["Accepted", "Incoming", "Rejected", "Router"]
 
 
-@dataclass(frozen=True, slots=True)
+# Incoming and Accepted are built once per message: not frozen, since a frozen dataclass sets
+# each field through ``object.__setattr__`` (Accepted took ~1.3 µs to build, ~0.5 µs without).
+# Nothing changes them once built.
+@dataclass(slots=True)
 class Incoming:
     """One MQTT message as ingest received it."""
 
@@ -44,7 +47,7 @@ class Incoming:
     user_properties: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     """A message that becomes a measurement: the decoder's output and what completes it.
 

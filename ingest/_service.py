@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -75,6 +76,11 @@ class IngestService:
         self._recent_ring: deque[int] = deque(maxlen=window or 1)
         self._failed: asyncio.Future[None] | None = None
         self._count = 0
+        # Counts per message are kept here and added to the Prometheus counters once per MQTT
+        # read (``flush_metrics``, after the messages of a wake-up): an increment takes a lock
+        # and costs ~0.5 µs, twice per message. Nothing is read between two flushes, so a
+        # scrape sees every message handled so far.
+        self._pending: dict[Any, int] = {}
         self._decoded = {kind: METRICS.decoded.labels(kind) for kind in schemas.MEASUREMENT_SCHEMAS}
         # Label children looked up once: ``labels()`` costs more than the increment.
         self._received = {f: METRICS.received.labels(f) for f in _FAMILIES.values()}
@@ -111,6 +117,7 @@ class IngestService:
                 subscriptions=ingest.subscriptions(),
                 receive_maximum=ingest.max_inflight,
                 handler=self.handle,
+                on_read=self.flush_metrics,
                 backoff_max_s=ingest.retry_backoff_max_s,
                 name=f"mqtt-{index}",
             )
@@ -151,31 +158,46 @@ class IngestService:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        self.flush_metrics()
 
     # --- hot path ----------------------------------------------------------------------------
 
+    def flush_metrics(self) -> None:
+        """Add the counts kept since the last flush to the Prometheus counters."""
+        pending = self._pending
+        if pending:
+            for counter, count in pending.items():
+                counter.inc(count)
+            pending.clear()
+
     def handle(self, incoming: Incoming, release: Callable[[], None]) -> None:
-        """Route one MQTT message to Kafka; ``release`` (the PUBACK) runs after Kafka's ack."""
+        """Route one MQTT message to Kafka; ``release`` (the PUBACK) runs after Kafka's ack.
+
+        Metrics are counted in ``_pending``; the listener calls :meth:`flush_metrics` after each
+        read, and a caller of ``handle`` outside a listener should too.
+        """
         self._count += 1
         sample = self._count % _SAMPLE_EVERY == 0
         started = time.perf_counter() if sample else 0.0
-        self._received[_family(incoming.topic)].inc()
+        pending = self._pending
+        counter: Any = self._received[_family(incoming.topic)]
+        pending[counter] = pending.get(counter, 0) + 1
         verdict = self._router.route(incoming)
         batcher = self._batcher
         assert batcher is not None
         if isinstance(verdict, Accepted):
             if verdict.duplicate_key is not None and self._seen(verdict.duplicate_key):
-                METRICS.duplicates.inc()
+                pending[METRICS.duplicates] = pending.get(METRICS.duplicates, 0) + 1
                 release()
                 return
             record = accepted_kafka_record(verdict)
-            self._decoded[verdict.decoded.kind].inc()
+            counter = self._decoded[verdict.decoded.kind]
         else:
             record = dead_letter_record(incoming, verdict)
             counter = self._dead.get(verdict.reason)
             if counter is None:
                 counter = self._dead[verdict.reason] = METRICS.dead_letters.labels(verdict.reason)
-            counter.inc()
+        pending[counter] = pending.get(counter, 0) + 1
         if sample:
             METRICS.decode_seconds.observe(time.perf_counter() - started)
             received = incoming.received_at

@@ -42,6 +42,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "schemas/_measurement_encoder.py",
     "decoders/envelopes.py",
     "ingest/_router.py",
+    "ingest/_records.py",
     "sinks/timescale/_copyrow.py",
 )
 

@@ -50,6 +50,9 @@ def _properties(**kwargs: object) -> bytes:
 )
 def test_lean_decode_is_pahos(packet: bytearray) -> None:
     assert _decode_qos1_publish(packet) == _paho(packet)
+    # In place, within the bytes read before and after it (as the listener's buffer holds it).
+    around = bytearray(b"\x32\x7f") + packet + b"\x32\x05\x00\x01t"
+    assert _decode_qos1_publish(around, 2, 2 + len(packet)) == _paho(packet)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,5 @@ def test_lean_decode_is_pahos(packet: bytearray) -> None:
 )
 def test_lean_decode_defers_to_paho(packet: bytearray) -> None:
     assert _decode_qos1_publish(packet) is None
+    # Bytes after the packet do not complete it.
+    assert _decode_qos1_publish(packet + b"\x00" * 300, 0, len(packet)) is None
