@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
+import schemas._measurement_encoder
 from decoders import KINDS, Decoded, RegionCount, TrafficCount
 from schemas import (
     Measurement,
@@ -23,6 +22,7 @@ from schemas import (
     encode_measurement,
     typed_quantities,
 )
+from tests._source import plain_python
 from tests.schemas._strategies import DOUBLES, MAX_TIME, MIN_TIME, ZONES, _longs, decoded_of
 
 _NAMES = st.text(min_size=1, max_size=12)
@@ -30,18 +30,7 @@ _OPTIONAL_TEXT = st.none() | st.text(max_size=40)
 _TIMES = st.datetimes(min_value=MIN_TIME, max_value=MAX_TIME, timezones=ZONES)
 
 
-def _plain_python() -> Any:
-    """The module run from its source, whether or not ``make native`` compiled it."""
-    source = Path(schemas.__file__).with_name("_measurement_encoder.py")
-    spec = importlib.util.spec_from_file_location("schemas._measurement_encoder_source", source)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_SOURCE_MODULE = _plain_python()
+_SOURCE_MODULE = plain_python(schemas._measurement_encoder)
 
 
 def _via_decoded(encoder: Callable[..., bytes]) -> Callable[[Measurement], bytes]:

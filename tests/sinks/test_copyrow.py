@@ -3,9 +3,7 @@ the ordinary path (decoder, row builder) builds, and leaves every other body to 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,6 +33,7 @@ from sinks.timescale._writer import (
     row_values,
     write_rows,
 )
+from tests._source import plain_python
 from tests.schemas._strategies import STRATEGIES
 from tests.sinks._helpers import fresh_database, noise_record
 
@@ -42,14 +41,7 @@ CopyRow = Callable[[bytes, int, bytes, int], bytes | None]
 
 
 def _plain_python() -> CopyRow:
-    """The module run from its source, whether or not ``make native`` compiled it."""
-    source = Path(_copyrow.__file__).with_name("_copyrow.py")
-    spec = importlib.util.spec_from_file_location("sinks.timescale._copyrow_source", source)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    copy_row: CopyRow = module.copy_row
+    copy_row: CopyRow = plain_python(_copyrow).copy_row
     return copy_row
 
 
