@@ -30,6 +30,17 @@ from operator import itemgetter
 from typing import Any, Final
 
 from decoders import KINDS, Decoded, RegionCount, TrafficCount
+from schemas._encoder import (
+    _EPOCH,
+    _GROUPS_14,
+    _HIGH_VARINTS,
+    _INT_MAX,
+    _INT_MIN,
+    _LONG_MAX,
+    _LONG_MIN,
+    _PACK_DOUBLE,
+    _high_varint,
+)
 from schemas._framing import encode
 from schemas._measurement import (
     MEASUREMENT_SCHEMAS,
@@ -43,13 +54,6 @@ from schemas._registry import fingerprint, schema
 __all__ = ["encode_decoded", "encode_measurement"]
 
 _QUANTITY_TYPE: Final = ["null", "double"]
-_INT_MIN: Final = -(1 << 31)
-_INT_MAX: Final = (1 << 31) - 1
-_LONG_MIN: Final = -(1 << 63)
-_LONG_MAX: Final = (1 << 63) - 1
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_PACK_BRANCH_DOUBLE: Final = struct.Struct("<Bd").pack
-_PACK_DOUBLE: Final = struct.Struct("<d").pack
 #: Bounds of the caches below: a hostile stream of new names must not grow memory without end.
 _SHAPES_MAX: Final = 4096
 _STRINGS_MAX: Final = 65_536
@@ -60,11 +64,6 @@ class _FallbackError(Exception):
 
 
 _ONE_BYTE_VARINTS: Final = tuple(bytes((n,)) for n in range(0x80))
-#: Two 7-bit groups with their continuation bits set: bits 0-13 of a varint of 4 bytes or more.
-_GROUPS_14: Final = tuple(bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14))
-#: Varints of ``zigzag >> 28``.
-_HIGH_VARINTS: dict[int, bytes] = {}
-_HIGH_VARINTS_MAX: Final = 1024
 
 
 def _varint_loop(zigzag: int) -> bytes:
@@ -80,9 +79,9 @@ def _varint(zigzag: int) -> bytes:
     """Base-128 varint of a zig-zag encoded long (0 ≤ zigzag < 2**64).
 
     The one-byte ones (most lengths, counts, lines) come from a table. Long ones are mostly
-    timestamps, whose 8 bytes the byte loop writes in ~0.3 µs: instead, bits 0-27 come from a
-    table of 7-bit group pairs and the rest, which for a timestamp changes every ~134 s, from a
-    small cache (the record encoder's ``_write_varint`` does the same).
+    timestamps, whose 8 bytes the byte loop writes in ~0.3 µs: instead, bits 0-27 come from the
+    record encoder's table of 7-bit group pairs and the rest, which for a timestamp changes every
+    ~134 s, from its small cache, as its ``_write_varint`` does.
     """
     if zigzag < 0x80:
         return _ONE_BYTE_VARINTS[zigzag]
@@ -92,9 +91,7 @@ def _varint(zigzag: int) -> bytes:
     high = zigzag >> 28
     tail = _HIGH_VARINTS.get(high)
     if tail is None:
-        if len(_HIGH_VARINTS) >= _HIGH_VARINTS_MAX:
-            _HIGH_VARINTS.clear()
-        tail = _HIGH_VARINTS[high] = _varint_loop(high)
+        tail = _high_varint(high)
     return _GROUPS_14[low & 0x3FFF] + _GROUPS_14[low >> 14] + tail
 
 
@@ -306,23 +303,22 @@ def _encode(
         raise _FallbackError
     _append_optional_string(parts, source.network, True)
     _append_optional_string(parts, source.gateway_id, True)
-    rssi = source.rssi
-    if rssi is None:
-        parts.append(b"\x00")
-    else:
-        parts.append(b"\x02")
-        parts.append(_double(rssi))
-    snr = source.snr
-    if snr is None:
-        parts.append(b"\x00")
-    else:
-        parts.append(b"\x02")
-        parts.append(_double(snr))
+    _append_optional_double(parts, source.rssi)
+    _append_optional_double(parts, source.snr)
     _append_optional_long(parts, source.f_cnt)
     _append_optional_string(parts, source.dev_eui, True)
     _append_optional_string(parts, source.dedup_id, False)
     _append_optional_string(parts, source.idempotency_key, False)
     return b"".join(parts)
+
+
+def _append_optional_double(parts: list[bytes], value: float | None) -> None:
+    """A ``["null", "double"]`` union: branch 0, or branch 1 and the double."""
+    if value is None:
+        parts.append(b"\x00")
+    else:
+        parts.append(b"\x02")
+        parts.append(_double(value))
 
 
 def _append_optional_long(parts: list[bytes], value: int | None) -> None:
