@@ -85,6 +85,16 @@ async def database(settings: Settings) -> AsyncIterator[Settings]:
         yield db_settings
 
 
+@contextlib.asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[str]:
+    """A new database with the sink's migrations applied; yields its URL."""
+    async with database(settings) as db:
+        url = db.database.url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+        yield url
+
+
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's high watermark, as a fetch reports it (Tansu's ListOffsets answers
     with the last batch's base offset + 1, so ``end_offsets()`` is not used)."""
@@ -331,10 +341,7 @@ async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
             add_record(rows, *decode_record(value))
         return rows.tables()
 
-    async with database(settings) as db:
-        url = db.database.url.get_secret_value()
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await migrate(conn)
+    async with migrated_database(settings) as url:
         async with await psycopg.AsyncConnection.connect(url) as conn:
             written = await write_rows(conn, rows_of(*range(10)))
             await conn.commit()
@@ -374,26 +381,25 @@ async def test_timestamps_sent_as_micros_arrive_as_the_records_instants(
             add_record(rows, *decode_record(value))
         return rows.tables()
 
-    async with database(settings) as db:
-        url = db.database.url.get_secret_value()
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await migrate(conn)
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            for copy_direct in (True, False):
-                await write_rows(conn, tables(), copy_direct=copy_direct)
-                await conn.commit()
-            cursor = await conn.execute(
-                "SELECT sensor_id, time, received_at FROM noise_measurements ORDER BY sensor_id"
-            )
-            assert await cursor.fetchall() == [
-                (r["sensor_id"], r["observed_at"], r["received_at"]) for r in noise
-            ]
-            cursor = await conn.execute(
-                "SELECT key, bucket, bucket_end FROM noise_aggregates ORDER BY key"
-            )
-            assert await cursor.fetchall() == [
-                (a["key"], a["window_start"], a["window_end"]) for a in aggregates
-            ]
+    async with (
+        migrated_database(settings) as url,
+        await psycopg.AsyncConnection.connect(url) as conn,
+    ):
+        for copy_direct in (True, False):
+            await write_rows(conn, tables(), copy_direct=copy_direct)
+            await conn.commit()
+        cursor = await conn.execute(
+            "SELECT sensor_id, time, received_at FROM noise_measurements ORDER BY sensor_id"
+        )
+        assert await cursor.fetchall() == [
+            (r["sensor_id"], r["observed_at"], r["received_at"]) for r in noise
+        ]
+        cursor = await conn.execute(
+            "SELECT key, bucket, bucket_end FROM noise_aggregates ORDER BY key"
+        )
+        assert await cursor.fetchall() == [
+            (a["key"], a["window_start"], a["window_end"]) for a in aggregates
+        ]
 
 
 async def test_an_older_aggregate_revision_never_overwrites_a_newer_one(settings: Settings) -> None:
