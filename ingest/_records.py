@@ -22,7 +22,12 @@ CONTENT_TYPE = b"application/vnd.apache.avro; encoding=single-object"
 #: Dead letters keep at most this much of a payload: Kafka's default message limit is 1 MB.
 DEAD_LETTER_PAYLOAD_LIMIT = 900_000
 
-_FINGERPRINTS = {name: schemas.fingerprint(name).hex().encode() for name in schemas.SCHEMA_NAMES}
+_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE)
+#: schema name → its ``schema-fingerprint`` header, built once.
+_FINGERPRINT_HEADERS = {
+    name: ("schema-fingerprint", schemas.fingerprint(name).hex().encode())
+    for name in schemas.SCHEMA_NAMES
+}
 
 
 #: Not frozen: a frozen dataclass sets each field through ``object.__setattr__`` (~0.9 µs against
@@ -39,8 +44,8 @@ def _headers(
     schema_name: str, received_at: datetime, idempotency_key: str | None
 ) -> list[tuple[str, bytes]]:
     headers = [
-        ("content-type", CONTENT_TYPE),
-        ("schema-fingerprint", _FINGERPRINTS[schema_name]),
+        _CONTENT_TYPE_HEADER,
+        _FINGERPRINT_HEADERS[schema_name],
         # Ingest receive time in µs since the epoch, for end-to-end latency downstream.
         ("trace", b"%d" % schemas.epoch_micros(received_at)),
     ]
@@ -61,18 +66,16 @@ def measurement_kafka_record(measurement: Measurement) -> KafkaRecord:
     )
 
 
-_CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE)
-#: kind → (topic, schema-fingerprint header): the per-kind parts of a record, built once.
-_KIND_PARTS: dict[str, tuple[str, tuple[str, bytes]]] = {}
+#: kind → (topic, schema name), looked up once per kind.
+_KIND_PARTS: dict[str, tuple[str, str]] = {}
 
 
-def _kind_parts(kind: str) -> tuple[str, tuple[str, bytes]]:
+def _kind_parts(kind: str) -> tuple[str, str]:
     parts = _KIND_PARTS.get(kind)
     if parts is None:
-        name = schemas.measurement_schema_name(kind)
         parts = _KIND_PARTS[kind] = (
             schemas.measurement_topic(kind),
-            ("schema-fingerprint", _FINGERPRINTS[name]),
+            schemas.measurement_schema_name(kind),
         )
     return parts
 
@@ -82,7 +85,7 @@ def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
     decoded = accepted.decoded
     received_at = accepted.received_at
     source = accepted.source
-    topic, fingerprint = _kind_parts(decoded.kind)
+    topic, schema_name = _kind_parts(decoded.kind)
     value = schemas.encode_decoded(
         decoded,
         sensor_id=accepted.sensor_id,
@@ -90,14 +93,7 @@ def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
         received_at=received_at,
         source=source,
     )
-    # ``_headers``' list, its constant pairs shared.
-    headers = [
-        _CONTENT_TYPE_HEADER,
-        fingerprint,
-        ("trace", b"%d" % schemas.epoch_micros(received_at)),
-    ]
-    if source.idempotency_key is not None:
-        headers.append(("idempotency-key", source.idempotency_key.encode()))
+    headers = _headers(schema_name, received_at, source.idempotency_key)
     return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
 
 
