@@ -13,6 +13,9 @@ In one run on a private stack (Mosquitto + Tansu from the project's ``Stack``):
 4. soak at 5,000 msg/s for ``SOAK_MINUTES`` (``CITYSENSE_BENCH_SOAK_MINUTES``, default 10): RSS
    every 15 s; flat means the last minute's RSS is within 10 % of the second minute's.
 
+Each phase's ingest ends its persistent MQTT sessions when it stops: left behind, they made the
+broker queue every later phase's messages for them and write that queue out at each autosave.
+
 Targets (issue 4): ≥ 20,000 msg/s and ≥ 60 % of the ceiling; p99 < 250 ms at 5,000 msg/s; RSS flat.
 Every process shares the machine's 2 cores, so figures move with whatever else runs.
 """
@@ -54,6 +57,8 @@ class Ingest:
     """``citysense ingest`` processes sharing one subscription."""
 
     def __init__(self, env: dict[str, str], processes: int, tag: str) -> None:
+        self.env = env
+        self.client_ids = [f"bench-ingest-{tag}-{index}" for index in range(processes)]
         self.ports = [free_port() for _ in range(processes)]
         self.procs: list[subprocess.Popen[bytes]] = []
         for index, port in enumerate(self.ports):
@@ -113,6 +118,33 @@ class Ingest:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for client_id in self.client_ids:
+            end_session(self.env, client_id)
+
+
+def end_session(env: dict[str, str], client_id: str) -> None:
+    """Discard the broker's persistent session of a stopped ingest process.
+
+    Ingest subscribes with a session that outlives it (session expiry 1 h): once a phase is over,
+    the broker would go on queueing every later phase's messages for it, and write that queue out
+    at each autosave. Connecting with the same client id, clean start and no session expiry
+    (``mosquitto_sub -V 5`` without ``-c``) ends the session and its queue.
+    """
+    settings = MqttSettings(url=env["CITYSENSE_MQTT_URL"])
+    host, port, user, password, _tls = settings.endpoint()
+    assert user is not None
+    assert password is not None
+    broker = Broker(host, port, user, password, 0)
+    subprocess.run(
+        [
+            "mosquitto_sub",
+            *broker.client_args(),
+            *("-V", "5", "-i", client_id, "-t", "bench/end-session", "-E"),
+        ],
+        check=True,
+        timeout=30,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
