@@ -28,9 +28,7 @@ import contextlib
 import logging
 import random
 import socket
-import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -43,8 +41,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from citysense.clients import mqtt_client
 from citysense.settings import MqttSettings
+from ingest._acks import AckQueue
 from ingest._metrics import METRICS
 from ingest._router import Incoming
+from ingest._wire import decode_qos1_publish, take_publishes
 
 __all__ = ["MqttListener"]
 
@@ -67,10 +67,6 @@ _PAHO_INTERNALS = (
     "_protocol",
     "_manual_ack",
 )
-_PUBACK = 0x40
-_PUBACK_PACKET = struct.Struct("!BBH")
-#: MQTT v5 §2.2.2.2: identifier 0x26 (38), User Property, a UTF-8 string pair.
-_USER_PROPERTY = 0x26
 
 
 #: paho's clock for ``_last_bytes_received`` (``time.monotonic`` on every current platform).
@@ -81,131 +77,6 @@ def _lean_supported(client: mqtt.Client) -> bool:
     return all(hasattr(client, name) for name in _PAHO_INTERNALS) and isinstance(
         getattr(client, "_in_packet", None), dict
     )
-
-
-def _variable_byte_integer(data: bytearray, pos: int) -> tuple[int, int] | None:
-    """(value, position after it) of the variable byte integer at ``pos`` (MQTT v5 §1.5.5: 7 bits
-    per byte, low group first, at most 4 bytes), or None when ``data`` ends first or it is longer.
-    """
-    value, shift, size = 0, 0, len(data)
-    while pos < size and shift <= 21:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
-
-
-def _decode_qos1_publish(
-    packet: bytearray, start: int = 0, stop: int | None = None
-) -> tuple[str, bytes, dict[str, str], int] | None:
-    """(topic, payload, user properties, mid) of a v5 QoS 1 PUBLISH's variable header and payload
-    (MQTT v5 §3.3.2), ``packet[start:stop]`` (read in place: no copy of the packet), or None when
-    paho should decode it: properties other than user properties, a topic that is not UTF-8, or
-    a malformed packet (paho reports those)."""
-    size = len(packet) if stop is None else stop
-    if size - start < 5:
-        return None
-    pos = start + 2 + (packet[start] << 8 | packet[start + 1])
-    if pos + 3 > size:
-        return None
-    try:
-        topic = packet[start + 2 : pos].decode()
-    except UnicodeDecodeError:
-        return None
-    mid = packet[pos] << 8 | packet[pos + 1]
-    pos += 2
-    length = packet[pos]  # the property length, one byte unless 128 or more
-    if length < 0x80:
-        pos += 1
-    else:
-        found = _variable_byte_integer(packet, pos)
-        if found is None:
-            return None
-        length, pos = found
-    end = pos + length
-    if end > size:
-        return None
-    properties = _NO_PROPERTIES
-    if length:
-        properties = {}
-        while pos < end:
-            if packet[pos] != _USER_PROPERTY or pos + 3 > end:
-                return None
-            key_end = pos + 3 + (packet[pos + 1] << 8 | packet[pos + 2])
-            if key_end + 2 > end:
-                return None
-            value_end = key_end + 2 + (packet[key_end] << 8 | packet[key_end + 1])
-            if value_end > end:
-                return None
-            try:
-                properties[packet[pos + 3 : key_end].decode()] = packet[
-                    key_end + 2 : value_end
-                ].decode()
-            except UnicodeDecodeError:
-                return None
-            pos = value_end
-    return topic, bytes(packet[end:size]), properties, mid
-
-
-class _AckQueue:
-    """PUBACKs in arrival order: a release marks its slot, the head of done slots is sent."""
-
-    __slots__ = ("_client", "_flush_scheduled", "_lean", "_on_flushed", "_slots", "generation")
-
-    def __init__(self, on_flushed: Callable[[], None]) -> None:
-        self._client: mqtt.Client | None = None
-        self._slots: deque[list[int]] = deque()  # [mid, done]
-        self._on_flushed = on_flushed
-        self._lean = False
-        self._flush_scheduled = False
-        self.generation = 0
-
-    def reset(self, client: mqtt.Client) -> None:
-        """A new connection: unacknowledged messages will be redelivered, forget them."""
-        self._client = client
-        self._lean = _lean_supported(client)
-        self._slots.clear()
-        self.generation += 1
-
-    def track(self, mid: int) -> Callable[[], None]:
-        slot = [mid, 0]
-        self._slots.append(slot)
-        generation = self.generation
-
-        def release() -> None:
-            if generation != self.generation:
-                return  # acknowledged on a connection that is gone; the broker redelivers
-            slot[1] = 1
-            # Releases come in runs (a Kafka batch's records): one flush after the run.
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
-
-        return release
-
-    def flush(self) -> None:
-        """Send the PUBACKs of the released head of the queue, in arrival order."""
-        self._flush_scheduled = False
-        slots, client = self._slots, self._client
-        mids = []
-        while slots and slots[0][1]:
-            mids.append(slots.popleft()[0])
-        if mids and client is not None:
-            if self._lean:
-                # The same bytes paho's ``ack`` queues (``_send_command_with_mid``), one write.
-                pack = _PUBACK_PACKET.pack
-                packet = b"".join([pack(_PUBACK, 2, mid) for mid in mids])
-                client._packet_queue(_PUBACK, packet, mids[-1], 1)
-            else:
-                for mid in mids:
-                    client.ack(mid, 1)
-        self._on_flushed()
-
-    def __len__(self) -> int:
-        return len(self._slots)
 
 
 class MqttListener:
@@ -233,7 +104,7 @@ class MqttListener:
         self._handler = handler
         self._backoff_max_s = backoff_max_s
         self._client: mqtt.Client | None = None
-        self._acks = _AckQueue(self._resume_if_drained)
+        self._acks = AckQueue(self._resume_if_drained)
         #: Reading paused because the broker overran our Receive Maximum (Mosquitto 2.0.11
         #: does under load, eclipse-mosquitto issue 2301): memory stays bounded regardless.
         self._throttled = False
@@ -252,6 +123,9 @@ class MqttListener:
         self._drained = False
         #: paho's own ``_sock_recv`` when the lean paths are installed.
         self._paho_recv: Callable[[mqtt.Client, int], bytes] | None = None
+        #: When the last ``recv`` returned: the receive time of the messages it completed (a
+        #: read's messages arrived together; one clock read per read, not per message).
+        self._received_at = datetime.now(UTC)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -299,7 +173,7 @@ class MqttListener:
         started = self._loop.time()
         while not self._stopping:
             try:
-                self._acks.reset(self._client)
+                self._acks.reset(self._client, _lean_supported(self._client))
                 # A blocking TCP connect: on loopback or a LAN broker it takes microseconds.
                 self._client.connect(
                     self._host,
@@ -425,7 +299,7 @@ class MqttListener:
             and client._protocol == mqtt.MQTTv5
             and client._manual_ack
         ):
-            decoded = _decode_qos1_publish(in_packet["packet"])
+            decoded = decode_qos1_publish(in_packet["packet"])
             if decoded is not None:
                 topic, payload, properties, mid = decoded
                 self._deliver(topic, payload, properties, mid, 1)
@@ -443,6 +317,7 @@ class MqttListener:
             except BlockingIOError:
                 self._drained = True
                 raise
+            self._received_at = datetime.now(UTC)
             if len(data) <= size:
                 return data
             buf += data
@@ -458,10 +333,14 @@ class MqttListener:
         acks = self._acks
         release = acks.track(mid) if qos == 1 else _nothing
         self._handler(incoming, release)
-        if not self._throttled and len(acks._slots) >= self._receive_maximum:
-            self._throttled = True
-            if self._sock is not None and self._loop is not None:
-                self._loop.remove_reader(self._sock)
+        if not self._throttled and len(acks.slots) >= self._receive_maximum:
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """Stop reading: Receive Maximum messages are unacknowledged."""
+        self._throttled = True
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
 
     def _resume_if_drained(self) -> None:
         if self._throttled and len(self._acks) <= self._receive_maximum // 2:
@@ -507,17 +386,22 @@ class MqttListener:
         if client is None or not self._reading or self._throttled:
             return
         lean = self._paho_recv is not None
-        taken = 0
+        taken = 0  # packets read, lean or paho's
+        lean_taken = 0
         try:
-            for _ in range(READ_BUDGET):
-                if lean and self._take_publish(client):
-                    taken += 1
-                    if self._throttled:
-                        return
-                    continue
+            while taken < READ_BUDGET:
+                if lean:
+                    count = self._take_publishes(client, READ_BUDGET - taken)
+                    if count:
+                        taken += count
+                        lean_taken += count
+                        if self._throttled:
+                            return
+                        continue
                 if self._drained:
                     return
                 self._drained = False
+                taken += 1
                 before = self._received
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS or not self._reading or self._throttled:
@@ -528,56 +412,54 @@ class MqttListener:
             if self._inbuf and self._loop is not None:
                 self._loop.call_soon(self._read)
         finally:
-            if taken:  # paho's keepalive watches the broker's silence with this
+            if lean_taken:  # paho's keepalive watches the broker's silence with this
                 client._last_bytes_received = _paho_time()
             if self._on_read is not None:
                 self._on_read()
 
-    def _take_publish(self, client: mqtt.Client) -> bool:
-        """Deliver the buffer's next packet if it is a whole QoS 1 PUBLISH the lean decoder takes,
-        without paho's byte-by-byte framing; False leaves it to paho (``loop_read``), which also
-        reads from the buffer. Fills an empty buffer with one ``recv`` (``_drained`` when none)."""
+    def _take_publishes(self, client: mqtt.Client, budget: int) -> int:
+        """Deliver the buffer's leading whole QoS 1 PUBLISH packets the lean decoder takes (at
+        most ``budget``, and no more than the Receive Maximum allows), without paho's
+        byte-by-byte framing; 0 leaves the next packet to paho (``loop_read``), which also reads
+        from the buffer. Fills an empty buffer with one ``recv`` (``_drained`` when none)."""
         self._drained = False
         buf = self._inbuf
         if not buf:
             if client._in_packet["command"] != 0:
-                return False  # paho is inside a packet: let it finish
+                return 0  # paho is inside a packet: let it finish
             assert self._paho_recv is not None
             try:
                 data = self._paho_recv(client, _RECV_SIZE)
             except BlockingIOError:
                 self._drained = True
-                return False
+                return 0
             except OSError:
-                return False  # paho's loop_read meets the error again and reports it
+                return 0  # paho's loop_read meets the error again and reports it
             if not data:
-                return False  # end of stream: the same, paho reports the lost connection
+                return 0  # end of stream: the same, paho reports the lost connection
+            self._received_at = datetime.now(UTC)
             buf += data
         if (
-            buf[0] & 0xF6 != 0x32  # PUBLISH, QoS 1 (any DUP and RETAIN)
-            or client._in_packet["command"] != 0
+            client._in_packet["command"] != 0
             or client._protocol != mqtt.MQTTv5
             or not client._manual_ack
         ):
-            return False
-        length = buf[1] if len(buf) > 1 else 0x80  # the remaining length (MQTT v5 §2.1.4)
-        if length < 0x80:
-            pos = 2
-        else:
-            found = _variable_byte_integer(buf, 1)
-            if found is None:
-                return False
-            length, pos = found
-        end = pos + length
-        if end > len(buf):
-            return False
-        decoded = _decode_qos1_publish(buf, pos, end)
-        if decoded is None:
-            return False
-        del buf[:end]
-        topic, payload, properties, mid = decoded
-        self._deliver(topic, payload, properties, mid, 1)
-        return True
+            return 0
+        acks = self._acks
+        limit = min(budget, self._receive_maximum - len(acks.slots))
+        mids: list[int] = []
+        incomings, consumed = take_publishes(buf, limit, self._received_at, mids)
+        if not consumed:
+            return 0
+        del buf[:consumed]
+        count = len(incomings)
+        self._received += count
+        handler = self._handler
+        for incoming, release in zip(incomings, acks.track_all(mids), strict=True):
+            handler(incoming, release)
+        if not self._throttled and len(acks.slots) >= self._receive_maximum:
+            self._throttle()
+        return count
 
     async def _misc(self) -> None:
         """Keepalive pings and timeouts (paho's loop_misc), once a second."""

@@ -43,6 +43,8 @@ NATIVE_MODULES: tuple[str, ...] = (
     "decoders/envelopes.py",
     "ingest/_router.py",
     "ingest/_records.py",
+    "ingest/_wire.py",
+    "ingest/_acks.py",
     "sinks/timescale/_copyrow.py",
 )
 
