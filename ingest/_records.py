@@ -67,11 +67,17 @@ def _epoch_micros(moment: datetime) -> int:
 def _headers(
     schema_name: str, received_at: datetime, idempotency_key: str | None
 ) -> list[tuple[str, bytes]]:
+    return _headers_at(schema_name, _epoch_micros(received_at), idempotency_key)
+
+
+def _headers_at(
+    schema_name: str, received_micros: int, idempotency_key: str | None
+) -> list[tuple[str, bytes]]:
     headers = [
         _CONTENT_TYPE_HEADER,
         _FINGERPRINT_HEADERS[schema_name],
         # Ingest receive time in µs since the epoch, for end-to-end latency downstream.
-        ("trace", b"%d" % _epoch_micros(received_at)),
+        ("trace", b"%d" % received_micros),
     ]
     if idempotency_key is not None:
         headers.append(("idempotency-key", idempotency_key.encode()))
@@ -110,14 +116,30 @@ def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
     received_at = accepted.received_at
     source = accepted.source
     topic, schema_name = _kind_parts(decoded.kind)
+    if received_at.tzinfo is not UTC:
+        value = schemas.encode_decoded(
+            decoded,
+            sensor_id=accepted.sensor_id,
+            observed_at=accepted.observed_at,
+            received_at=received_at,
+            source=source,
+        )
+        headers = _headers(schema_name, received_at, source.idempotency_key)
+        return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
+    # Ingest's receive times are UTC: converted once, for the value and the trace header. The
+    # encoder writes an int of µs as the datetime it stands for; given the same object for both
+    # times (direct topics), it writes that varint once.
+    micros = _epoch_micros(received_at)
+    received: object = micros
+    observed_at = accepted.observed_at
     value = schemas.encode_decoded(
         decoded,
         sensor_id=accepted.sensor_id,
-        observed_at=accepted.observed_at,
-        received_at=received_at,
+        observed_at=received if observed_at is received_at else observed_at,
+        received_at=received,
         source=source,
     )
-    headers = _headers(schema_name, received_at, source.idempotency_key)
+    headers = _headers_at(schema_name, micros, source.idempotency_key)
     return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
 
 

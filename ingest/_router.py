@@ -145,14 +145,14 @@ def _unused_setter(_obj: object, _value: object) -> None:
     raise AssertionError("slot setters are only used on plain Python classes")
 
 
-_set_network = _source_setter("network")
-_set_gateway_id = _source_setter("gateway_id")
-_set_rssi = _source_setter("rssi")
-_set_snr = _source_setter("snr")
-_set_f_cnt = _source_setter("f_cnt")
-_set_dev_eui = _source_setter("dev_eui")
-_set_dedup_id = _source_setter("dedup_id")
-_set_idempotency_key = _source_setter("idempotency_key")
+_set_network: Final = _source_setter("network")
+_set_gateway_id: Final = _source_setter("gateway_id")
+_set_rssi: Final = _source_setter("rssi")
+_set_snr: Final = _source_setter("snr")
+_set_f_cnt: Final = _source_setter("f_cnt")
+_set_dev_eui: Final = _source_setter("dev_eui")
+_set_dedup_id: Final = _source_setter("dedup_id")
+_set_idempotency_key: Final = _source_setter("idempotency_key")
 
 
 def _new_source(
@@ -178,6 +178,9 @@ def _new_source(
     _set_dedup_id(source, dedup_id)
     _set_idempotency_key(source, idempotency_key)
     return source
+
+
+# (The setters are Final so that compiled code keeps them in C variables, not the module's dict.)
 
 
 def _rejected(reason: str, message: str, **more: str | None) -> Rejected:

@@ -87,3 +87,28 @@ def test_kafka_record_init_is_the_dataclass_one(module: ModuleType) -> None:
         repr(record)
         == "KafkaRecord(topic='topic', key=b'key', value=b'value', headers=[('h', b'v')])"
     )
+
+
+@pytest.mark.parametrize("zone", [UTC, timezone(timedelta(hours=2))], ids=["utc", "plus-two-hours"])
+@pytest.mark.parametrize(
+    "observed", [None, "2026-03-03T06:59:00+00:00"], ids=["broker", "property"]
+)
+def test_direct_record_equals_the_measurements_record(zone: timezone, observed: str | None) -> None:
+    """Receive times in UTC take the one-conversion path; others, and an event time of its own,
+    must give the same record as the full ``Measurement``."""
+    registry = load_registry(scenario_path("nation"))
+    received = datetime(2026, 3, 3, 7, 0, 0, 250_001, tzinfo=UTC).astimezone(zone)
+    fleet = Fleet(registry, seed=5, clock=lambda: received)
+    router = Router(registry, IngestSettings())
+    direct = [m for m in fleet.next_batch(len(fleet.sensors)) if m.topic.endswith("/up")]
+    properties = {} if observed is None else {"observed_at": observed}
+    checked = 0
+    for message in direct:
+        if not message.topic.startswith(("sensors/", "gateways/")):
+            continue
+        verdict = router.route(Incoming(message.topic, message.payload, received, properties))
+        assert isinstance(verdict, Accepted), message.topic
+        assert (verdict.observed_at is verdict.received_at) is (observed is None)
+        assert accepted_kafka_record(verdict) == measurement_kafka_record(verdict.measurement)
+        checked += 1
+    assert checked > 0
