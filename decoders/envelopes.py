@@ -143,10 +143,18 @@ def parse_tts_uplink(body: bytes, topic: str | None = None) -> Uplink:
 # names the field at fault. Wherever a fast path answers, its Uplink equals the careful parser's,
 # and wherever the careful parser raises, the fast path declines (tests check both).
 
-_OPTIONAL_TEXT = frozenset({str, type(None)})
-_OPTIONAL_NUMBER = frozenset({int, float, type(None)})
 _HEX_DIGITS = "0123456789ABCDEF"
 _MAX_FCNT = 0xFFFFFFFF
+
+
+def _optional_text(value: object) -> bool:
+    """A string or None (``type(value) in {str, NoneType}``, without the set)."""
+    return value is None or type(value) is str
+
+
+def _optional_number(value: object) -> bool:
+    """An int (not a bool), a float or None, as orjson gives them."""
+    return value is None or type(value) is float or type(value) is int
 
 
 # A frozen dataclass's __init__ stores each field through object.__setattr__, to get past its own
@@ -298,7 +306,7 @@ def _fast_gateway(gateway_id: str, rx: dict[str, Any], gateways: list[GatewayRx]
 
     A reception without a gateway id is dropped by the callers, unchecked."""
     rssi, snr = rx.get("rssi"), rx.get("snr")
-    if type(rssi) not in _OPTIONAL_NUMBER or type(snr) not in _OPTIONAL_NUMBER:
+    if not (_optional_number(rssi) and _optional_number(snr)):
         return False
     gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
     return True
@@ -316,16 +324,15 @@ def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
     device_profile = info.get("deviceProfileName")
     time = event.get("time")
     dedup_id = event.get("deduplicationId")
-    texts = {
-        type(application_id),
-        type(dev_eui),
-        type(device_name),
-        type(tenant_id),
-        type(device_profile),
-        type(time),
-        type(dedup_id),
-    }
-    if not texts <= _OPTIONAL_TEXT:
+    if not (
+        _optional_text(application_id)
+        and _optional_text(dev_eui)
+        and _optional_text(device_name)
+        and _optional_text(tenant_id)
+        and _optional_text(device_profile)
+        and _optional_text(time)
+        and _optional_text(dedup_id)
+    ):
         return None
     eui = dev_eui.upper() if dev_eui else None
     if topic is not None:
@@ -362,7 +369,7 @@ def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
             if type(rx) is not dict:
                 return None
             gateway_id = rx.get("gatewayId")
-            if type(gateway_id) not in _OPTIONAL_TEXT:
+            if not _optional_text(gateway_id):
                 return None
             if gateway_id and not _fast_gateway(gateway_id, rx, gateways):
                 return None
@@ -404,8 +411,14 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
     dev_eui = ids.get("dev_eui")
     brand, model = version.get("brand_id"), version.get("model_id")
     received = event.get("received_at")
-    texts = {type(application_id), type(device_id), type(dev_eui), type(brand), type(model)}
-    if not texts <= _OPTIONAL_TEXT or type(received) not in _OPTIONAL_TEXT:
+    if not (
+        _optional_text(application_id)
+        and _optional_text(device_id)
+        and _optional_text(dev_eui)
+        and _optional_text(brand)
+        and _optional_text(model)
+        and _optional_text(received)
+    ):
         return None
     application_id = application_id or None
     device_id = device_id or None
@@ -449,13 +462,13 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
             if type(gateway_ids) is not dict:
                 return None
             gateway_id = gateway_ids.get("gateway_id")
-            if type(gateway_id) not in _OPTIONAL_TEXT:
+            if not _optional_text(gateway_id):
                 return None
             if gateway_id and not _fast_gateway(gateway_id, rx, gateways):
                 return None
     if not received:  # the event's own time, else the uplink message's
         received = up.get("received_at")
-        if type(received) not in _OPTIONAL_TEXT:
+        if not _optional_text(received):
             return None
     received_at = None
     if received:
