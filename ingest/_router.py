@@ -198,13 +198,15 @@ class Router:
         self.registry = registry
         self.settings = settings
         self._max_future = timedelta(seconds=settings.max_future_s)
+        # Read once: a settings attribute goes through pydantic's __getattr__ hook.
+        self._max_payload_bytes = settings.max_payload_bytes
 
     def route(self, incoming: Incoming) -> Accepted | Rejected:
-        if len(incoming.payload) > self.settings.max_payload_bytes:
+        if len(incoming.payload) > self._max_payload_bytes:
             return _rejected(
                 "oversized",
                 f"payload of {len(incoming.payload)} bytes exceeds the limit of "
-                f"{self.settings.max_payload_bytes}",
+                f"{self._max_payload_bytes}",
             )
         topic = incoming.topic
         if topic.startswith("application/") or topic.startswith("v3/"):
@@ -250,7 +252,8 @@ class Router:
             observed_at = parsed
         codec = get_codec(sensor.codec)
         try:
-            decoded = codec.decode(incoming.payload, None, self.registry.profile(sensor_id))
+            # decode_fn: what Codec.decode forwards to, without its interpreted frame.
+            decoded = codec.decode_fn(incoming.payload, None, self.registry.profile(sensor_id))
         except DecodeError as exc:
             return _from_decode_error(exc, sensor_id)
         message_id = incoming.user_properties.get("message_id")
@@ -293,7 +296,7 @@ class Router:
             sensor_id = f"{codec.name}:{device}"
             profile = EMPTY_PROFILE
         try:
-            decoded = codec.decode(uplink.payload, uplink.fport, profile)
+            decoded = codec.decode_fn(uplink.payload, uplink.fport, profile)
         except DecodeError as exc:
             return _from_decode_error(exc, sensor_id)
         observed_at = decoded.observed_at or uplink.received_at or incoming.received_at
