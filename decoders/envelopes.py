@@ -157,6 +157,11 @@ def _optional_number(value: object) -> bool:
     return value is None or type(value) is float or type(value) is int
 
 
+def _is_eui(eui: str) -> bool:
+    """16 upper-case hex digits, as ``_EUI.fullmatch`` (strip leaves nothing only then)."""
+    return len(eui) == 16 and not eui.strip(_HEX_DIGITS)
+
+
 # A frozen dataclass's __init__ stores each field through object.__setattr__, to get past its own
 # __setattr__ (which raises): Uplink(...) costs 1.1-1.6 µs in plain Python, a third of a whole
 # fast path. Compiled by mypyc (``make native``) the classes are native but their __init__ is still
@@ -167,10 +172,6 @@ def _optional_number(value: object) -> bool:
 # object.__setattr__ ends in, at about half the constructor's cost. This holds while the
 # dataclasses have no __post_init__; tests check the builders take every field and equal the
 # constructors, compiled and not.
-def _is_eui(eui: str) -> bool:
-    """16 upper-case hex digits, as ``_EUI.fullmatch`` (strip leaves nothing only then)."""
-    return len(eui) == 16 and not eui.strip(_HEX_DIGITS)
-
 
 #: Whether this module runs compiled (its functions are then not Python functions).
 _NATIVE: Final = not isinstance(_is_eui, FunctionType)
