@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Final
 
 import schemas
 from ingest._router import Accepted, Incoming, Rejected
@@ -23,6 +24,7 @@ CONTENT_TYPE = b"application/vnd.apache.avro; encoding=single-object"
 DEAD_LETTER_PAYLOAD_LIMIT = 900_000
 
 _CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: schema name → its ``schema-fingerprint`` header, built once.
 _FINGERPRINT_HEADERS = {
     name: ("schema-fingerprint", schemas.fingerprint(name).hex().encode())
@@ -31,7 +33,9 @@ _FINGERPRINT_HEADERS = {
 
 
 #: Not frozen: a frozen dataclass sets each field through ``object.__setattr__`` (~0.9 µs against
-#: ~0.2 µs per record here); nothing changes a record once built.
+#: ~0.2 µs per record here); nothing changes a record once built. The ``__init__`` is spelled
+#: out (the dataclass decorator keeps it) so that mypyc compiles it, ~0.05 µs; the generated one
+#: stays a Python function.
 @dataclass(slots=True)
 class KafkaRecord:
     topic: str
@@ -39,15 +43,41 @@ class KafkaRecord:
     value: bytes
     headers: list[tuple[str, bytes]]
 
+    def __init__(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+
+def _epoch_micros(moment: datetime) -> int:
+    """``schemas.epoch_micros(moment)``: compiled here for a UTC time, ingest's receive times.
+
+    The same exact integer arithmetic; any other zone (or a naive time, an error) goes to
+    ``schemas.epoch_micros``, a Python function whose call costs as much as this whole one.
+    """
+    if moment.tzinfo is UTC:
+        delta = moment - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return schemas.epoch_micros(moment)
+
 
 def _headers(
     schema_name: str, received_at: datetime, idempotency_key: str | None
+) -> list[tuple[str, bytes]]:
+    return _headers_at(schema_name, _epoch_micros(received_at), idempotency_key)
+
+
+def _headers_at(
+    schema_name: str, received_micros: int, idempotency_key: str | None
 ) -> list[tuple[str, bytes]]:
     headers = [
         _CONTENT_TYPE_HEADER,
         _FINGERPRINT_HEADERS[schema_name],
         # Ingest receive time in µs since the epoch, for end-to-end latency downstream.
-        ("trace", b"%d" % schemas.epoch_micros(received_at)),
+        ("trace", b"%d" % received_micros),
     ]
     if idempotency_key is not None:
         headers.append(("idempotency-key", idempotency_key.encode()))
@@ -86,14 +116,30 @@ def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
     received_at = accepted.received_at
     source = accepted.source
     topic, schema_name = _kind_parts(decoded.kind)
+    if received_at.tzinfo is not UTC:
+        value = schemas.encode_decoded(
+            decoded,
+            sensor_id=accepted.sensor_id,
+            observed_at=accepted.observed_at,
+            received_at=received_at,
+            source=source,
+        )
+        headers = _headers(schema_name, received_at, source.idempotency_key)
+        return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
+    # Ingest's receive times are UTC: converted once, for the value and the trace header. The
+    # encoder writes an int of µs as the datetime it stands for; given the same object for both
+    # times (direct topics), it writes that varint once.
+    micros = _epoch_micros(received_at)
+    received: object = micros
+    observed_at = accepted.observed_at
     value = schemas.encode_decoded(
         decoded,
         sensor_id=accepted.sensor_id,
-        observed_at=accepted.observed_at,
-        received_at=received_at,
+        observed_at=received if observed_at is received_at else observed_at,
+        received_at=received,
         source=source,
     )
-    headers = _headers(schema_name, received_at, source.idempotency_key)
+    headers = _headers_at(schema_name, micros, source.idempotency_key)
     return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
 
 

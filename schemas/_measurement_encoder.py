@@ -64,6 +64,8 @@ class _FallbackError(Exception):
 
 
 _ONE_BYTE_VARINTS: Final = tuple(bytes((n,)) for n in range(0x80))
+#: A 7-bit group with its continuation bit set: the first byte of a two-byte varint.
+_CONTINUED: Final = tuple(bytes((n | 0x80,)) for n in range(0x80))
 
 
 def _varint_loop(zigzag: int) -> bytes:
@@ -78,13 +80,19 @@ def _varint_loop(zigzag: int) -> bytes:
 def _varint(zigzag: int) -> bytes:
     """Base-128 varint of a zig-zag encoded long (0 ≤ zigzag < 2**64).
 
-    The one-byte ones (most lengths, counts, lines) come from a table. Long ones are mostly
+    The one-byte ones (most lengths, counts, lines) come from a table, the two- and three-byte
+    ones from two tables. Long ones are mostly
     timestamps, whose 8 bytes the byte loop writes in ~0.3 µs: instead, bits 0-27 come from the
     record encoder's table of 7-bit group pairs and the rest, which for a timestamp changes every
     ~134 s, from its small cache, as its ``_write_varint`` does.
     """
     if zigzag < 0x80:
         return _ONE_BYTE_VARINTS[zigzag]
+    # Two and three bytes (strings of 64 bytes or more, fCnt, counts): from the tables too.
+    if zigzag < 0x4000:
+        return _CONTINUED[zigzag & 0x7F] + _ONE_BYTE_VARINTS[zigzag >> 7]
+    if zigzag < 0x20_0000:
+        return _GROUPS_14[zigzag & 0x3FFF] + _ONE_BYTE_VARINTS[zigzag >> 14]
     if zigzag < 0x1000_0000:
         return _varint_loop(zigzag)
     low = zigzag & 0xFFF_FFFF
@@ -188,12 +196,16 @@ class _Shape:
     def typed_bytes(self, values: Mapping[str, float]) -> bytes:
         args = self.args.copy()
         if self.getter is not None:
-            args[1::2] = self.getter(values)
+            got: tuple[object, ...] = self.getter(values)
+            for value in got:
+                if type(value) is not float:
+                    raise _FallbackError  # an int or a bool would pass struct as a double
+            args[1::2] = got
         elif self.single is not None:
-            args[1] = values[self.single]
-        for value in args[1::2]:
-            if type(value) is not float:
-                raise _FallbackError  # an int or a bool would pass struct as a double, silently
+            single = values[self.single]
+            if type(single) is not float:
+                raise _FallbackError
+            args[1] = single
         return self.pack(*args)
 
 

@@ -7,6 +7,7 @@ extension is built, and the two must behave alike.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -20,5 +21,8 @@ def plain_python(module: ModuleType) -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     copy = importlib.util.module_from_spec(spec)
+    # Registered as the import system does: the dataclass decorator looks its class's module up
+    # in sys.modules (to read string annotations).
+    sys.modules[spec.name] = copy
     spec.loader.exec_module(copy)
     return copy

@@ -28,6 +28,7 @@ from decoders.codecs._fields import (
     check_consumed,
     check_fport,
     check_payload,
+    decoded,
     wire_int,
 )
 
@@ -57,7 +58,9 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     }
     if level != NOT_MEASURED:
         values["la_db"] = float(level)
-    return Decoded(codec=CODEC, kind="noise", values=values)
+    out = decoded(CODEC, "noise")
+    out.values = values
+    return out
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:

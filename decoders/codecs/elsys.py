@@ -43,7 +43,13 @@ from typing import Literal
 from decoders._model import Decoded, DeviceProfile, UnknownChannelError
 from decoders._reader import ByteReader
 from decoders._registry import Codec, register
-from decoders.codecs._fields import check_carried, check_fport, check_payload, wire_int
+from decoders.codecs._fields import (
+    check_carried,
+    check_fport,
+    check_payload,
+    decoded,
+    wire_int,
+)
 
 __all__ = ["decode", "encode"]
 
@@ -95,7 +101,7 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     """Decode an Elsys uplink; see the module docstring for the layout."""
     check_fport(CODEC, fport, FPORTS)
     check_payload(CODEC, payload)
-    out = Decoded(codec=CODEC, kind="air")
+    out = decoded(CODEC, "air")
     reader = ByteReader(CODEC, payload)
     while not reader.at_end():
         start = reader.offset

@@ -32,6 +32,7 @@ from decoders.codecs._fields import (
     check_consumed,
     check_fport,
     check_payload,
+    decoded,
     wire_int,
 )
 
@@ -55,7 +56,9 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     scale = reader.u8("scale")
     values = {name: reader.u8(name) * scale / 255 for name in NAMES}
     check_consumed(reader, "19-byte layout")
-    return Decoded(codec=CODEC, kind="noise", values=values)
+    out = decoded(CODEC, "noise")
+    out.values = values
+    return out
 
 
 def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:

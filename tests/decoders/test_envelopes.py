@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import binascii
 import copy
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders import InvalidPayloadError
+from decoders import InvalidPayloadError, envelopes
 from decoders.envelopes import (
     CHIRPSTACK_UPLINK_SUBSCRIPTION,
     TTS_UPLINK_SUBSCRIPTION,
@@ -25,8 +27,6 @@ from decoders.envelopes import (
     Uplink,
     _chirpstack_careful,
     _chirpstack_fast,
-    _new_gateway,
-    _new_uplink,
     _tts_careful,
     _tts_fast,
     chirpstack_uplink_json,
@@ -37,6 +37,7 @@ from decoders.envelopes import (
     tts_uplink_json,
     tts_uplink_topic,
 )
+from tests._source import plain_python
 
 # payload-formats.md, from the ChirpStack documentation (shortened).
 CHIRPSTACK_DOC = b"""{"deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
@@ -745,15 +746,37 @@ def test_bad_payloads_and_times_name_the_field(network: str, data: st.DataObject
         fmt.parse(orjson.dumps(late), topic)
 
 
+#: The module as imported (compiled by ``make native`` when built) and run from its source: the
+#: builders take a different path in each.
+ENVELOPE_MODULES = {"imported": envelopes, "source": plain_python(envelopes)}
+
+
+@pytest.mark.parametrize("module", ENVELOPE_MODULES.values(), ids=ENVELOPE_MODULES.keys())
 @given(uplink=CHIRPSTACK_UPLINKS | TTS_UPLINKS)
-def test_quick_constructors_equal_the_dataclasses(uplink: Uplink) -> None:
-    assert list(inspect.signature(_new_uplink).parameters) == [f.name for f in fields(Uplink)]
-    assert list(inspect.signature(_new_gateway).parameters) == [f.name for f in fields(GatewayRx)]
+def test_quick_constructors_equal_the_dataclasses(module: ModuleType, uplink: Uplink) -> None:
+    """The builders set every field by hand: one they forget fails here (unset, or unequal)."""
+    uplink_class, gateway_class = module.Uplink, module.GatewayRx
+    assert list(inspect.signature(module._new_uplink).parameters) == [
+        f.name for f in fields(uplink_class)
+    ]
+    assert list(inspect.signature(module._new_gateway).parameters) == [
+        f.name for f in fields(gateway_class)
+    ]
     values = {f.name: getattr(uplink, f.name) for f in fields(Uplink)}
-    gateways = tuple(_new_gateway(g.gateway_id, g.rssi, g.snr) for g in uplink.gateways)
-    quick = _new_uplink(**(values | {"gateways": gateways}))
-    assert quick == uplink
-    assert hash(quick) == hash(uplink)
-    assert repr(quick) == repr(uplink)
+    expected = uplink_class(
+        **values
+        | {"gateways": tuple(gateway_class(g.gateway_id, g.rssi, g.snr) for g in uplink.gateways)}
+    )
+    gateways = tuple(module._new_gateway(g.gateway_id, g.rssi, g.snr) for g in uplink.gateways)
+    quick = module._new_uplink(**(values | {"gateways": gateways}))
+    assert type(quick) is uplink_class
+    assert all(type(gateway) is gateway_class for gateway in quick.gateways)
+    assert quick == expected
+    assert hash(quick) == hash(expected)
+    assert repr(quick) == repr(expected)
+    assert dataclasses.asdict(quick) == dataclasses.asdict(expected)
     with pytest.raises(FrozenInstanceError):
-        quick.fcnt = 1  # type: ignore[misc]
+        quick.fcnt = 1
+    if quick.gateways:
+        with pytest.raises(FrozenInstanceError):
+            quick.gateways[0].rssi = 1.0

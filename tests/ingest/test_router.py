@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from citysense.registry import Registry, Sensor, Site
 from citysense.settings import IngestSettings
-from ingest import Accepted, Incoming, Rejected, Router
+from ingest import Accepted, Incoming, Rejected, Router, _router
+from schemas import Source
+from tests._source import plain_python
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 WS302 = bytes.fromhex("017564055B053F02DA016A02")  # vendor README vector
@@ -189,3 +197,80 @@ def test_event_time_far_in_the_future_is_rejected(registry: Registry) -> None:
     )
     assert isinstance(verdict, Rejected)
     assert verdict.reason == "future_timestamp"
+
+
+# --- the quick builders equal the dataclass constructors ------------------------------------
+
+#: The router as imported (compiled by ``make native`` when built) and run from its source.
+ROUTER_MODULES = {"imported": _router, "source": plain_python(_router)}
+
+
+@pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())
+@given(
+    values=st.fixed_dictionaries(
+        {
+            "network": st.none() | st.sampled_from(["mqtt", "chirpstack", "tts"]),
+            "gateway_id": st.none() | st.text(max_size=8),
+            "rssi": st.none() | st.floats(allow_nan=False) | st.integers(-150, 0),
+            "snr": st.none() | st.floats(allow_nan=False),
+            "f_cnt": st.none() | st.integers(0, 0xFFFFFFFF),
+            "dev_eui": st.none() | st.text(max_size=16),
+            "dedup_id": st.none() | st.text(max_size=8),
+            "idempotency_key": st.none() | st.text(max_size=20),
+        }
+    )
+)
+def test_new_source_is_the_dataclass(module: ModuleType, values: dict[str, Any]) -> None:
+    """The builder sets every field by hand: one it forgets fails here (unset, or unequal)."""
+    assert list(inspect.signature(module._new_source).parameters) == [
+        f.name for f in dataclasses.fields(Source)
+    ]
+    assert set(values) == {f.name for f in dataclasses.fields(Source)}
+    built = module._new_source(**values)
+    expected = Source(**values)
+    assert type(built) is Source
+    assert built == expected
+    assert hash(built) == hash(expected)
+    assert repr(built) == repr(expected)
+    assert dataclasses.asdict(built) == dataclasses.asdict(expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.network = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())
+def test_accepted_init_is_the_dataclass_one(module: ModuleType, registry: Registry) -> None:
+    """Accepted spells out its ``__init__``: it takes the fields in order and stores each."""
+    accepted_class = module.Accepted
+    names = [f.name for f in dataclasses.fields(accepted_class)]
+    assert list(inspect.signature(accepted_class).parameters) == names
+    verdict = module.Router(registry, IngestSettings()).route(
+        _chirpstack("24E124713B175390", WS302)
+    )
+    assert type(verdict) is accepted_class
+    again = accepted_class(*(getattr(verdict, name) for name in names))
+    assert again == verdict
+    assert repr(again) == repr(verdict)
+    assert again == accepted_class(**{name: getattr(verdict, name) for name in names})
+
+
+@pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())
+def test_routed_sources_equal_the_constructed_ones(module: ModuleType, registry: Registry) -> None:
+    router = module.Router(registry, IngestSettings())
+    lorawan = router.route(_chirpstack("24E124713B175390", WS302))
+    assert lorawan.source == Source(
+        network="chirpstack",
+        gateway_id="0016c001f153a14c",
+        rssi=-36.0,
+        snr=10.5,
+        f_cnt=7,
+        dev_eui="24E124713B175390",
+        dedup_id="3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+        idempotency_key="24E124713B175390:7:3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+    )
+    direct = router.route(Incoming("sensors/meter-2/up", WS302, NOW, {"message_id": "9"}))
+    assert isinstance(direct, module.Rejected)  # bound to gw-a
+    bound = router.route(Incoming("gateways/gw-a/sensors/meter-2/up", WS302, NOW, {}))
+    assert bound.source.network == "mqtt"
+    assert bound.source == Source(
+        network="mqtt", gateway_id="gw-a", idempotency_key=bound.idempotency_key
+    )
