@@ -254,6 +254,19 @@ def test_accepted_init_is_the_dataclass_one(module: ModuleType, registry: Regist
 
 
 @pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())
+def test_incoming_init_is_the_dataclass_one(module: ModuleType) -> None:
+    """Incoming spells out its ``__init__`` too: the fields in order, each stored."""
+    incoming_class = module.Incoming
+    names = [f.name for f in dataclasses.fields(incoming_class)]
+    assert list(inspect.signature(incoming_class).parameters) == names
+    values = ("sensors/meter-1/up", b"\x01\x02", NOW, {"message_id": "7"})
+    built = incoming_class(*values)
+    assert tuple(getattr(built, name) for name in names) == values
+    assert built == incoming_class(**dict(zip(names, values, strict=True)))
+    assert built != incoming_class(*values[:3], {})
+
+
+@pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())
 def test_routed_sources_equal_the_constructed_ones(module: ModuleType, registry: Registry) -> None:
     router = module.Router(registry, IngestSettings())
     lorawan = router.route(_chirpstack("24E124713B175390", WS302))
