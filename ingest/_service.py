@@ -24,7 +24,7 @@ from ingest._kafka import KafkaBatcher
 from ingest._metrics import METRICS
 from ingest._mqtt import MqttListener
 from ingest._records import accepted_kafka_record, dead_letter_record
-from ingest._router import Accepted, Incoming, Router
+from ingest._router import Accepted, Incoming, Rejected, Router
 
 __all__ = ["IngestService"]
 
@@ -182,17 +182,24 @@ class IngestService:
         pending = self._pending
         counter: Any = self._received[_family(incoming.topic)]
         pending[counter] = pending.get(counter, 0) + 1
-        verdict = self._router.route(incoming)
         batcher = self._batcher
         assert batcher is not None
-        if isinstance(verdict, Accepted):
-            if verdict.duplicate_key is not None and self._seen(verdict.duplicate_key):
-                pending[METRICS.duplicates] = pending.get(METRICS.duplicates, 0) + 1
-                release()
-                return
-            record = accepted_kafka_record(verdict)
-            counter = self._decoded[verdict.decoded.kind]
-        else:
+        try:
+            verdict = self._router.route(incoming)
+            if isinstance(verdict, Accepted):
+                if verdict.duplicate_key is not None and self._seen(verdict.duplicate_key):
+                    pending[METRICS.duplicates] = pending.get(METRICS.duplicates, 0) + 1
+                    release()
+                    return
+                record = accepted_kafka_record(verdict)
+                counter = self._decoded[verdict.decoded.kind]
+        except Exception as exc:
+            # A fault of ours (a codec or the encoder raising something other than its errors):
+            # the message still leaves as a dead letter with its bytes, and its PUBACK is not
+            # left holding every later one (they are sent in arrival order).
+            log.exception("ingest could not handle a message", extra={"topic": incoming.topic})
+            verdict = Rejected("internal_error", type(exc).__name__, str(exc))
+        if not isinstance(verdict, Accepted):
             record = dead_letter_record(incoming, verdict)
             counter = self._dead.get(verdict.reason)
             if counter is None:
