@@ -245,7 +245,11 @@ class KafkaBatcher:
         if slot.records:
             self._enqueue(slot)
         for done in dones:
-            done()
+            try:
+                done()
+            except Exception:
+                # A callback's fault must not keep the batch's other PUBACKs from their release.
+                log.exception("an acknowledgement callback failed", extra={"topic": slot.topic})
 
     def _failed(self, slot: _Partition, exc: BaseException) -> None:
         """Retry ``slot``'s batch after a capped, jittered backoff; it keeps the partition."""

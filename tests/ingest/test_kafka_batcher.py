@@ -78,3 +78,21 @@ async def test_one_batch_in_flight_per_partition_done_after_ack_and_retried_whol
     assert await drain
     assert (done, batcher.pending, batcher.healthy) == ([b"a1", b"a2", b"a3"], 0, True)
     await batcher.cancel()
+
+
+async def test_a_failing_done_callback_does_not_hold_back_the_others() -> None:
+    producer = _Producer()
+    batcher = KafkaBatcher(producer, max_records=100, linger_s=0.001, backoff_max_s=0.01)
+    await batcher.prepare(["t"])
+    done: list[bytes] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a callback")
+
+    batcher.add(_record(b"a", b"a1"), broken)
+    batcher.add(_record(b"a", b"a2"), lambda: done.append(b"a2"))
+    await _settle()
+    producer.sent[0][2].set_result(None)
+    await _settle()
+    assert (done, batcher.pending) == ([b"a2"], 0)
+    await batcher.cancel()
