@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FunctionType
@@ -46,6 +46,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from decoders._model import InvalidPayloadError
+from decoders._slots import slot_setter
 
 __all__ = [
     "CHIRPSTACK_UPLINK_SUBSCRIPTION",
@@ -177,32 +178,21 @@ def _is_eui(eui: str) -> bool:
 _NATIVE: Final = not isinstance(_is_eui, FunctionType)
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
-    if _NATIVE:
-        return _unused_setter
-    setter: Callable[[object, object], None] = vars(cls)[name].__set__
-    return setter
-
-
-def _unused_setter(_obj: object, _value: object) -> None:
-    raise AssertionError("slot setters are only used on plain Python classes")
-
-
-_set_gateway_id = _slot_setter(GatewayRx, "gateway_id")
-_set_rssi = _slot_setter(GatewayRx, "rssi")
-_set_snr = _slot_setter(GatewayRx, "snr")
-_set_network = _slot_setter(Uplink, "network")
-_set_application_id = _slot_setter(Uplink, "application_id")
-_set_payload = _slot_setter(Uplink, "payload")
-_set_dev_eui = _slot_setter(Uplink, "dev_eui")
-_set_device_name = _slot_setter(Uplink, "device_name")
-_set_tenant_id = _slot_setter(Uplink, "tenant_id")
-_set_device_profile = _slot_setter(Uplink, "device_profile")
-_set_fport = _slot_setter(Uplink, "fport")
-_set_fcnt = _slot_setter(Uplink, "fcnt")
-_set_gateways = _slot_setter(Uplink, "gateways")
-_set_received_at = _slot_setter(Uplink, "received_at")
-_set_dedup_id = _slot_setter(Uplink, "dedup_id")
+_set_gateway_id = slot_setter(GatewayRx, "gateway_id")
+_set_rssi = slot_setter(GatewayRx, "rssi")
+_set_snr = slot_setter(GatewayRx, "snr")
+_set_network = slot_setter(Uplink, "network")
+_set_application_id = slot_setter(Uplink, "application_id")
+_set_payload = slot_setter(Uplink, "payload")
+_set_dev_eui = slot_setter(Uplink, "dev_eui")
+_set_device_name = slot_setter(Uplink, "device_name")
+_set_tenant_id = slot_setter(Uplink, "tenant_id")
+_set_device_profile = slot_setter(Uplink, "device_profile")
+_set_fport = slot_setter(Uplink, "fport")
+_set_fcnt = slot_setter(Uplink, "fcnt")
+_set_gateways = slot_setter(Uplink, "gateways")
+_set_received_at = slot_setter(Uplink, "received_at")
+_set_dedup_id = slot_setter(Uplink, "dedup_id")
 
 
 def _new_gateway(gateway_id: str, rssi: float, snr: float) -> GatewayRx:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -29,6 +29,7 @@ from typing import Final
 from citysense.registry import Registry, Sensor
 from citysense.settings import IngestSettings
 from decoders import EMPTY_PROFILE, Codec, Decoded, DecodeError, DeviceProfile, get_codec
+from decoders._slots import is_plain_python_class, slot_setter
 from decoders.envelopes import parse_uplink
 from schemas import Measurement, Source
 
@@ -124,43 +125,20 @@ class Rejected:
 
 # ``schemas.Source`` is a frozen dataclass of a plain Python module: its ``__init__`` stores each
 # of the eight fields through ``object.__setattr__``, ~1.5 µs. ``_new_source`` builds the same
-# object with ``object.__new__`` and each slot's member descriptor (the store ``object.__setattr__``
-# ends in), about a third of that. Not compiling ``schemas._measurement`` instead: a native class
-# checks each field's declared type on every store, so ``Measurement(sensor_id=42)`` would raise
-# ``TypeError`` where it is built, not ``SchemaError`` naming the field where it is encoded.
-# This holds while Source has no ``__post_init__``; tests check the builder takes every field and
-# equals the constructor. Were Source ever a native class (object.__new__ refuses those), the
-# builder calls the constructor.
-def _source_is_plain_python() -> bool:
-    try:
-        object.__new__(Source)
-    except TypeError:
-        return False
-    return True
-
-
-_SOURCE_SLOTS: Final = _source_is_plain_python()
-
-
-def _source_setter(name: str) -> Callable[[object, object], None]:
-    if not _SOURCE_SLOTS:
-        return _unused_setter
-    setter: Callable[[object, object], None] = vars(Source)[name].__set__
-    return setter
-
-
-def _unused_setter(_obj: object, _value: object) -> None:
-    raise AssertionError("slot setters are only used on plain Python classes")
-
-
-_set_network: Final = _source_setter("network")
-_set_gateway_id: Final = _source_setter("gateway_id")
-_set_rssi: Final = _source_setter("rssi")
-_set_snr: Final = _source_setter("snr")
-_set_f_cnt: Final = _source_setter("f_cnt")
-_set_dev_eui: Final = _source_setter("dev_eui")
-_set_dedup_id: Final = _source_setter("dedup_id")
-_set_idempotency_key: Final = _source_setter("idempotency_key")
+# object through its slots (``decoders._slots``), about a third of that. Not compiling
+# ``schemas._measurement`` instead: a native class checks each field's declared type on every
+# store, so ``Measurement(sensor_id=42)`` would raise ``TypeError`` where it is built, not
+# ``SchemaError`` naming the field where it is encoded. Tests check the builder takes every field
+# and equals the constructor; were Source ever a native class, the builder calls the constructor.
+_SOURCE_SLOTS: Final = is_plain_python_class(Source)
+_set_network: Final = slot_setter(Source, "network")
+_set_gateway_id: Final = slot_setter(Source, "gateway_id")
+_set_rssi: Final = slot_setter(Source, "rssi")
+_set_snr: Final = slot_setter(Source, "snr")
+_set_f_cnt: Final = slot_setter(Source, "f_cnt")
+_set_dev_eui: Final = slot_setter(Source, "dev_eui")
+_set_dedup_id: Final = slot_setter(Source, "dedup_id")
+_set_idempotency_key: Final = slot_setter(Source, "idempotency_key")
 
 
 def _new_source(
