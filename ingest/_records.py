@@ -116,19 +116,9 @@ def accepted_kafka_record(accepted: Accepted) -> KafkaRecord:
     received_at = accepted.received_at
     source = accepted.source
     topic, schema_name = _kind_parts(decoded.kind)
-    if received_at.tzinfo is not UTC:
-        value = schemas.encode_decoded(
-            decoded,
-            sensor_id=accepted.sensor_id,
-            observed_at=accepted.observed_at,
-            received_at=received_at,
-            source=source,
-        )
-        headers = _headers(schema_name, received_at, source.idempotency_key)
-        return KafkaRecord(topic, accepted.sensor_id.encode(), value, headers)
-    # Ingest's receive times are UTC: converted once, for the value and the trace header. The
-    # encoder writes an int of µs as the datetime it stands for; given the same object for both
-    # times (direct topics), it writes that varint once.
+    # The receive time is converted once, for the value and the trace header: the encoder writes
+    # an int of µs as the datetime it stands for, and given the same object for both times
+    # (direct topics), it writes that varint once.
     micros = _epoch_micros(received_at)
     received: object = micros
     observed_at = accepted.observed_at
