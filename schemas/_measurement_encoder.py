@@ -81,14 +81,13 @@ def _varint(zigzag: int) -> bytes:
     """Base-128 varint of a zig-zag encoded long (0 ≤ zigzag < 2**64).
 
     The one-byte ones (most lengths, counts, lines) come from a table, the two- and three-byte
-    ones from two tables. Long ones are mostly
+    ones (strings of 64 bytes or more, fCnt, counts) from two tables. Long ones are mostly
     timestamps, whose 8 bytes the byte loop writes in ~0.3 µs: instead, bits 0-27 come from the
     record encoder's table of 7-bit group pairs and the rest, which for a timestamp changes every
     ~134 s, from its small cache, as its ``_write_varint`` does.
     """
     if zigzag < 0x80:
         return _ONE_BYTE_VARINTS[zigzag]
-    # Two and three bytes (strings of 64 bytes or more, fCnt, counts): from the tables too.
     if zigzag < 0x4000:
         return _CONTINUED[zigzag & 0x7F] + _ONE_BYTE_VARINTS[zigzag >> 7]
     if zigzag < 0x20_0000:
