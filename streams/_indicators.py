@@ -2,8 +2,8 @@
 
 Nothing here keeps state or does I/O, so the stream operators and the batch recomputations share
 one definition of each indicator and the tests check it against hand-computed tables. Standard
-library only (``math``, ``zoneinfo``): no numpy, so the functions run unchanged on the hot path
-and under mypyc.
+library only (``math``, ``zoneinfo``), no numpy: the inputs are a few values per sensor and
+window, where array conversions would cost more than they save.
 
 Times are int microseconds since the Unix epoch (UTC) unless a name says otherwise. Local
 calendar questions (which noise period, which day) take a ``ZoneInfo``, Paris by default.
