@@ -34,9 +34,11 @@ from pydantic_settings import (
 )
 
 from decoders import KINDS
-from schemas import DEADLETTER_TOPIC, aggregate_topic, measurement_topic
+from schemas import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
 
 __all__ = [
+    "AggregateSettings",
+    "DailySettings",
     "DatabaseSettings",
     "HttpSettings",
     "IngestSettings",
@@ -47,6 +49,7 @@ __all__ = [
     "SettingsError",
     "SinkSettings",
     "StackSettings",
+    "WindowSettings",
     "load_settings",
     "mask_url",
     "stack_dir",
@@ -326,6 +329,140 @@ class SinkSettings(_Section):
         return self
 
 
+class WindowSettings(_Section):
+    """One tumbling event-time window definition of the aggregator (DESIGN.md section 6).
+
+    Windows are aligned to the Unix epoch in UTC and half-open, ``[start, start + size_s)``. A
+    window is emitted when the watermark passes its end + ``grace_s``; records that arrive after
+    that but less than ``allowed_lateness_s`` later re-emit it with the next revision; older
+    ones go to the late topic. ``emit = "update"`` also emits the open window (``final`` false)
+    after every poll that changed it.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    size_s: int = Field(gt=0, le=86_400)
+    grace_s: float = Field(default=5.0, ge=0, le=86_400)
+    allowed_lateness_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    emit: Literal["final", "update"] = "final"
+    #: Per sensor, and rolled up per site (from the sensors' results, by the rollup stage).
+    scopes: tuple[Literal["sensor", "site"], ...] = ("sensor", "site")
+
+    @model_validator(mode="after")
+    def _divides_a_day(self) -> WindowSettings:
+        if 86_400 % self.size_s:
+            raise ValueError(f"size_s {self.size_s} must divide a day (86400 s)")
+        return self
+
+
+def _default_windows() -> tuple[WindowSettings, ...]:
+    return (
+        WindowSettings(name="1m", size_s=60, grace_s=5.0, allowed_lateness_s=300.0),
+        WindowSettings(name="15m", size_s=900, grace_s=10.0, allowed_lateness_s=900.0),
+        WindowSettings(name="1h", size_s=3600, grace_s=30.0, allowed_lateness_s=900.0),
+    )
+
+
+class DailySettings(_Section):
+    """Daily windows (Europe/Paris calendar days), computed by the rollup stage from the hourly
+    aggregates, never from raw records."""
+
+    enabled: bool = True
+    #: The hourly window the daily indicators are built from (its ``size_s`` must be 3600).
+    hourly_window: str = "1h"
+    timezone: str = "Europe/Paris"
+    #: A day is emitted when every partition's results reach its end + grace.
+    grace_s: float = Field(default=300.0, ge=0, le=86_400)
+    allowed_lateness_s: float = Field(default=86_400.0, ge=0, le=7 * 86_400)
+
+
+class AggregateSettings(_Section):
+    """The aggregator: measurement topics → windowed indicators (DESIGN.md sections 5.3-5.4, 6)."""
+
+    group_id: str = "citysense-aggregate"
+    #: The rollup stage (per-site windows, daily windows) reads the per-sensor aggregates
+    #: topics in its own group, where one member at a time holds every partition.
+    rollup_group_id: str = "citysense-aggregate-rollup"
+    #: A site window is emitted when every partition's sensor results reach its end + grace;
+    #: a sensor result arriving later revises it.
+    site_grace_s: float = Field(default=0.0, ge=0, le=86_400)
+    #: From the environment as a comma-separated list.
+    kinds: Annotated[tuple[Literal["noise", "air", "traffic", "occupancy"], ...], NoDecode] = (
+        "noise",
+        "air",
+        "traffic",
+        "occupancy",
+    )
+    windows: tuple[WindowSettings, ...] = Field(default_factory=_default_windows)
+    daily: DailySettings = DailySettings()
+    #: Watermark = largest event time seen − this bound, per partition.
+    out_of_orderness_s: float = Field(default=10.0, ge=0, le=86_400)
+    #: A partition silent for this long stops holding the watermark back.
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    late_topic: str = LATE_TOPIC
+    dead_letter_topic: str = DEADLETTER_TOPIC
+    max_poll_records: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: How often the lowest offset still needed by a kept window is committed.
+    commit_interval_s: float = Field(default=5.0, gt=0, le=600)
+    #: Occupancy: ``affluence`` level thresholds on the percent of capacity (1 + thresholds met).
+    affluence_thresholds_pct: tuple[float, ...] = (25.0, 50.0, 75.0, 90.0)
+    #: Traffic counters: an increase above max(this rate x elapsed time, 1000) is a reset.
+    max_crossings_per_s: float = Field(default=50.0, gt=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(kind.strip() for kind in value.split(",") if kind.strip())
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _some_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one kind")
+        if len(set(value)) != len(value):
+            raise ValueError("a kind is listed twice")
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _distinct_windows(
+        cls, value: tuple[WindowSettings, ...]
+    ) -> tuple[WindowSettings, ...]:
+        if not value:
+            raise ValueError("at least one window")
+        names = [w.name for w in value]
+        sizes = [w.size_s for w in value]
+        if len(set(names)) != len(names) or len(set(sizes)) != len(sizes):
+            raise ValueError("window names and sizes must be distinct")
+        return value
+
+    @field_validator("affluence_thresholds_pct")
+    @classmethod
+    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError("thresholds must be strictly increasing")
+        return value
+
+    @model_validator(mode="after")
+    def _hourly_for_daily(self) -> AggregateSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        if self.daily.enabled:
+            hourly = [w for w in self.windows if w.name == self.daily.hourly_window]
+            if not hourly or hourly[0].size_s != 3600:
+                raise ValueError(
+                    f"daily.hourly_window {self.daily.hourly_window!r} must name a window "
+                    "of size_s 3600 (or set daily.enabled = false)"
+                )
+        return self
+
+    def window(self, name: str) -> WindowSettings:
+        return next(w for w in self.windows if w.name == name)
+
+
 class Settings(BaseSettings):
     """All settings; each stage reads the sections it needs."""
 
@@ -345,6 +482,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     ingest: IngestSettings = IngestSettings()
     sink: SinkSettings = SinkSettings()
+    aggregate: AggregateSettings = AggregateSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)

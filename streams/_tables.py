@@ -1,0 +1,605 @@
+"""Open windows of one window definition and one kind, as rows of mergeable state in numpy columns.
+
+Why columns: the aggregator folds hundreds of thousands of records per second in one Python
+process. Per record it does no Python work at all: a polled batch (``streams._columns.Columns``)
+is assigned to window rows with :func:`numpy.unique`, and each row's state is updated with
+``bincount`` and ``ufunc.at`` over the whole batch. Python loops run once per distinct
+(sensor, window) of a batch, and once per emitted window.
+
+State is mergeable: sums, counts, minima, maxima, and, where an indicator is a quantile, a
+histogram kept as a log of ``(row, bin, weight)`` entries that is reduced by addition when it
+grows or a window is emitted. Nothing in a row depends on the order records arrived in, so a
+window's result is the same whatever the shuffle (floating-point sums are rounded on output for
+that reason, see :func:`_rounded`).
+
+Per kind (DESIGN.md section 6):
+
+- noise: Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ over records with an LAeq (tᵢ = the sensor's reporting interval
+  from the registry, the period its LAeq integrates), the maximum of LAmax (LAFmax, LASmax or
+  LAeq when the device gives no maximum), the minimum likewise, and a 0.1 dB histogram of LAeq
+  weighted by tᵢ for L10/L50/L90;
+- air: per canonical quantity, count, sum, minimum and maximum;
+- traffic: period counts summed per (line, direction, class); cumulative counters are turned
+  into period counts by the stage (:mod:`streams._stage`) and added here;
+- occupancy: per record the people in all regions (sum and maximum), per region sum and maximum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from decoders import TRAFFIC_CLASSES
+from streams import _indicators as ind
+from streams._columns import DOUBLE_FIELDS, Columns
+
+__all__ = ["KEY_BITS", "KeyFacts", "Table", "WindowDef"]
+
+#: Keys (sensor ids) are dense ints below 2**KEY_BITS; a row's code is window number << KEY_BITS
+#: | key, one int64 per (sensor, window).
+KEY_BITS: Final = 24
+_KEY_MASK: Final = (1 << KEY_BITS) - 1
+_MICROS: Final = 1_000_000
+_DIRECTIONS: Final = ("in", "out")
+#: Indices of the noise columns (``streams._columns.DOUBLE_FIELDS["noise"]``).
+_LAEQ, _LAMAX, _LAMIN, _LAFMAX, _LASMAX, _LAFMIN, _LASMIN = range(7)
+#: A histogram log longer than this many entries per live row is reduced by addition.
+_LOG_ENTRIES_PER_ROW: Final = 64
+Int64Array = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDef:
+    """A tumbling window definition, in µs (from ``citysense.settings.WindowSettings``)."""
+
+    name: str
+    size_us: int
+    grace_us: int
+    lateness_us: int
+    emit_updates: bool
+
+    @property
+    def size_s(self) -> int:
+        return self.size_us // _MICROS
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """What the registry says about every key index, as arrays indexed by key."""
+
+    interval_s: FloatArray
+    capacity: FloatArray  # NaN: unknown
+
+
+def _rounded(value: float, digits: int) -> float:
+    """``value`` to ``digits`` decimals. Why: sums of floats depend on the order they are added
+    in, which depends on how records were batched; rounding well above that noise (1e-12
+    relative) makes a window's result the same for any batching, so replays are byte-identical.
+    Levels are published to 0.01 dB, concentrations and people to 1e-4."""
+    return round(float(value), digits)
+
+
+class _Log:
+    """Append-only parallel int64/float64 arrays, concatenated lazily."""
+
+    __slots__ = ("_chunks", "_width", "size")
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        self._chunks: list[FloatArray] = []
+        self.size = 0
+
+    def append(self, columns: Sequence[npt.NDArray[Any]]) -> None:
+        if len(columns[0]):
+            self._chunks.append(np.column_stack([c.astype(np.float64) for c in columns]))
+            self.size += len(columns[0])
+
+    def array(self) -> FloatArray:
+        if not self._chunks:
+            return np.empty((0, self._width))
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0]
+
+    def replace(self, array: FloatArray) -> None:
+        self._chunks = [array] if len(array) else []
+        self.size = len(array)
+
+
+class Table:
+    """Rows of one window definition for one kind, keyed by (key index, window start)."""
+
+    def __init__(self, kind: str, window: WindowDef, *, capacity: int = 1024) -> None:
+        self.kind = kind
+        self.window = window
+        self.rows: dict[int, int] = {}
+        self._free: list[int] = []
+        self._capacity = 0
+        self._quantities = DOUBLE_FIELDS[kind] if kind == "air" else ()
+        self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._fills: dict[str, Any] = {}
+        self._declare("key", np.int32, -1)
+        self._declare("start", np.int64, 0)
+        self._declare("partition", np.int32, -1)
+        self._declare("min_offset", np.int64, np.iinfo(np.int64).max)
+        self._declare("count", np.int64, 0)
+        self._declare("revision", np.int32, 0)
+        self._declare("emitted", np.bool_, False)
+        self._declare("dirty", np.bool_, False)
+        self._declare("live", np.bool_, False)
+        if kind == "noise":
+            self._declare("energy", np.float64, 0.0)
+            self._declare("duration", np.float64, 0.0)
+            self._declare("lmax", np.float64, -np.inf)
+            self._declare("lmin", np.float64, np.inf)
+            # (row, 0.1 dB bin, duration s)
+            self.log = _Log(3)
+        elif kind == "air":
+            q = len(self._quantities)
+            self._declare("q_count", np.int64, 0, q)
+            self._declare("q_sum", np.float64, 0.0, q)
+            self._declare("q_min", np.float64, np.inf, q)
+            self._declare("q_max", np.float64, -np.inf, q)
+            self.log = _Log(1)
+        elif kind == "traffic":
+            self._declare("resets", np.int64, 0)
+            # (row, line, direction, class, count)
+            self.log = _Log(5)
+        else:
+            self._declare("people_sum", np.float64, 0.0)
+            self._declare("people_max", np.float64, -np.inf)
+            # (row, region, count)
+            self.log = _Log(3)
+        self._grow(capacity)
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def _declare(self, name: str, dtype: Any, fill: Any, width: int = 0) -> None:
+        shape: tuple[int, ...] = (0, width) if width else (0,)
+        self._arrays[name] = np.empty(shape, dtype=dtype)
+        self._fills[name] = fill
+
+    def _grow(self, capacity: int) -> None:
+        old = self._capacity
+        for name, array in self._arrays.items():
+            shape = (capacity, *array.shape[1:])
+            grown = np.full(shape, self._fills[name], dtype=array.dtype)
+            grown[:old] = array
+            self._arrays[name] = grown
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._capacity = capacity
+
+    def __getattr__(self, name: str) -> npt.NDArray[Any]:
+        try:
+            return self.__dict__["_arrays"][name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def _reset_row(self, row: int) -> None:
+        for name, array in self._arrays.items():
+            array[row] = self._fills[name]
+
+    def _new_row(self, code: int, partition: int) -> int:
+        if not self._free:
+            self._grow(self._capacity * 2)
+        row = self._free.pop()
+        self._arrays["key"][row] = code & _KEY_MASK
+        self._arrays["start"][row] = (code >> KEY_BITS) * self.window.size_us
+        self._arrays["partition"][row] = partition
+        self._arrays["live"][row] = True
+        self.rows[code] = row
+        return row
+
+    def free(self, rows: npt.NDArray[np.int64]) -> None:
+        """Forget ``rows`` (emitted for the last time, or their partition was revoked)."""
+        if not len(rows):
+            return
+        size = self.window.size_us
+        key, start = self._arrays["key"], self._arrays["start"]
+        for row in rows.tolist():
+            del self.rows[(int(start[row]) // size) << KEY_BITS | int(key[row])]
+            self._reset_row(row)
+            self._free.append(row)
+        gone = np.zeros(self._capacity, dtype=np.bool_)
+        gone[rows] = True
+        log = self.log.array()
+        if len(log):
+            self.log.replace(log[~gone[log[:, 0].astype(np.int64)]])
+
+    # --- folding ----------------------------------------------------------------------------
+
+    def fold(
+        self,
+        columns: Columns,
+        selected: Int64Array,
+        partition: int,
+        facts: KeyFacts,
+    ) -> Int64Array:
+        """Fold the records at ``selected`` (indices into ``columns``) into their windows;
+        returns the row of every record of ``columns`` (-1 where not selected)."""
+        record_rows = np.full(len(columns), -1, dtype=np.int64)
+        if not len(selected):
+            return record_rows
+        size = self.window.size_us
+        keys = columns.key[selected].astype(np.int64)
+        window_numbers = columns.time_us[selected] // size
+        codes = (window_numbers << KEY_BITS) | keys
+        unique, inverse = np.unique(codes, return_inverse=True)
+        rows = np.empty(len(unique), dtype=np.int64)
+        lookup = self.rows
+        for i, code in enumerate(unique.tolist()):
+            row = lookup.get(code)
+            rows[i] = self._new_row(code, partition) if row is None else row
+        arrays = self._arrays
+        groups = len(unique)
+        arrays["count"][rows] += np.bincount(inverse, minlength=groups)
+        first = np.full(groups, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, inverse, columns.offset[selected])
+        arrays["min_offset"][rows] = np.minimum(arrays["min_offset"][rows], first)
+        arrays["dirty"][rows] = True
+        record_rows[selected] = rows[inverse]
+        folder = getattr(self, f"_fold_{self.kind}")
+        folder(columns, selected, rows, inverse, facts)
+        return record_rows
+
+    def _fold_noise(
+        self,
+        columns: Columns,
+        selected: Int64Array,
+        rows: Int64Array,
+        inverse: Int64Array,
+        facts: KeyFacts,
+    ) -> None:
+        values = columns.doubles[selected]
+        laeq = values[:, _LAEQ]
+        duration = facts.interval_s[columns.key[selected]]
+        has = ~np.isnan(laeq)
+        groups = len(rows)
+        arrays = self._arrays
+        energy = np.where(has, duration * np.power(10.0, np.where(has, laeq, 0.0) / 10.0), 0.0)
+        arrays["energy"][rows] += np.bincount(inverse, weights=energy, minlength=groups)
+        arrays["duration"][rows] += np.bincount(
+            inverse, weights=np.where(has, duration, 0.0), minlength=groups
+        )
+        high = _first_present(values, (_LAMAX, _LAFMAX, _LASMAX, _LAEQ))
+        low = _first_present(values, (_LAMIN, _LAFMIN, _LASMIN, _LAEQ))
+        local = np.full(groups, -np.inf)
+        np.fmax.at(local, inverse, high)
+        arrays["lmax"][rows] = np.fmax(arrays["lmax"][rows], local)
+        local = np.full(groups, np.inf)
+        np.fmin.at(local, inverse, low)
+        arrays["lmin"][rows] = np.fmin(arrays["lmin"][rows], local)
+        bins = np.floor(laeq[has] * 10.0 + 0.5)
+        self.log.append((rows[inverse][has], bins, duration[has]))
+        if self.log.size > _LOG_ENTRIES_PER_ROW * max(len(self.rows), 16):
+            self._reduce_log()
+
+    def _fold_air(
+        self,
+        columns: Columns,
+        selected: Int64Array,
+        rows: Int64Array,
+        inverse: Int64Array,
+        facts: KeyFacts,
+    ) -> None:
+        values = columns.doubles[selected]
+        has = ~np.isnan(values)
+        groups = len(rows)
+        arrays = self._arrays
+        count = np.zeros((groups, values.shape[1]), dtype=np.int64)
+        np.add.at(count, inverse, has.astype(np.int64))
+        arrays["q_count"][rows] += count
+        total = np.zeros((groups, values.shape[1]))
+        np.add.at(total, inverse, np.where(has, values, 0.0))
+        arrays["q_sum"][rows] += total
+        low = np.full((groups, values.shape[1]), np.inf)
+        np.fmin.at(low, inverse, values)
+        arrays["q_min"][rows] = np.fmin(arrays["q_min"][rows], low)
+        high = np.full((groups, values.shape[1]), -np.inf)
+        np.fmax.at(high, inverse, values)
+        arrays["q_max"][rows] = np.fmax(arrays["q_max"][rows], high)
+
+    def _fold_traffic(
+        self,
+        columns: Columns,
+        selected: Int64Array,
+        rows: Int64Array,
+        inverse: Int64Array,
+        facts: KeyFacts,
+    ) -> None:
+        record_rows = np.full(len(columns), -1, dtype=np.int64)
+        record_rows[selected] = rows[inverse]
+        entry_rows = record_rows[columns.count_row]
+        period = (entry_rows >= 0) & (columns.count_value >= 0)
+        self.log.append(
+            (
+                entry_rows[period],
+                columns.count_line[period],
+                columns.count_direction[period],
+                columns.count_class[period],
+                columns.count_value[period],
+            )
+        )
+
+    def add_counts(
+        self, rows: Int64Array, lines: Int64Array, directions: Int64Array, classes: Int64Array,
+        counts: Int64Array, resets: Int64Array,
+    ) -> None:
+        """Period counts derived from cumulative counters (by the stage) for existing rows."""
+        ok = rows >= 0
+        self.log.append((rows[ok], lines[ok], directions[ok], classes[ok], counts[ok]))
+        np.add.at(self._arrays["resets"], rows[ok], resets[ok])
+        self._arrays["dirty"][rows[ok]] = True
+
+    def _fold_occupancy(
+        self,
+        columns: Columns,
+        selected: Int64Array,
+        rows: Int64Array,
+        inverse: Int64Array,
+        facts: KeyFacts,
+    ) -> None:
+        people = np.bincount(
+            columns.region_row, weights=columns.region_count.astype(np.float64),
+            minlength=len(columns),
+        )[selected]
+        groups = len(rows)
+        arrays = self._arrays
+        arrays["people_sum"][rows] += np.bincount(inverse, weights=people, minlength=groups)
+        local = np.full(groups, -np.inf)
+        np.maximum.at(local, inverse, people)
+        arrays["people_max"][rows] = np.maximum(arrays["people_max"][rows], local)
+        record_rows = np.full(len(columns), -1, dtype=np.int64)
+        record_rows[selected] = rows[inverse]
+        entry_rows = record_rows[columns.region_row]
+        kept = entry_rows >= 0
+        self.log.append((entry_rows[kept], columns.region_id[kept], columns.region_count[kept]))
+
+    def _reduce_log(self) -> None:
+        """Merge histogram entries of the same (row, bin) by addition (noise only)."""
+        log = self.log.array()
+        if not len(log):
+            return
+        codes = log[:, 0].astype(np.int64) << 20 | (log[:, 1].astype(np.int64) & 0xFFFFF)
+        unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        weights = np.bincount(inverse, weights=log[:, 2], minlength=len(unique))
+        self.log.replace(np.column_stack([log[first, 0], log[first, 1], weights]))
+
+    # --- emitting ---------------------------------------------------------------------------
+
+    def due(self, watermark_us: int) -> tuple[Int64Array, Int64Array, Int64Array]:
+        """Rows to emit as final now, rows to emit as an update, rows to forget afterwards."""
+        arrays = self._arrays
+        live = arrays["live"]
+        closes = arrays["start"] + (self.window.size_us + self.window.grace_us)
+        closed = live & (closes <= watermark_us)
+        final = np.flatnonzero(closed & (~arrays["emitted"] | arrays["dirty"]))
+        updates = (
+            np.flatnonzero(live & ~closed & arrays["dirty"])
+            if self.window.emit_updates
+            else np.empty(0, dtype=np.int64)
+        )
+        expired = np.flatnonzero(live & (closes + self.window.lateness_us <= watermark_us))
+        return final, updates, expired
+
+    def results(
+        self,
+        rows: Int64Array,
+        *,
+        final: bool,
+        facts: KeyFacts,
+        key_name: Callable[[int], str],
+        affluence_thresholds: Sequence[float],
+    ) -> list[dict[str, Any]]:
+        """The ``Aggregate`` records of ``rows`` (and, for final ones, their revision bumped)."""
+        if not len(rows):
+            return []
+        arrays = self._arrays
+        per_row = self._per_row_details(rows)
+        records: list[dict[str, Any]] = []
+        window = self.window
+        for row in rows.tolist():
+            revision = 0
+            if final:
+                if arrays["emitted"][row]:
+                    arrays["revision"][row] += 1
+                revision = int(arrays["revision"][row])
+                arrays["emitted"][row] = True
+            arrays["dirty"][row] = False
+            key = int(arrays["key"][row])
+            start = int(arrays["start"][row])
+            values, counts, regions = self._indicators(
+                row, key, per_row.get(row), facts, affluence_thresholds
+            )
+            records.append(
+                {
+                    "key": key_name(key),
+                    "kind": self.kind,
+                    "window_start": start,
+                    "window_end": start + window.size_us,
+                    "window_size_seconds": window.size_s,
+                    "revision": revision,
+                    "final": final,
+                    "values": values,
+                    "sample_count": int(arrays["count"][row]),
+                    "counts": counts,
+                    "regions": regions,
+                }
+            )
+        return records
+
+    def _per_row_details(self, rows: Int64Array) -> dict[int, FloatArray]:
+        """The log entries of ``rows``, per row."""
+        if self.kind == "air":
+            return {}
+        if self.kind == "noise":
+            self._reduce_log()
+        log = self.log.array()
+        if not len(log):
+            return {}
+        wanted = np.zeros(self._capacity, dtype=np.bool_)
+        wanted[rows] = True
+        mine = log[wanted[log[:, 0].astype(np.int64)]]
+        if not len(mine):
+            return {}
+        mine = mine[np.argsort(mine[:, 0], kind="stable")]
+        row_ids = mine[:, 0].astype(np.int64)
+        cuts = np.flatnonzero(np.diff(row_ids)) + 1
+        return {
+            int(chunk[0, 0]): chunk[:, 1:] for chunk in np.split(mine, cuts)
+        }
+
+    def _indicators(
+        self,
+        row: int,
+        key: int,
+        details: FloatArray | None,
+        facts: KeyFacts,
+        affluence_thresholds: Sequence[float],
+    ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
+        arrays = self._arrays
+        values: dict[str, float] = {}
+        counts: list[dict[str, Any]] = []
+        regions: list[dict[str, Any]] = []
+        if self.kind == "noise":
+            duration = float(arrays["duration"][row])
+            level = ind.level_from_energy(float(arrays["energy"][row]), duration)
+            if level is not None:
+                values["laeq_db"] = _rounded(level, 2)
+            if np.isfinite(arrays["lmax"][row]):
+                values["lamax_db"] = _rounded(arrays["lmax"][row], 2)
+            if np.isfinite(arrays["lmin"][row]):
+                values["lamin_db"] = _rounded(arrays["lmin"][row], 2)
+            if details is not None and len(details):
+                histogram: dict[int, float] = {}
+                for level_bin, weight in details.tolist():
+                    histogram[int(level_bin)] = histogram.get(int(level_bin), 0.0) + weight
+                for name, percent in (("l10_db", 10.0), ("l50_db", 50.0), ("l90_db", 90.0)):
+                    exceeded = ind.exceeded_level_db(histogram, percent)
+                    if exceeded is not None:
+                        values[name] = _rounded(exceeded, 2)
+            values["coverage"] = _rounded(min(1.0, duration / self.window.size_s), 4)
+        elif self.kind == "air":
+            means: dict[str, float] = {}
+            for q, quantity in enumerate(self._quantities):
+                n = int(arrays["q_count"][row, q])
+                if not n:
+                    continue
+                mean = float(arrays["q_sum"][row, q]) / n
+                means[quantity] = mean
+                values[f"{quantity}_mean"] = _rounded(mean, 4)
+                values[f"{quantity}_min"] = _rounded(arrays["q_min"][row, q], 4)
+                values[f"{quantity}_max"] = _rounded(arrays["q_max"][row, q], 4)
+                values[f"{quantity}_count"] = float(n)
+            if self.window.size_s == 3600:
+                band = ind.eaqi_band({q: round(m, 4) for q, m in means.items()})
+                if band is not None:
+                    values["eaqi_band"] = float(band)
+        elif self.kind == "traffic":
+            counts, values = _traffic_counts(details)
+            resets = int(arrays["resets"][row])
+            if resets:
+                values["counter_resets"] = float(resets)
+        else:
+            samples = int(arrays["count"][row])
+            people_mean = float(arrays["people_sum"][row]) / samples
+            values["people_mean"] = _rounded(people_mean, 4)
+            values["people_max"] = float(arrays["people_max"][row])
+            capacity = facts.capacity[key]
+            if np.isfinite(capacity):
+                pct = ind.occupancy_pct(round(people_mean, 4), int(capacity))
+                if pct is not None:
+                    values["occupancy_pct"] = _rounded(pct, 2)
+                    values["affluence"] = float(
+                        ind.affluence_level(round(pct, 2), affluence_thresholds)
+                    )
+            regions = _region_results(details, samples)
+        return values, counts, regions
+
+    def open_windows(self) -> int:
+        return len(self.rows)
+
+    def state_bytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values()) + self.log.size * self.log._width * 8
+
+    def needed_offsets(self) -> Iterator[tuple[int, int]]:
+        """(partition, lowest offset) of every live row."""
+        live = self._arrays["live"]
+        partitions = self._arrays["partition"][live]
+        offsets = self._arrays["min_offset"][live]
+        for partition in np.unique(partitions).tolist():
+            yield partition, int(offsets[partitions == partition].min())
+
+    def rows_of_partition(self, partition: int) -> Int64Array:
+        arrays = self._arrays
+        return np.flatnonzero(arrays["live"] & (arrays["partition"] == partition))
+
+    def mark_emitted_through(self, watermark_us: int, partition: int) -> None:
+        """After a replay: rows of ``partition`` that closed before the restart were emitted then."""
+        arrays = self._arrays
+        closes = arrays["start"] + (self.window.size_us + self.window.grace_us)
+        done = arrays["live"] & (arrays["partition"] == partition) & (closes <= watermark_us)
+        arrays["emitted"][done] = True
+        arrays["dirty"][done] = False
+
+    def row_of(self, key: int, time_us: int) -> int:
+        return self.rows.get((time_us // self.window.size_us) << KEY_BITS | key, -1)
+
+
+def _first_present(values: FloatArray, columns: Sequence[int]) -> FloatArray:
+    """Per record, the first non-NaN of ``columns`` (NaN when none is present)."""
+    result = values[:, columns[0]].copy()
+    for column in columns[1:]:
+        missing = np.isnan(result)
+        if not missing.any():
+            break
+        result[missing] = values[missing, column]
+    return result
+
+
+def _traffic_counts(
+    details: FloatArray | None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Counts per (line, direction, class), sorted, and totals per class and overall."""
+    sums: dict[tuple[int, int, int], int] = {}
+    if details is not None:
+        for line, direction, traffic_class, count in details.tolist():
+            triple = (int(line), int(direction), int(traffic_class))
+            sums[triple] = sums.get(triple, 0) + int(count)
+    counts = [
+        {
+            "line": line,
+            "direction": _DIRECTIONS[direction],
+            "traffic_class": TRAFFIC_CLASSES[traffic_class],
+            "count": total,
+            "cumulative": None,
+        }
+        for (line, direction, traffic_class), total in sorted(sums.items())
+    ]
+    values: dict[str, float] = {}
+    for (_line, _direction, traffic_class), total in sorted(sums.items()):
+        name = f"{TRAFFIC_CLASSES[traffic_class]}_count"
+        values[name] = values.get(name, 0.0) + total
+    if sums:
+        values["total_count"] = float(sum(sums.values()))
+    return counts, values
+
+
+def _region_results(details: FloatArray | None, samples: int) -> list[dict[str, Any]]:
+    """Mean (over the window's records; a record without the region counts 0) and maximum."""
+    sums: dict[int, float] = {}
+    maxima: dict[int, int] = {}
+    if details is not None:
+        for region, count in details.tolist():
+            r = int(region)
+            sums[r] = sums.get(r, 0.0) + count
+            maxima[r] = max(maxima.get(r, 0), int(count))
+    return [
+        {"region": r, "mean_count": _rounded(sums[r] / samples, 4), "max_count": maxima[r]}
+        for r in sorted(sums)
+    ]
