@@ -94,7 +94,6 @@ def stack_env() -> None:
 
 #: Stages not built yet, with the issue that builds them; `run` and the stage commands say so.
 PENDING_STAGES = {
-    "aggregate": "the stream aggregation issue",
     "publish": "the open-data publication issue",
 }
 
@@ -111,6 +110,7 @@ def run() -> None:
     from citysense.logs import configure_logging
     from ingest import IngestService
     from sinks.timescale import TimescaleSink
+    from streams import AggregateService
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -119,10 +119,15 @@ def run() -> None:
             "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
         )
     registry = _registry(settings)
-    # Start order is drain order reversed: the sink starts first and stops last.
+    # Start order is drain order reversed: the sink starts first and stops last, the
+    # aggregator drains before it and after ingest.
     _run_stage(
         settings,
-        [TimescaleSink(settings, settings.sink, registry), IngestService(settings, registry)],
+        [
+            TimescaleSink(settings, settings.sink, registry),
+            AggregateService(settings, registry),
+            IngestService(settings, registry),
+        ],
     )
 
 
@@ -165,8 +170,13 @@ def ingest(
 
 @app.command()
 def aggregate() -> None:
-    """Event-time windows and indicators."""
-    _pending("aggregate")
+    """Measurements → event-time windows and city indicators (per sensor, per site, daily)."""
+    from citysense.logs import configure_logging
+    from streams import AggregateService
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    _run_stage(settings, [AggregateService(settings, _registry(settings))])
 
 
 @app.command()

@@ -11,6 +11,7 @@ where a client is built. An invalid setting fails at start with the field's path
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -394,7 +395,7 @@ class AggregateSettings(_Section):
     )
     windows: tuple[WindowSettings, ...] = Field(default_factory=_default_windows)
     daily: DailySettings = DailySettings()
-    #: Watermark = largest event time seen − this bound, per partition.
+    #: Watermark = largest event time seen - this bound, per partition.
     out_of_orderness_s: float = Field(default=10.0, ge=0, le=86_400)
     #: A partition silent for this long stops holding the watermark back.
     idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
@@ -428,9 +429,7 @@ class AggregateSettings(_Section):
 
     @field_validator("windows")
     @classmethod
-    def _distinct_windows(
-        cls, value: tuple[WindowSettings, ...]
-    ) -> tuple[WindowSettings, ...]:
+    def _distinct_windows(cls, value: tuple[WindowSettings, ...]) -> tuple[WindowSettings, ...]:
         if not value:
             raise ValueError("at least one window")
         names = [w.name for w in value]
@@ -442,7 +441,7 @@ class AggregateSettings(_Section):
     @field_validator("affluence_thresholds_pct")
     @classmethod
     def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(value)):
             raise ValueError("thresholds must be strictly increasing")
         return value
 

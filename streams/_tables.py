@@ -327,14 +327,22 @@ class Table:
         )
 
     def add_counts(
-        self, rows: Int64Array, lines: Int64Array, directions: Int64Array, classes: Int64Array,
-        counts: Int64Array, resets: Int64Array,
+        self,
+        rows: Int64Array,
+        lines: Int64Array,
+        directions: Int64Array,
+        classes: Int64Array,
+        counts: Int64Array,
+        resets: Int64Array,
     ) -> None:
-        """Period counts derived from cumulative counters (by the stage) for existing rows."""
-        ok = rows >= 0
-        self.log.append((rows[ok], lines[ok], directions[ok], classes[ok], counts[ok]))
-        np.add.at(self._arrays["resets"], rows[ok], resets[ok])
-        self._arrays["dirty"][rows[ok]] = True
+        """Period counts derived from cumulative counters (by the stage) for existing rows; a
+        count of -1 adds no count (a reset: no data) but its reset flag."""
+        counted = counts >= 0
+        self.log.append(
+            (rows[counted], lines[counted], directions[counted], classes[counted], counts[counted])
+        )
+        np.add.at(self._arrays["resets"], rows, resets)
+        self._arrays["dirty"][rows] = True
 
     def _fold_occupancy(
         self,
@@ -345,7 +353,8 @@ class Table:
         facts: KeyFacts,
     ) -> None:
         people = np.bincount(
-            columns.region_row, weights=columns.region_count.astype(np.float64),
+            columns.region_row,
+            weights=columns.region_count.astype(np.float64),
             minlength=len(columns),
         )[selected]
         groups = len(rows)
@@ -450,9 +459,7 @@ class Table:
         mine = mine[np.argsort(mine[:, 0], kind="stable")]
         row_ids = mine[:, 0].astype(np.int64)
         cuts = np.flatnonzero(np.diff(row_ids)) + 1
-        return {
-            int(chunk[0, 0]): chunk[:, 1:] for chunk in np.split(mine, cuts)
-        }
+        return {int(chunk[0, 0]): chunk[:, 1:] for chunk in np.split(mine, cuts)}
 
     def _indicators(
         self,
@@ -540,7 +547,7 @@ class Table:
         return np.flatnonzero(arrays["live"] & (arrays["partition"] == partition))
 
     def mark_emitted_through(self, watermark_us: int, partition: int) -> None:
-        """After a replay: rows of ``partition`` that closed before the restart were emitted then."""
+        """After a replay: rows of ``partition`` closed before the restart were emitted then."""
         arrays = self._arrays
         closes = arrays["start"] + (self.window.size_us + self.window.grace_us)
         done = arrays["live"] & (arrays["partition"] == partition) & (closes <= watermark_us)

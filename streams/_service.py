@@ -1,0 +1,577 @@
+"""The aggregator service: consumer-group stages around the pure window and rollup logic.
+
+Two stages run in one process (``citysense aggregate``, also part of ``citysense run``):
+
+- the **window stage** (group ``aggregate.group_id``) reads ``city.<kind>.measurements.v1``,
+  folds each polled partition batch into :class:`streams._stage.WindowStage` as numpy columns
+  (:func:`streams._columns.extract`) and sends per-sensor window results to
+  ``city.<kind>.aggregates.v1`` (key = sensor id), late records to ``city.late.v1`` and records it
+  cannot read to the dead-letter topic. Several processes share the partitions.
+- the **rollup stage** (group ``aggregate.rollup_group_id``) reads the per-sensor results back and
+  computes per-site and daily windows (:class:`streams._rollup.RollupStage`). Its input is small
+  (one record per sensor and window), and a site's sensors sit in different partitions, so one
+  member of its group holds every partition (:class:`AllToOneAssignor`); another member takes
+  over when it leaves.
+
+Delivery (DESIGN.md sections 5.3, 5.4): results, late records and dead letters are acknowledged
+by Kafka before any offset is committed. Each stage commits, per partition, the lowest offset its
+kept windows still need, with the stage's watermark and read position as the commit's metadata.
+After a restart or a rebalance the partition is read again from that offset: records before the
+stored position rebuild state only (windows that had closed are not emitted twice, nothing is
+reported late twice), records after it are new. Outputs are deterministic, so a window emitted
+again after a crash between sending and committing is an identical record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError
+
+from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
+from citysense.registry import Registry
+from citysense.settings import Settings
+from schemas import SchemaError, aggregate_topic, decode, encode, epoch_micros, measurement_topic
+from streams import _metrics as metrics
+from streams._columns import extract
+from streams._stage import LateItem, WindowStage, registry_facts
+
+__all__ = ["AggregateService", "AllToOneAssignor"]
+
+log = logging.getLogger("citysense.aggregate")
+
+_POLL_MS = 200
+_COMMIT_TIMEOUT_S = 10.0
+
+
+class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # aiokafka is untyped
+    """Every partition of every subscribed topic to one member (the first by member id).
+
+    The rollup stage needs all of a site's sensors, which are spread over partitions; its input
+    is small, so one active member is enough, and the group still gives fail-over.
+    """
+
+    name = "citysense-all-to-one"
+    version = 0
+
+    @classmethod
+    def assign(
+        cls, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        topics = sorted({t for m in members.values() for t in m.subscription})
+        chosen = min(members)
+        assignment: dict[str, ConsumerProtocolMemberAssignment] = {}
+        for member in members:
+            owned = (
+                [(t, sorted(cluster.partitions_for_topic(t) or ())) for t in topics]
+                if member == chosen
+                else []
+            )
+            assignment[member] = ConsumerProtocolMemberAssignment(cls.version, owned, b"")
+        return assignment
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Resume:
+    """What the last commit said about a partition: read up to ``position`` at ``watermark``."""
+
+    position: int
+    watermark: int
+
+
+def _commit_metadata(watermark: int, position: int) -> str:
+    return json.dumps({"watermark": watermark, "position": position}, separators=(",", ":"))
+
+
+def _parse_metadata(text: str | None) -> _Resume | None:
+    try:
+        data = json.loads(text or "")
+        return _Resume(int(data["position"]), int(data["watermark"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, runner: _StageRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._runner.assigned(assigned)
+
+
+class _StageRunner:
+    """A consumer, its stage logic, and the commit rule shared by both stages."""
+
+    def __init__(self, service: AggregateService, name: str, group_id: str) -> None:
+        self.service = service
+        self.name = name
+        self.group_id = group_id
+        self.consumer: AIOKafkaConsumer | None = None
+        self.resume: dict[TopicPartition, _Resume] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.last_commit = 0.0
+
+    # Overridden by the two stages.
+    def topics(self) -> list[str]:
+        raise NotImplementedError
+
+    def assign(self, tp: TopicPartition, now_s: float) -> None:
+        raise NotImplementedError
+
+    def revoke(self, tp: TopicPartition) -> None:
+        raise NotImplementedError
+
+    def watermark(self, now_s: float) -> int:
+        raise NotImplementedError
+
+    def restore_watermark(self, watermark: int) -> None:
+        raise NotImplementedError
+
+    def needed(self) -> dict[Hashable, int]:
+        raise NotImplementedError
+
+    async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
+        raise NotImplementedError
+
+    async def emit(self, now_s: float) -> None:
+        raise NotImplementedError
+
+    # Shared.
+    def build(self, **overrides: Any) -> AIOKafkaConsumer:
+        settings = self.service.settings
+        aggregate = settings.aggregate
+        consumer = kafka_consumer(
+            settings.kafka,
+            group_id=self.group_id,
+            session_timeout_ms=aggregate.session_timeout_ms,
+            heartbeat_interval_ms=aggregate.heartbeat_interval_ms,
+            max_poll_records=aggregate.max_poll_records,
+            max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20,
+            **overrides,
+        )
+        consumer.subscribe(self.topics(), listener=_Rebalance(self))
+        self.consumer = consumer
+        return consumer
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        now = time.monotonic()
+        stored: dict[TopicPartition, Any] = {}
+        if assigned:
+            try:
+                stored = await self.service.admin().list_consumer_group_offsets(
+                    self.group_id, partitions=sorted(assigned)
+                )
+            except KafkaError as exc:
+                log.warning(
+                    "cannot read the commit metadata; windows closed before the restart may be "
+                    "emitted again",
+                    extra={"stage": self.name, "error": str(exc)},
+                )
+        watermarks = []
+        for tp in assigned:
+            self.assign(tp, now)
+            meta = stored.get(tp)
+            resume = _parse_metadata(getattr(meta, "metadata", None)) if meta else None
+            if resume is not None:
+                self.resume[tp] = resume
+                watermarks.append(resume.watermark)
+        if watermarks:
+            self.restore_watermark(min(watermarks))
+        log.info(
+            "partitions assigned",
+            extra={"stage": self.name, "partitions": len(assigned), "resumed": len(watermarks)},
+        )
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        # Results of what was folded are sent by the loop before each commit; commit what the
+        # kept state needs so the next owner replays the least.
+        with contextlib.suppress(KafkaError, TimeoutError, AssertionError):
+            await self.commit(force=True)
+        for tp in revoked:
+            self.revoke(tp)
+            self.resume.pop(tp, None)
+            self.positions.pop(tp, None)
+
+    def split_replay(
+        self, tp: TopicPartition, records: Sequence[Any]
+    ) -> tuple[Sequence[Any], Sequence[Any], int | None]:
+        """(records read before the restart, new records, the watermark they were read at)."""
+        resume = self.resume.get(tp)
+        if resume is None:
+            return (), records, None
+        if records[-1].offset + 1 >= resume.position:
+            del self.resume[tp]
+        cut = 0
+        while cut < len(records) and records[cut].offset < resume.position:
+            cut += 1
+        return records[:cut], records[cut:], resume.watermark
+
+    async def commit(self, *, force: bool = False) -> None:
+        consumer = self.consumer
+        now = time.monotonic()
+        if consumer is None:
+            return
+        if not force and now - self.last_commit < self.service.settings.aggregate.commit_interval_s:
+            return
+        self.last_commit = now
+        needed = self.needed()
+        watermark = self.watermark(now)
+        offsets: dict[TopicPartition, tuple[int, str]] = {}
+        for tp in consumer.assignment():
+            position = self.positions.get(tp)
+            if position is None:
+                continue
+            resume = self.resume.get(tp)
+            if resume is not None:
+                # Still replaying: keep the previous commit's position and watermark.
+                position = max(position, resume.position)
+            offset = min(int(needed.get(tp, position)), position)
+            offsets[tp] = (offset, _commit_metadata(watermark, position))
+        if offsets:
+            await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
+
+    async def run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        service = self.service
+        while not service.stopping.is_set():
+            batches = await consumer.getmany(
+                timeout_ms=_POLL_MS, max_records=service.settings.aggregate.max_poll_records
+            )
+            now = time.monotonic()
+            for tp, records in batches.items():
+                if records:
+                    await self.handle(tp, records, now)
+                    self.positions[tp] = records[-1].offset + 1
+            await self.emit(time.monotonic())
+            await service.flush()
+            await self.commit()
+        await self.emit(time.monotonic())
+        await service.flush()
+        await self.commit(force=True)
+
+
+class _WindowRunner(_StageRunner):
+    def __init__(self, service: AggregateService) -> None:
+        settings = service.settings
+        super().__init__(service, "window", settings.aggregate.group_id)
+        facts = registry_facts(service.registry)
+        self.stages = {
+            kind: WindowStage(kind, settings.aggregate, facts) for kind in settings.aggregate.kinds
+        }
+        self.kind_of = {measurement_topic(kind): kind for kind in self.stages}
+
+    def topics(self) -> list[str]:
+        return list(self.kind_of)
+
+    def assign(self, tp: TopicPartition, now_s: float) -> None:
+        self.stages[self.kind_of[tp.topic]].assign(tp, now_s)
+
+    def revoke(self, tp: TopicPartition) -> None:
+        self.stages[self.kind_of[tp.topic]].revoke(tp)
+
+    def watermark(self, now_s: float) -> int:
+        return min(stage.watermarks.current(now_s) for stage in self.stages.values())
+
+    def restore_watermark(self, watermark: int) -> None:
+        for stage in self.stages.values():
+            stage.watermarks.restore(watermark)
+
+    def needed(self) -> dict[Hashable, int]:
+        needed: dict[Hashable, int] = {}
+        for stage in self.stages.values():
+            needed.update(stage.needed_offsets())
+        return needed
+
+    async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
+        kind = self.kind_of[tp.topic]
+        stage = self.stages[kind]
+        metrics.RECORDS.labels(tp.topic).inc(len(records))
+        replayed, fresh, replay_watermark = self.split_replay(tp, records)
+        if replayed:
+            columns = extract(replayed, kind, stage.keys)
+            stage.fold(tp, columns, now_s, replay_watermark=replay_watermark)
+        if not fresh:
+            return
+        columns = extract(fresh, kind, stage.keys)
+        for index, reason in columns.rejected:
+            self.service.dead_letter(tp.topic, fresh[index], reason)
+        if len(columns):
+            late = stage.fold(tp, columns, now_s)
+            if late:
+                self.service.late(kind, tp, fresh, columns, late, stage.watermarks.current(now_s))
+
+    async def emit(self, now_s: float) -> None:
+        service = self.service
+        wall = time.time()
+        for kind, stage in self.stages.items():
+            results = stage.advance(now_s)
+            service.send_results(kind, results, now_s)
+            watermark = stage.watermarks.current(now_s)
+            if watermark > 0:
+                metrics.WATERMARK_DELAY.labels("window", kind).set(wall - watermark / 1e6)
+            for name, count in stage.open_windows().items():
+                metrics.OPEN_WINDOWS.labels(kind, name).set(count)
+        metrics.STATE_BYTES.set(sum(s.state_bytes() for s in self.stages.values()))
+
+
+class AggregateService:
+    """The aggregator; a :class:`citysense.runtime.Component`."""
+
+    name = "aggregate"
+
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.stopping = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._runners: list[_StageRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sends: list[tuple[asyncio.Future[Any], float | None]] = []
+        self._failure: asyncio.Future[None] | None = None
+        self._started = False
+        self._stopped = False
+        self._healthy = True
+
+    # --- Component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._failure = asyncio.get_running_loop().create_future()
+        settings, aggregate = self.settings, self.settings.aggregate
+        kinds = aggregate.kinds
+        log.info(
+            "aggregator starting",
+            extra={
+                "kinds": list(kinds),
+                "windows": [w.name for w in aggregate.windows],
+                "group_id": aggregate.group_id,
+            },
+        )
+        try:
+            await ensure_topics(
+                settings.kafka,
+                [
+                    *(measurement_topic(k) for k in kinds),
+                    *(aggregate_topic(k) for k in kinds),
+                    aggregate.late_topic,
+                    aggregate.dead_letter_topic,
+                ],
+            )
+            self._admin = AIOKafkaAdminClient(**settings.kafka.client_options())
+            await self._admin.start()
+            self._producer = kafka_producer(settings.kafka)
+            await self._producer.start()
+            window = _WindowRunner(self)
+            self._runners.append(window)
+            consumers = [window.build()]
+            rollup = self._rollup_runner()
+            if rollup is not None:
+                self._runners.append(rollup)
+                consumers.append(rollup.build(partition_assignment_strategy=(AllToOneAssignor,)))
+            for consumer in consumers:
+                await consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
+        for runner in self._runners:
+            task = asyncio.create_task(runner.run(), name=f"aggregate-{runner.name}")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+        metrics.READY.set(1)
+
+    def _rollup_runner(self) -> _StageRunner | None:
+        aggregate = self.settings.aggregate
+        sites = any("site" in w.scopes for w in aggregate.windows)
+        if not (sites or aggregate.daily.enabled):
+            return None
+        from streams._rollup_runner import RollupRunner
+
+        return RollupRunner(self)
+
+    async def stop(self) -> None:
+        """Stop polling, send what is due, wait for the acks, commit, leave the groups."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for runner in self._runners:
+            if runner.consumer is not None:
+                with contextlib.suppress(Exception):
+                    await runner.consumer.stop()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+        metrics.READY.set(0)
+
+    def ready(self) -> bool:
+        return self._started and not self._stopped and self._healthy
+
+    async def wait_failed(self) -> None:
+        if self._failure is None:
+            raise RuntimeError("wait_failed() before start()")
+        await asyncio.shield(self._failure)
+
+    async def __aenter__(self) -> AggregateService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._failure is None or self._failure.done():
+            return
+        if task.cancelled():
+            self._failure.set_exception(RuntimeError(f"{task.get_name()} cancelled"))
+        elif (error := task.exception()) is not None:
+            log.error("aggregator stage failed", exc_info=error)
+            self._healthy = False
+            self._failure.set_exception(error)
+        elif not self.stopping.is_set():
+            self._failure.set_exception(RuntimeError(f"{task.get_name()} ended"))
+
+    def admin(self) -> AIOKafkaAdminClient:
+        assert self._admin is not None
+        return self._admin
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
+        assert self._producer is not None
+        # send() only enqueues (awaited for the batch's buffer space in flush()).
+        self._sends.append(
+            (asyncio.ensure_future(self._producer.send(topic, value, key=key)), due_at)
+        )
+
+    def send_results(self, kind: str, results: Sequence[Mapping[str, Any]], now_s: float) -> None:
+        topic = aggregate_topic(kind)
+        window_names = {w.size_s: w.name for w in self.settings.aggregate.windows}
+        for result in results:
+            self._send(topic, encode("Aggregate", result), result["key"].encode(), now_s)
+            window = window_names.get(result["window_size_seconds"], "daily")
+            if result["window_size_seconds"] == 86_400:
+                window = "daily"
+            metrics.WINDOWS_EMITTED.labels(kind, window).inc()
+            if result["revision"]:
+                metrics.REVISIONS.labels(kind, window).inc()
+
+    def late(
+        self,
+        kind: str,
+        tp: TopicPartition,
+        records: Sequence[Any],
+        columns: Any,
+        late: Sequence[LateItem],
+        watermark: int,
+    ) -> None:
+        now = datetime.now(UTC)
+        # Rows of ``columns`` follow the records' order only on the fast path: find by offset.
+        by_offset = {r.offset: r for r in records}
+        for item in late:
+            record = by_offset[int(columns.offset[item.index])]
+            value = encode(
+                "LateRecord",
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": record.offset,
+                    "key": record.key,
+                    "value": record.value,
+                    "observed_at": int(columns.time_us[item.index]),
+                    "watermark": watermark,
+                    "received_at": now,
+                    "reason": item.reason,
+                    "window": None,
+                },
+            )
+            self._send(self.settings.aggregate.late_topic, value, record.key, None)
+            metrics.LATE_RECORDS.labels(kind, item.reason).inc()
+
+    def dead_letter(self, topic: str, record: Any, reason: str) -> None:
+        value = encode(
+            "DeadLetter",
+            {
+                "original_topic": topic,
+                "payload": record.value or b"",
+                "error_class": "AggregateInputError",
+                "error_message": reason,
+                "reason": "undecodable",
+                "codec": None,
+                "received_at": datetime.now(UTC),
+                "sensor_id": None,
+            },
+        )
+        self._send(self.settings.aggregate.dead_letter_topic, value, record.key, None)
+        metrics.DEAD_LETTERS.labels("undecodable").inc()
+        log.warning(
+            "record dead-lettered",
+            extra={"topic": topic, "offset": record.offset, "reason": reason[:300]},
+        )
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged everything sent; an error fails the stage (nothing is
+        committed past an unacknowledged result, so a restart sends it again)."""
+        while self._sends:
+            sends, self._sends = self._sends, []
+            acks = await asyncio.gather(*(future for future, _ in sends))
+            await asyncio.gather(*acks)
+            acked = time.monotonic()
+            for _, due_at in sends:
+                if due_at is not None:
+                    metrics.EMIT_DELAY.observe(acked - due_at)
+
+
+def decode_aggregate(value: bytes) -> dict[str, Any] | None:
+    """An ``Aggregate`` record with its times as int µs; None for any other record."""
+    try:
+        name, record = decode(value)
+    except SchemaError:
+        return None
+    if name != "Aggregate":
+        return None
+    record["window_start"] = epoch_micros(record["window_start"])
+    record["window_end"] = epoch_micros(record["window_end"])
+    return record
