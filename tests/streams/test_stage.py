@@ -1,0 +1,285 @@
+"""The window stage: windows, watermark, late records, revisions, counters, against hand tables
+and against the plain batch computation of ``_reference`` on shuffled, batched input."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from citysense.settings import AggregateSettings, WindowSettings
+from streams._columns import extract
+from streams._stage import WindowStage
+from tests.streams._records import MINUTE, T0, air, noise, occupancy, polled, traffic
+from tests.streams._reference import reference_windows
+
+SECOND = 1_000_000
+
+
+def _settings(
+    *windows: WindowSettings, bound_s: float = 10.0, idle_s: float = 30.0
+) -> AggregateSettings:
+    return AggregateSettings(
+        windows=windows
+        or (WindowSettings(name="1m", size_s=60, grace_s=5, allowed_lateness_s=120),),
+        daily={"enabled": False},
+        out_of_orderness_s=bound_s,
+        idle_timeout_s=idle_s,
+    )
+
+
+def _stage(
+    kind: str = "noise",
+    *windows: WindowSettings,
+    interval_s: float = 10.0,
+    capacity: int | None = None,
+    **kw: Any,
+) -> WindowStage:
+    return WindowStage(kind, _settings(*windows, **kw), lambda _sensor: (interval_s, capacity))
+
+
+class _Feeder:
+    """Feeds polled batches per partition with consecutive offsets."""
+
+    def __init__(self, stage: WindowStage) -> None:
+        self.stage = stage
+        self.offsets: dict[str, int] = {}
+
+    def feed(self, partition: str, items: list[tuple[str, bytes]], now_s: float = 0.0) -> list[Any]:
+        first = self.offsets.get(partition, 0)
+        self.offsets[partition] = first + len(items)
+        columns = extract(polled(items, first), self.stage.kind, self.stage.keys)
+        assert not columns.rejected
+        return self.stage.fold(partition, columns, now_s)
+
+
+def test_window_closes_at_end_plus_grace_and_not_before() -> None:
+    stage = _stage()
+    feed = _Feeder(stage)
+    feed.feed("p", [noise("a", T0 + 10 * SECOND * i, 60.0) for i in range(6)])
+    # Watermark = 50 s - 10 s bound = 40 s: the window [0, 60) is open.
+    assert stage.advance(0.0) == []
+    feed.feed("p", [noise("a", T0 + 74 * SECOND, 60.0)])  # watermark 64 s < 65 s
+    assert stage.advance(0.0) == []
+    feed.feed("p", [noise("a", T0 + 75 * SECOND, 60.0)])  # watermark 65 s = end + grace
+    (result,) = stage.advance(0.0)
+    assert (result["key"], result["window_start"], result["window_end"]) == ("a", T0, T0 + MINUTE)
+    assert result["final"] and result["revision"] == 0 and result["sample_count"] == 6
+
+
+def test_noise_indicators_hand_computed() -> None:
+    # Two records of 30 s each at 60 and 70 dB: LAeq = 10·log10((10^6 + 10^7)/2) = 67.40 dB;
+    # L10 = 70 (70 dB is exceeded... held 50 % of the time), L90 = 60, coverage 60 s / 60 s.
+    stage = _stage(interval_s=30.0)
+    feed = _Feeder(stage)
+    feed.feed(
+        "p",
+        [noise("a", T0, 60.0, lafmax_db=72.5), noise("a", T0 + 30 * SECOND, 70.0, lamin_db=55.25)],
+    )
+    feed.feed("p", [noise("a", T0 + 10 * MINUTE, 50.0)])
+    (result, *_rest) = stage.advance(0.0)
+    assert result["values"] == {
+        "laeq_db": 67.4,
+        "lamax_db": 72.5,
+        "lamin_db": 55.25,
+        "l10_db": 70.0,
+        "l50_db": 70.0,
+        "l90_db": 60.0,
+        "coverage": 1.0,
+    }
+
+
+def test_late_record_within_lateness_revises_and_beyond_goes_late() -> None:
+    stage = _stage()
+    feed = _Feeder(stage)
+    feed.feed("p", [noise("a", T0, 60.0), noise("a", T0 + 80 * SECOND, 60.0)])
+    (first,) = stage.advance(0.0)
+    assert first["revision"] == 0 and first["sample_count"] == 1
+    # Watermark 70 s; the window [0, 60) expires at 60 + 5 + 120 = 185 s.
+    assert feed.feed("p", [noise("a", T0 + 30 * SECOND, 80.0)]) == []
+    (revised,) = stage.advance(0.0)
+    assert (revised["window_start"], revised["revision"], revised["sample_count"]) == (T0, 1, 2)
+    assert revised["values"]["lamax_db"] == 80.0
+    feed.feed("p", [noise("a", T0 + 200 * SECOND, 60.0)])  # watermark 190 s: expired
+    stage.advance(0.0)
+    late = feed.feed("p", [noise("a", T0 + 59 * SECOND, 99.0), noise("a", T0 + 185 * SECOND, 60.0)])
+    assert [(item.index, item.reason) for item in late] == [(0, "beyond_allowed_lateness")]
+
+
+def test_idle_partition_stops_holding_the_watermark_back() -> None:
+    stage = _stage(idle_s=30.0)
+    stage.assign("quiet", 0.0)
+    feed = _Feeder(stage)
+    feed.feed("busy", [noise("a", T0, 60.0), noise("a", T0 + 5 * MINUTE, 60.0)], now_s=1.0)
+    assert stage.advance(1.0) == []  # the quiet partition, just assigned, holds it back
+    (result,) = stage.advance(31.0)  # quiet for 31 s: left out
+    assert result["window_start"] == T0
+
+
+def test_air_statistics_and_eaqi_band_for_hourly_windows() -> None:
+    hour = WindowSettings(name="1h", size_s=3600, grace_s=0, allowed_lateness_s=0)
+    stage = _stage("air", hour)
+    feed = _Feeder(stage)
+    feed.feed(
+        "p",
+        [
+            air("x", T0, pm2_5_ugm3=10.0, no2_ugm3=20.0),
+            air("x", T0 + MINUTE, pm2_5_ugm3=20.0),
+            air("x", T0 + 2 * 3600 * SECOND, pm2_5_ugm3=1.0),
+        ],
+    )
+    (result,) = stage.advance(0.0)
+    values = result["values"]
+    assert (values["pm2_5_ugm3_mean"], values["pm2_5_ugm3_min"], values["pm2_5_ugm3_max"]) == (
+        15.0,
+        10.0,
+        20.0,
+    )
+    assert values["pm2_5_ugm3_count"] == 2.0 and values["no2_ugm3_count"] == 1.0
+    # PM2.5 15 µg/m³ is "fair" (band 2, bound inclusive), NO2 20 is "fair" too.
+    assert values["eaqi_band"] == 2.0
+    assert "pm10_ugm3_mean" not in values
+
+
+def test_cumulative_counters_wrap_reset_and_order() -> None:
+    stage = _stage("traffic")
+    feed = _Feeder(stage)
+    readings = [(0, 65_530), (20, 4), (40, 10), (50, 9_000_000)]  # wrap (+10), +6, reset
+    items = [
+        traffic("c", T0 + s * SECOND, [(1, "in", "bicycle", None, cum)]) for s, cum in readings
+    ]
+    random.Random(1).shuffle(items)  # within the 10 s bound? no: fed in one batch, same watermark
+    feed.feed("p", items)
+    feed.feed("p", [traffic("c", T0 + 5 * MINUTE, [(1, "in", "bicycle", 3, None)])])
+    (result, *_rest) = stage.advance(0.0)
+    assert result["counts"] == [
+        {"line": 1, "direction": "in", "traffic_class": "bicycle", "count": 16, "cumulative": None}
+    ]
+    assert result["values"]["counter_resets"] == 1.0
+    assert result["values"]["bicycle_count"] == 16.0
+
+
+def test_zero_count_and_no_data_stay_different() -> None:
+    stage = _stage("traffic")
+    feed = _Feeder(stage)
+    feed.feed("p", [traffic("c", T0, [(1, "out", "car", 0, None)]), traffic("d", T0, [])])
+    feed.feed("p", [traffic("c", T0 + 5 * MINUTE, [])])
+    results = {r["key"]: r for r in stage.advance(0.0) if r["window_start"] == T0}
+    assert results["c"]["counts"][0]["count"] == 0 and results["c"]["values"]["total_count"] == 0.0
+    assert results["d"]["counts"] == [] and "total_count" not in results["d"]["values"]
+
+
+def test_occupancy_means_maxima_and_affluence() -> None:
+    stage = _stage("occupancy", capacity=100)
+    feed = _Feeder(stage)
+    feed.feed(
+        "p", [occupancy("pool", T0, {1: 10, 2: 20}), occupancy("pool", T0 + 30 * SECOND, {1: 30})]
+    )
+    feed.feed("p", [occupancy("pool", T0 + 5 * MINUTE, {1: 0})])
+    (result, *_rest) = stage.advance(0.0)
+    assert result["values"] == {
+        "people_mean": 30.0,
+        "people_max": 30.0,
+        "occupancy_pct": 30.0,
+        "affluence": 2.0,
+    }
+    assert result["regions"] == [
+        {"region": 1, "mean_count": 20.0, "max_count": 30},
+        {"region": 2, "mean_count": 10.0, "max_count": 20},
+    ]
+
+
+def test_needed_offsets_follow_kept_windows() -> None:
+    stage = _stage()
+    feed = _Feeder(stage)
+    feed.feed("p", [noise("a", T0, 60.0), noise("b", T0 + 2 * MINUTE, 60.0)])
+    assert stage.needed_offsets() == {"p": 0}
+    feed.feed("p", [noise("b", T0 + 10 * MINUTE, 60.0)])
+    stage.advance(0.0)  # both early windows emitted and beyond lateness: forgotten
+    assert stage.needed_offsets() == {"p": 2}
+
+
+# --- property: any shuffle within the bound gives the batch result ------------------------------
+
+BOUND_S = 10
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> tuple[str, list[tuple[str, int, dict[str, float]]], int]:
+    kind = draw(st.sampled_from(["noise", "air"]))
+    sensors = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
+    records = []
+    for sensor in sensors:
+        time_us = T0 + draw(st.integers(0, 59)) * SECOND
+        for _ in range(draw(st.integers(1, 25))):
+            time_us += draw(st.integers(1, 40)) * SECOND
+            if kind == "noise":
+                level = draw(st.one_of(st.none(), st.floats(20, 120, allow_nan=False)))
+                values = {} if level is None else {"laeq_db": level}
+                if draw(st.booleans()):
+                    values["lafmax_db"] = draw(st.floats(20, 130, allow_nan=False))
+            else:
+                values = {
+                    q: draw(st.floats(0, 500, allow_nan=False))
+                    for q in draw(
+                        st.sets(
+                            st.sampled_from(["pm2_5_ugm3", "pm10_ugm3", "no2_ugm3", "o3_ugm3"]),
+                            max_size=4,
+                        )
+                    )
+                }
+            records.append((sensor, time_us, values))
+    records.sort(key=lambda r: r[1])
+    seed = draw(st.integers(0, 2**32))
+    return kind, records, seed
+
+
+def _shuffle_within_bound(records: list[Any], rng: random.Random) -> list[Any]:
+    """A random arrival order in which no record arrives after one more than the bound newer."""
+    pending = list(records)
+    out: list[Any] = []
+    while pending:
+        oldest = pending[0][1]
+        window = [r for r in pending if r[1] <= oldest + BOUND_S * SECOND // 2]
+        pick = rng.choice(window)
+        pending.remove(pick)
+        out.append(pick)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(_streams())
+def test_any_shuffle_within_the_bound_gives_the_batch_result(case: Any) -> None:
+    kind, records, seed = case
+    rng = random.Random(seed)
+    size_s = rng.choice([60, 3600])
+    window = WindowSettings(name="w", size_s=size_s, grace_s=0, allowed_lateness_s=0)
+    stage = _stage(kind, window, bound_s=BOUND_S, interval_s=10.0)
+    feed = _Feeder(stage)
+    arrived = _shuffle_within_bound(records, rng)
+    emitted: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
+    position = 0
+    while position < len(arrived):
+        size = rng.randint(1, 7)
+        chunk = arrived[position : position + size]
+        position += size
+        make = noise if kind == "noise" else air
+        items = [
+            make(s, t, v.get("laeq_db"), **{k: x for k, x in v.items() if k != "laeq_db"})
+            if kind == "noise"
+            else make(s, t, **v)
+            for s, t, v in chunk
+        ]
+        assert feed.feed(rng.choice(["p"]), items) == []
+        for result in stage.advance(0.0):
+            assert result["revision"] == 0
+            emitted[(result["key"], result["window_start"])] = (
+                result["sample_count"],
+                result["values"],
+            )
+    watermark = stage.watermarks.current(0.0)
+    expected = reference_windows(kind, records, size_s, {s: 10.0 for s, _, _ in records})
+    closed = {k: v for k, v in expected.items() if k[1] + size_s * SECOND <= watermark}
+    assert emitted == closed
