@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from streams import _indicators as ind
 from streams._columns import DOUBLE_FIELDS
@@ -52,9 +51,9 @@ def _noise(
     if lows:
         out["lamin_db"] = round(min(lows), 2)
     for name, percent in (("l10_db", 10.0), ("l50_db", 50.0), ("l90_db", 90.0)):
-        level = ind.exceeded_level_db(histogram, percent)
-        if level is not None:
-            out[name] = round(level, 2)
+        exceeded = ind.exceeded_level_db(histogram, percent)
+        if exceeded is not None:
+            out[name] = round(exceeded, 2)
     out["coverage"] = round(min(1.0, duration / size_s), 4)
     return out
 
@@ -93,8 +92,8 @@ def reference_windows(
         groups[(sensor, time_us - time_us % size_us)].append((time_us, values))
     result: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
     for (sensor, start), group in groups.items():
-        values: Any = (
+        indicators = (
             _noise(group, interval_s[sensor], size_s) if kind == "noise" else _air(group, size_s)
         )
-        result[(sensor, start)] = (len(group), values)
+        result[(sensor, start)] = (len(group), indicators)
     return result

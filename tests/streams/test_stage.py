@@ -66,7 +66,9 @@ def test_window_closes_at_end_plus_grace_and_not_before() -> None:
     feed.feed("p", [noise("a", T0 + 75 * SECOND, 60.0)])  # watermark 65 s = end + grace
     (result,) = stage.advance(0.0)
     assert (result["key"], result["window_start"], result["window_end"]) == ("a", T0, T0 + MINUTE)
-    assert result["final"] and result["revision"] == 0 and result["sample_count"] == 6
+    assert result["final"]
+    assert result["revision"] == 0
+    assert result["sample_count"] == 6
 
 
 def test_noise_indicators_hand_computed() -> None:
@@ -96,7 +98,8 @@ def test_late_record_within_lateness_revises_and_beyond_goes_late() -> None:
     feed = _Feeder(stage)
     feed.feed("p", [noise("a", T0, 60.0), noise("a", T0 + 80 * SECOND, 60.0)])
     (first,) = stage.advance(0.0)
-    assert first["revision"] == 0 and first["sample_count"] == 1
+    assert first["revision"] == 0
+    assert first["sample_count"] == 1
     # Watermark 70 s; the window [0, 60) expires at 60 + 5 + 120 = 185 s.
     assert feed.feed("p", [noise("a", T0 + 30 * SECOND, 80.0)]) == []
     (revised,) = stage.advance(0.0)
@@ -137,7 +140,8 @@ def test_air_statistics_and_eaqi_band_for_hourly_windows() -> None:
         10.0,
         20.0,
     )
-    assert values["pm2_5_ugm3_count"] == 2.0 and values["no2_ugm3_count"] == 1.0
+    assert values["pm2_5_ugm3_count"] == 2.0
+    assert values["no2_ugm3_count"] == 1.0
     # PM2.5 15 µg/m³ is "fair" (band 2, bound inclusive), NO2 20 is "fair" too.
     assert values["eaqi_band"] == 2.0
     assert "pm10_ugm3_mean" not in values
@@ -167,8 +171,10 @@ def test_zero_count_and_no_data_stay_different() -> None:
     feed.feed("p", [traffic("c", T0, [(1, "out", "car", 0, None)]), traffic("d", T0, [])])
     feed.feed("p", [traffic("c", T0 + 5 * MINUTE, [])])
     results = {r["key"]: r for r in stage.advance(0.0) if r["window_start"] == T0}
-    assert results["c"]["counts"][0]["count"] == 0 and results["c"]["values"]["total_count"] == 0.0
-    assert results["d"]["counts"] == [] and "total_count" not in results["d"]["values"]
+    assert results["c"]["counts"][0]["count"] == 0
+    assert results["c"]["values"]["total_count"] == 0.0
+    assert results["d"]["counts"] == []
+    assert "total_count" not in results["d"]["values"]
 
 
 def test_occupancy_means_maxima_and_affluence() -> None:
@@ -265,11 +271,10 @@ def test_any_shuffle_within_the_bound_gives_the_batch_result(case: Any) -> None:
         size = rng.randint(1, 7)
         chunk = arrived[position : position + size]
         position += size
-        make = noise if kind == "noise" else air
         items = [
-            make(s, t, v.get("laeq_db"), **{k: x for k, x in v.items() if k != "laeq_db"})
+            noise(s, t, v.get("laeq_db"), **{k: x for k, x in v.items() if k != "laeq_db"})
             if kind == "noise"
-            else make(s, t, **v)
+            else air(s, t, **v)
             for s, t, v in chunk
         ]
         assert feed.feed(rng.choice(["p"]), items) == []
