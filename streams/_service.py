@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -103,16 +102,43 @@ class _Resume:
     watermark: int
 
 
-def _commit_metadata(watermark: int, position: int) -> str:
-    return json.dumps({"watermark": watermark, "position": position}, separators=(",", ":"))
+class _SideGroup:
+    """A consumer group used only to keep one number per partition as its committed offset.
 
+    Why: the restart rule needs, per partition, the read position and the watermark of the last
+    commit besides the offset the windows need. Kafka's commit metadata would hold them, but the
+    embedded broker (Tansu) answers OffsetFetch with empty metadata; every Kafka-protocol broker
+    stores a group's committed offsets, and a group with no members accepts any value. So the
+    stage keeps them in two side groups, ``<group>.position`` and ``<group>.watermark``,
+    committed before the stage's own group (see :meth:`_StageRunner.commit` for why that order).
+    """
 
-def _parse_metadata(text: str | None) -> _Resume | None:
-    try:
-        data = json.loads(text or "")
-        return _Resume(int(data["position"]), int(data["watermark"]))
-    except (ValueError, KeyError, TypeError):
-        return None
+    def __init__(self, service: AggregateService, group_id: str) -> None:
+        self.group_id = group_id
+        self._service = service
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = kafka_consumer(self._service.settings.kafka, group_id=self.group_id)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+
+    async def commit(self, values: Mapping[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if set(values) - consumer.assignment():
+            consumer.assign(sorted(set(values) | consumer.assignment()))
+        await asyncio.wait_for(consumer.commit(dict(values)), _COMMIT_TIMEOUT_S)
+
+    async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        stored = await self._service.admin().list_consumer_group_offsets(
+            self.group_id, partitions=sorted(partitions)
+        )
+        return {tp: meta.offset for tp, meta in stored.items() if meta.offset >= 0}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -134,6 +160,8 @@ class _StageRunner:
         self.name = name
         self.group_id = group_id
         self.consumer: AIOKafkaConsumer | None = None
+        self.side_position = _SideGroup(service, f"{group_id}.position")
+        self.side_watermark = _SideGroup(service, f"{group_id}.watermark")
         self.resume: dict[TopicPartition, _Resume] = {}
         self.positions: dict[TopicPartition, int] = {}
         self.last_commit = 0.0
@@ -183,31 +211,29 @@ class _StageRunner:
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
         now = time.monotonic()
-        stored: dict[TopicPartition, Any] = {}
+        positions: dict[TopicPartition, int] = {}
+        watermarks: dict[TopicPartition, int] = {}
         if assigned:
             try:
-                stored = await self.service.admin().list_consumer_group_offsets(
-                    self.group_id, partitions=sorted(assigned)
-                )
+                positions = await self.side_position.read(assigned)
+                watermarks = await self.side_watermark.read(assigned)
             except KafkaError as exc:
                 log.warning(
-                    "cannot read the commit metadata; windows closed before the restart may be "
+                    "cannot read the last checkpoint; windows closed before the restart may be "
                     "emitted again",
                     extra={"stage": self.name, "error": str(exc)},
                 )
-        watermarks = []
+        resumed = []
         for tp in assigned:
             self.assign(tp, now)
-            meta = stored.get(tp)
-            resume = _parse_metadata(getattr(meta, "metadata", None)) if meta else None
-            if resume is not None:
-                self.resume[tp] = resume
-                watermarks.append(resume.watermark)
-        if watermarks:
-            self.restore_watermark(min(watermarks))
+            if tp in positions and tp in watermarks:
+                self.resume[tp] = _Resume(positions[tp], watermarks[tp])
+                resumed.append(watermarks[tp])
+        if resumed:
+            self.restore_watermark(min(resumed))
         log.info(
             "partitions assigned",
-            extra={"stage": self.name, "partitions": len(assigned), "resumed": len(watermarks)},
+            extra={"stage": self.name, "partitions": len(assigned), "resumed": len(resumed)},
         )
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
@@ -235,6 +261,13 @@ class _StageRunner:
         return records[:cut], records[cut:], resume.watermark
 
     async def commit(self, *, force: bool = False) -> None:
+        """Commit, per partition, the lowest offset kept windows need.
+
+        The side groups (position, watermark) are committed first: after a crash between the
+        two, a restart replays from an older offset with the newer checkpoint, which only skips
+        records of windows that checkpoint had already emitted. The other order could rebuild a
+        window from part of its records and send it again.
+        """
         consumer = self.consumer
         now = time.monotonic()
         if consumer is None:
@@ -243,20 +276,24 @@ class _StageRunner:
             return
         self.last_commit = now
         needed = self.needed()
-        watermark = self.watermark(now)
-        offsets: dict[TopicPartition, tuple[int, str]] = {}
+        watermark = max(0, self.watermark(now))
+        offsets: dict[TopicPartition, int] = {}
+        positions: dict[TopicPartition, int] = {}
         for tp in consumer.assignment():
             position = self.positions.get(tp)
             if position is None:
                 continue
             resume = self.resume.get(tp)
             if resume is not None:
-                # Still replaying: keep the previous commit's position and watermark.
+                # Still replaying: keep the previous checkpoint's position.
                 position = max(position, resume.position)
-            offset = min(int(needed.get(tp, position)), position)
-            offsets[tp] = (offset, _commit_metadata(watermark, position))
-        if offsets:
-            await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
+            positions[tp] = position
+            offsets[tp] = min(int(needed.get(tp, position)), position)
+        if not offsets:
+            return
+        await self.side_position.commit(positions)
+        await self.side_watermark.commit(dict.fromkeys(positions, watermark))
+        await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
 
     async def run(self) -> None:
         consumer = self.consumer
@@ -400,6 +437,9 @@ class AggregateService:
             if rollup is not None:
                 self._runners.append(rollup)
                 consumers.append(rollup.build(partition_assignment_strategy=(AllToOneAssignor,)))
+            for runner in self._runners:
+                await runner.side_position.start()
+                await runner.side_watermark.start()
             for consumer in consumers:
                 await consumer.start()
         except BaseException:
@@ -433,6 +473,8 @@ class AggregateService:
             if runner.consumer is not None:
                 with contextlib.suppress(Exception):
                     await runner.consumer.stop()
+            await runner.side_position.stop()
+            await runner.side_watermark.stop()
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
