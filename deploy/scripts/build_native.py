@@ -46,6 +46,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "ingest/_wire.py",
     "ingest/_acks.py",
     "sinks/timescale/_copyrow.py",
+    "streams/_extract.py",
 )
 
 
