@@ -94,3 +94,15 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mask_url_leaves_urls_without_password() -> None:
     assert mask_url("mqtt://127.0.0.1:1883") == "mqtt://127.0.0.1:1883"
+
+
+def test_aggregate_settings_name_the_bad_field() -> None:
+    with pytest.raises(SettingsError, match=r"aggregate\.windows\.0: .*size_s 420 must divide"):
+        load_settings(aggregate={"windows": [{"name": "7m", "size_s": 420}]})
+    with pytest.raises(SettingsError, match="rollup stage"):
+        load_settings(aggregate={"daily": {"enabled": True}})
+    with pytest.raises(SettingsError, match="window names and sizes must be distinct"):
+        load_settings(
+            aggregate={"windows": [{"name": "a", "size_s": 60}, {"name": "a", "size_s": 120}]}
+        )
+    assert [w.name for w in load_settings().aggregate.windows] == ["1m", "15m", "1h"]
