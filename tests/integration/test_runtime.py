@@ -40,6 +40,7 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
         CITYSENSE_KAFKA_IDEMPOTENCE="false",
         CITYSENSE_DATABASE_URL=settings.database.url.get_secret_value(),
         CITYSENSE_SINK_GROUP_ID=f"run-sink-{port}",
+        CITYSENSE_AGGREGATE_GROUP_ID=f"run-aggregate-{port}",
     )
     proc = subprocess.Popen(
         [CITYSENSE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -61,12 +62,13 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
             assert time.monotonic() < deadline + 30, ready
             time.sleep(0.2)
         assert json.loads(ready[1])["ready"] is True
-        assert set(json.loads(ready[1])["checks"]) == {"ingest", "sink-timescale"}
+        assert set(json.loads(ready[1])["checks"]) == {"ingest", "aggregate", "sink-timescale"}
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b"process_resident_memory_bytes" in body
         assert b"citysense_ingest_received_messages_total" in body
         assert b"citysense_sink_" in body
+        assert b"citysense_aggregate_records_total" in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
