@@ -39,6 +39,18 @@ records. :meth:`RollupStage.advance` sorts its records by (window size, window s
 Recovery: :meth:`RollupStage.needed_offsets` gives per partition the lowest input offset still
 held by a kept window (daily windows hold their hourly inputs; a day also holds the previous
 day's last hours for ozone), so committing it and replaying from there rebuilds the state.
+
+Limits (known, not solved here): revision numbers are not kept across a restart or a revoke. A
+replay rebuilds each window from its inputs' latest revisions and emits it again as revision 0
+(same content as the last revision published before, which a sink keeping the highest revision
+ignores), and a later change to it gets revision 1, which such a sink would also ignore if a
+higher revision was published before the restart. The watermark floor survives a revoke (it
+never decreases), so inputs replayed into the same object after a rebalance that are beyond
+lateness are reported late a second time. Site windows close at their end + ``site_grace_s``
+while the watermark follows every window size: stage 1 emits a sensor's 1-hour result its
+1h ``grace_s`` after the hour, after 1-minute results ending at the hour, so with
+``site_grace_s`` below that difference site windows of the longer sizes are first emitted from
+part of their sensors and then revised.
 """
 
 from __future__ import annotations
