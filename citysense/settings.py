@@ -345,18 +345,15 @@ class WindowSettings(_Section):
     grace_s: float = Field(default=5.0, ge=0, le=86_400)
     allowed_lateness_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
     emit: Literal["final", "update"] = "final"
-    #: Per sensor; "site" (rolled up from the sensors' results by the rollup stage) is refused
-    #: until that stage lands.
-    scopes: tuple[Literal["sensor", "site"], ...] = ("sensor",)
+    #: Per sensor, and rolled up per site from the sensors' results by the rollup stage.
+    scopes: tuple[Literal["sensor", "site"], ...] = ("sensor", "site")
 
     @model_validator(mode="after")
     def _divides_a_day(self) -> WindowSettings:
         if 86_400 % self.size_s:
             raise ValueError(f"size_s {self.size_s} must divide a day (86400 s)")
-        if "site" in self.scopes:
-            raise ValueError(
-                "scope 'site' needs the rollup stage, which is not built yet; use ['sensor']"
-            )
+        if "sensor" not in self.scopes:
+            raise ValueError("scopes must include 'sensor' (site windows roll sensors up)")
         return self
 
 
@@ -370,9 +367,9 @@ def _default_windows() -> tuple[WindowSettings, ...]:
 
 class DailySettings(_Section):
     """Daily windows (Europe/Paris calendar days), computed by the rollup stage from the hourly
-    aggregates, never from raw records. Refused until the rollup stage lands."""
+    aggregates, never from raw records."""
 
-    enabled: bool = False
+    enabled: bool = True
     #: The hourly window the daily indicators are built from (its ``size_s`` must be 3600).
     hourly_window: str = "1h"
     timezone: str = "Europe/Paris"
@@ -455,8 +452,12 @@ class AggregateSettings(_Section):
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         if self.daily.enabled:
-            # The rollup stage will also check that daily.hourly_window names a 1-hour window.
-            raise ValueError("daily.enabled: daily windows need the rollup stage, not built yet")
+            hourly = [w for w in self.windows if w.name == self.daily.hourly_window]
+            if not hourly or hourly[0].size_s != 3600:
+                raise ValueError(
+                    f"daily.hourly_window {self.daily.hourly_window!r} must name a window of "
+                    "size_s 3600 (or set daily.enabled = false)"
+                )
         return self
 
     def window(self, name: str) -> WindowSettings:

@@ -20,10 +20,10 @@ watermark: intermediate "update" records carry the end of a window still open).
 Event time and emission. The event time of an input is its ``window_end``; a
 :class:`~streams._watermark.Watermarks` with no out-of-orderness and the aggregator's idle
 timeout tracks it per input partition. A site window closes when the watermark reaches
-``window_end + site_grace_s``, a daily window when it reaches ``day end + daily.grace_s``;
-:meth:`RollupStage.advance` then emits it (``final`` true, revision 0). An input arriving later
+``window_end + grace_s + site_grace_s``, a daily window when it reaches ``day end + daily.grace_s``;
+:meth:`RollupStage.advance` then emits it (``final`` true). An input arriving later
 for a closed window (a new sensor, or a higher revision of a sensor's result, which *replaces*
-that sensor's earlier contribution) re-emits the window with the next revision, as long as the
+that sensor's earlier contribution) re-emits the window with a higher revision, as long as the
 watermark (taken before the input is observed) is below close + allowed lateness (the window
 definition's ``allowed_lateness_s`` for site windows, ``daily.allowed_lateness_s`` for days);
 from then on the input is reported as a :class:`LateInput` (see :meth:`RollupStage.late`) and
@@ -40,17 +40,17 @@ Recovery: :meth:`RollupStage.needed_offsets` gives per partition the lowest inpu
 held by a kept window (daily windows hold their hourly inputs; a day also holds the previous
 day's last hours for ozone), so committing it and replaying from there rebuilds the state.
 
-Limits (known, not solved here): revision numbers are not kept across a restart or a revoke. A
-replay rebuilds each window from its inputs' latest revisions and emits it again as revision 0
-(same content as the last revision published before, which a sink keeping the highest revision
-ignores), and a later change to it gets revision 1, which such a sink would also ignore if a
-higher revision was published before the restart. The watermark floor survives a revoke (it
-never decreases), so inputs replayed into the same object after a rebalance that are beyond
-lateness are reported late a second time. Site windows close at their end + ``site_grace_s``
-while the watermark follows every window size: stage 1 emits a sensor's 1-hour result its
-1h ``grace_s`` after the hour, after 1-minute results ending at the hour, so with
-``site_grace_s`` below that difference site windows of the longer sizes are first emitted from
-part of their sensors and then revised.
+Revisions: a result's ``revision`` is the sum over its inputs of their revision plus their sample
+count. Every change (a new input, or a higher revision of one) raises it, and a window rebuilt by a
+replay after a restart gets the same revision as before, so a sink keeping the highest revision
+never ignores a correction (a per-emission counter would start again at 0 after a restart).
+
+Site windows close at their end + the window definition's ``grace_s`` + ``site_grace_s``: the
+window stage sends a sensor's result once its watermark passes end + ``grace_s``, after the
+shorter windows ending at the same instant, whose results already move this stage's watermark.
+
+Limit (known): the watermark floor survives a revoke (it never decreases), so inputs replayed into
+the same object after a rebalance that are beyond lateness are reported late a second time.
 """
 
 from __future__ import annotations
@@ -179,6 +179,12 @@ class RollupStage:
             for w in settings.windows
             if "site" in w.scopes
         }
+        #: size_s → the window definition's own grace (µs): the window stage sends a sensor's
+        #: result when its watermark passes end + that grace, after shorter windows ending at
+        #: the same time, so a site window waits for it too.
+        self._site_graces = {
+            w.size_s: round(w.grace_s * _MICROS) for w in settings.windows if "site" in w.scopes
+        }
         daily = settings.daily
         self._daily = daily.enabled
         self._hourly_s = next(
@@ -234,6 +240,10 @@ class RollupStage:
             _merge_offsets(needed, _min_offsets(window))
         return needed
 
+    def restore_watermark(self, watermark_us: int) -> None:
+        """Start from the watermark of the last checkpoint before a restart."""
+        self._wm.restore(watermark_us)
+
     def late(self) -> list[LateInput]:
         """The late inputs found since the last call (then forgotten)."""
         late, self._late = self._late, []
@@ -274,7 +284,7 @@ class RollupStage:
         )
         sensor = self._registry.get(key)
         if to_site and sensor is not None and sensor.site is not None and sensor.kind == kind:
-            close = end_us + self._grace_us
+            close = end_us + self._site_graces[size_s] + self._grace_us
             window_id = (kind, SITE_PREFIX + sensor.site, size_s, start_us)
             if wm >= close + self._site_windows[size_s]:
                 self._late.append(
@@ -407,7 +417,10 @@ class RollupStage:
         if payload == window.last:
             return None
         window.last = payload
-        window.revision += 1
+        # Σ (revision + sample count) over the inputs: it grows with every change (a new input
+        # holds at least one record, a replacing input has a higher revision) and is the same
+        # after a replay, unlike a counter of emissions.
+        window.revision = sum(item.revision + item.sample_count for item in window.inputs.values())
         return {
             "key": window.key,
             "kind": window.kind,

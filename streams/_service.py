@@ -452,8 +452,13 @@ class AggregateService:
         metrics.READY.set(1)
 
     def _rollup_runner(self) -> _StageRunner | None:
-        """The per-site and daily stage; settings refuse both until it lands (none yet)."""
-        return None
+        aggregate = self.settings.aggregate
+        sites = any("site" in w.scopes for w in aggregate.windows)
+        if not (sites or aggregate.daily.enabled):
+            return None
+        from streams._rollup_runner import RollupRunner
+
+        return RollupRunner(self)
 
     async def stop(self) -> None:
         """Stop polling, send what is due, wait for the acks, commit, leave the groups."""
@@ -561,7 +566,6 @@ class AggregateService:
                     "watermark": watermark,
                     "received_at": now,
                     "reason": item.reason,
-                    "window": None,
                 },
             )
             self._send(self.settings.aggregate.late_topic, value, record.key, None)

@@ -128,7 +128,6 @@ class Table:
         self._declare("partition", np.int32, -1)
         self._declare("min_offset", np.int64, np.iinfo(np.int64).max)
         self._declare("count", np.int64, 0)
-        self._declare("revision", np.int32, 0)
         self._declare("emitted", np.bool_, False)
         self._declare("dirty", np.bool_, False)
         self._declare("live", np.bool_, False)
@@ -405,7 +404,14 @@ class Table:
         key_name: Callable[[int], str],
         affluence_thresholds: Sequence[float],
     ) -> list[dict[str, Any]]:
-        """The ``Aggregate`` records of ``rows`` (and, for final ones, their revision bumped)."""
+        """The ``Aggregate`` records of ``rows``.
+
+        ``revision`` is the window's sample count: every later emission of a window holds more
+        records, so its revision is higher, and a window rebuilt by a replay after a restart gets
+        the same revision as before. A counter incremented per emission would start again at 0
+        after a restart, and the sink, which keeps the highest revision, would then ignore the
+        corrections that follow.
+        """
         if not len(rows):
             return []
         arrays = self._arrays
@@ -413,11 +419,8 @@ class Table:
         records: list[dict[str, Any]] = []
         window = self.window
         for row in rows.tolist():
-            revision = 0
+            revision = int(arrays["count"][row])
             if final:
-                if arrays["emitted"][row]:
-                    arrays["revision"][row] += 1
-                revision = int(arrays["revision"][row])
                 arrays["emitted"][row] = True
             arrays["dirty"][row] = False
             key = int(arrays["key"][row])

@@ -99,8 +99,8 @@ def test_mask_url_leaves_urls_without_password() -> None:
 def test_aggregate_settings_name_the_bad_field() -> None:
     with pytest.raises(SettingsError, match=r"aggregate\.windows\.0: .*size_s 420 must divide"):
         load_settings(aggregate={"windows": [{"name": "7m", "size_s": 420}]})
-    with pytest.raises(SettingsError, match="rollup stage"):
-        load_settings(aggregate={"daily": {"enabled": True}})
+    with pytest.raises(SettingsError, match=r"daily\.hourly_window '1h' must name a window"):
+        load_settings(aggregate={"windows": [{"name": "1m", "size_s": 60}]})
     with pytest.raises(SettingsError, match="window names and sizes must be distinct"):
         load_settings(
             aggregate={"windows": [{"name": "a", "size_s": 60}, {"name": "a", "size_s": 120}]}

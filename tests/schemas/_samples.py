@@ -121,5 +121,6 @@ def sample_records() -> dict[str, dict[str, Any]]:
             "observed_at": OBSERVED,
             "watermark": OBSERVED + timedelta(hours=1),
             "received_at": RECEIVED + timedelta(hours=1),
+            "reason": "cumulative_counter_out_of_order",
         },
     }

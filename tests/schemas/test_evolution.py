@@ -111,3 +111,29 @@ def test_current_measurement_still_decodes_after_round_trip() -> None:
         )
         == measurement
     )
+
+
+def test_late_record_v0_reads_with_the_default_reason_and_current_reads_with_v0() -> None:
+    """``LateRecord`` gained ``reason`` (default ``beyond_allowed_lateness``): both ways."""
+    v0 = schemas.all_versions()["LateRecord.v0"]
+    old = {
+        "topic": "city.noise.measurements.v1",
+        "partition": 1,
+        "offset": 7,
+        "key": b"noise-001",
+        "value": b"\xc3\x01" + bytes(8),
+        "observed_at": OBSERVED,
+        "watermark": RECEIVED,
+        "received_at": RECEIVED,
+    }
+    body = BytesIO()
+    fastavro.schemaless_writer(body, v0.parsed, old)
+    name, record = schemas.decode(v0.header + body.getvalue())
+    assert name == "LateRecord"
+    assert record == {**old, "reason": "beyond_allowed_lateness"}
+    # A reader still on v0 reads a current record and ignores the new field.
+    current = schemas.encode("LateRecord", {**old, "reason": "cumulative_counter_out_of_order"})
+    read = fastavro.schemaless_reader(
+        BytesIO(current[10:]), schemas.version("LateRecord").parsed, v0.parsed
+    )
+    assert read == old

@@ -79,8 +79,8 @@ def settings(**changes: Any) -> AggregateSettings:
         "site_grace_s": 0.0,
         "idle_timeout_s": 30.0,
         "windows": (
-            WindowSettings(name="15m", size_s=900, grace_s=10, allowed_lateness_s=600),
-            WindowSettings(name="1h", size_s=3600, grace_s=30, allowed_lateness_s=900),
+            WindowSettings(name="15m", size_s=900, grace_s=0, allowed_lateness_s=600),
+            WindowSettings(name="1h", size_s=3600, grace_s=0, allowed_lateness_s=900),
         ),
         "daily": DailySettings(grace_s=0.0, allowed_lateness_s=3600.0),
     }
@@ -162,7 +162,8 @@ def test_noise_site_energetic_mean_weighted_by_coverage_and_silent_sensor() -> N
     (site,) = rollup.advance(1.0)
     assert site["key"] == "site:square"
     assert (site["window_start"], site["window_end"]) == (T0, T0 + QUARTER)
-    assert (site["window_size_seconds"], site["revision"], site["final"]) == (900, 0, True)
+    # Revision: Σ (revision + sample count) of the inputs = 15 + 8.
+    assert (site["window_size_seconds"], site["revision"], site["final"]) == (900, 23, True)
     # Durations 1.0·900 = 900 s and 0.5·900 = 450 s:
     # 10·log10((900·10^6 + 450·10^7) / 1350) = 10·log10(4·10^6) = 66.0206 dB.
     # Coverage over the 3 registered noise sensors, n3 silent: (1 + 0.5 + 0) / 3 = 0.5.
@@ -320,12 +321,12 @@ def test_revision_replaces_a_sensor_contribution_and_resends_change_nothing() ->
     n2 = rec("n2", "noise", T0, 900, {"laeq_db": 60.0, "coverage": 1.0})
     feed(rollup, [n1, n2])
     (first,) = rollup.advance(1.0)
-    assert (first["revision"], first["values"]["laeq_db"]) == (0, 60.0)
+    assert (first["revision"], first["values"]["laeq_db"]) == (2, 60.0)
     revised = rec("n1", "noise", T0, 900, {"laeq_db": 70.0, "coverage": 1.0}, revision=1)
     rollup.fold("p0", 2, revised, 2.0)
     (second,) = rollup.advance(2.0)
     # n1's revision 1 replaces its revision 0: 10·log10((10^7 + 10^6) / 2) = 67.4036 dB.
-    assert (second["revision"], second["final"], second["values"]["laeq_db"]) == (1, True, 67.4)
+    assert (second["revision"], second["final"], second["values"]["laeq_db"]) == (3, True, 67.4)
     assert second["sample_count"] == 2
     rollup.fold("p0", 3, revised, 3.0)  # the same revision again
     rollup.fold("p0", 4, n1, 3.0)  # an older revision
@@ -361,7 +362,7 @@ def test_input_within_allowed_lateness_re_emits_with_next_revision() -> None:
     rollup.fold("p0", 2, rec("n2", "noise", T0, 900, {"laeq_db": 60.0, "coverage": 1.0}), 2.0)
     (again,) = rollup.advance(2.0)
     # Coverage (1 + 1 + 0) / 3 = 0.6667; same level.
-    assert (again["revision"], again["values"]["coverage"]) == (1, 0.6667)
+    assert (again["revision"], again["values"]["coverage"]) == (2, 0.6667)
     assert rollup.late() == []
 
 
@@ -479,7 +480,7 @@ def test_lden_from_hourly_levels_on_normal_and_dst_days(
     out = rollup.advance(1.0)
     day = only(out, "n1", 86_400)
     assert (day["window_start"], day["window_end"]) == (start, end)
-    assert (day["revision"], day["final"], day["sample_count"]) == (0, True, 60 * hours)
+    assert (day["revision"], day["final"], day["sample_count"]) == (60 * hours, True, 60 * hours)
     assert day["values"] == {
         "coverage": 1.0,
         "laeq_db": 60.0,
@@ -624,13 +625,13 @@ def test_late_hourly_revision_revises_the_day_and_beyond_lateness_is_late() -> N
     ]
     feed(rollup, hours)
     first = only(rollup.advance(1.0), "n1", 86_400)
-    assert (first["revision"], first["values"]["laeq_db"]) == (0, 60.0)
+    assert (first["revision"], first["values"]["laeq_db"]) == (24, 60.0)
     revised = rec("n1", "noise", start, 3600, {"laeq_db": 60.0, "coverage": 0.5}, revision=1)
     rollup.fold("p0", 100, revised, 2.0)
     out = rollup.advance(2.0)
     day = only(out, "n1", 86_400)
     # Coverage (23·3600 + 1800) / 86 400 = 0.9792; the level stays 60 dB.
-    assert (day["revision"], day["values"]["coverage"]) == (1, 0.9792)
+    assert (day["revision"], day["values"]["coverage"]) == (25, 0.9792)
     # The 00:00 site hour is beyond its lateness (wm = day end = 00:00 + 24 h).
     assert rollup.late() == [
         LateInput("p0", 100, "n1", "noise", start, 3600, "site", "site_window_expired")
@@ -644,3 +645,21 @@ def test_late_hourly_revision_revises_the_day_and_beyond_lateness_is_late() -> N
         ("site", "site_window_expired"),
         ("daily", "daily_window_expired"),
     ]
+
+
+def test_site_window_waits_for_its_definitions_grace() -> None:
+    # The 1-hour results come 30 s (the definition's grace) after the hour, after the 15-minute
+    # results ending at the hour, which already move the watermark to the hour.
+    rollup = stage(
+        windows=(
+            WindowSettings(name="15m", size_s=900, grace_s=0, allowed_lateness_s=600),
+            WindowSettings(name="1h", size_s=3600, grace_s=30, allowed_lateness_s=900),
+        )
+    )
+    feed(rollup, [rec("n1", "noise", T0, 3600, {"laeq_db": 60.0, "coverage": 1.0})])
+    rollup.fold("p0", 1, rec("n1", "noise", T0 + 3 * QUARTER, 900, {"laeq_db": 60.0}), 1.0)
+    hourly = [r for r in rollup.advance(1.0) if r["window_size_seconds"] == 3600]
+    assert hourly == []  # watermark T0 + 1 h < close T0 + 1 h + 30 s
+    rollup.fold("p0", 2, rec("n1", "noise", T0 + HOUR, 900, {"laeq_db": 60.0}), 2.0)
+    hourly = [r for r in rollup.advance(2.0) if r["window_size_seconds"] == 3600]
+    assert [r["key"] for r in hourly] == ["site:square"]

@@ -128,16 +128,17 @@ async def test_results_revisions_late_records_and_a_restart(settings: Settings) 
         expected = reference_windows("noise", measured, 60, dict.fromkeys(sensors, 60.0))
         got = {(r["key"], r["window_start"]): (r["sample_count"], r["values"]) for r in first}
         assert got == expected
-        assert {r["revision"] for r in first} == {0}
-        # Within lateness (watermark base + 5:50, window [base, +1 min) expires at + 3:05? no:
-        # it expired; [base + 3 min, + 4 min) expires at base + 6:05 > watermark: revision.
+        # A window's revision is its sample count (higher for every later emission).
+        assert all(r["revision"] == r["sample_count"] == 6 for r in first)
+        # The watermark is base + 5:50: [base, + 1 min) expired at base + 3:05, while
+        # [base + 3 min, + 4 min) expires at base + 6:05, so a record for it makes a revision.
         await _produce(config, [noise(sensors[1], base + 3 * MINUTE + SECOND, 99.0)])
         await _produce(config, [noise(sensors[2], base + 30 * SECOND, 99.0)])  # beyond
         revised = _aggregates(
-            await _read(config, AGGREGATES, lambda r: ours(r) and _revision(r) > 0, 1)
+            await _read(config, AGGREGATES, lambda r: ours(r) and _revision(r) > 6, 1)
         )
         assert [(r["key"], r["window_start"], r["revision"]) for r in revised] == [
-            (sensors[1], base + 3 * MINUTE, 1)
+            (sensors[1], base + 3 * MINUTE, 7)
         ]
         assert revised[0]["values"]["lamax_db"] == 99.0
         late = await _read(config, schemas.LATE_TOPIC, ours, 1)
@@ -158,7 +159,7 @@ async def test_results_revisions_late_records_and_a_restart(settings: Settings) 
         await restarted.stop()
     identities = [(r["key"], r["window_start"], r["revision"]) for r in everything]
     assert len(identities) == len(set(identities)), "a window was emitted twice"
-    assert (sensors[0], base + 6 * MINUTE, 0) in identities
+    assert (sensors[0], base + 6 * MINUTE, 1) in identities
 
 
 def _revision(record: Any) -> int:

@@ -67,7 +67,7 @@ def test_window_closes_at_end_plus_grace_and_not_before() -> None:
     (result,) = stage.advance(0.0)
     assert (result["key"], result["window_start"], result["window_end"]) == ("a", T0, T0 + MINUTE)
     assert result["final"]
-    assert result["revision"] == 0
+    assert result["revision"] == 6  # the sample count
     assert result["sample_count"] == 6
 
 
@@ -98,12 +98,12 @@ def test_late_record_within_lateness_revises_and_beyond_goes_late() -> None:
     feed = _Feeder(stage)
     feed.feed("p", [noise("a", T0, 60.0), noise("a", T0 + 80 * SECOND, 60.0)])
     (first,) = stage.advance(0.0)
-    assert first["revision"] == 0
+    assert first["revision"] == 1
     assert first["sample_count"] == 1
     # Watermark 70 s; the window [0, 60) expires at 60 + 5 + 120 = 185 s.
     assert feed.feed("p", [noise("a", T0 + 30 * SECOND, 80.0)]) == []
     (revised,) = stage.advance(0.0)
-    assert (revised["window_start"], revised["revision"], revised["sample_count"]) == (T0, 1, 2)
+    assert (revised["window_start"], revised["revision"], revised["sample_count"]) == (T0, 2, 2)
     assert revised["values"]["lamax_db"] == 80.0
     feed.feed("p", [noise("a", T0 + 200 * SECOND, 60.0)])  # watermark 190 s: expired
     stage.advance(0.0)
@@ -279,7 +279,7 @@ def test_any_shuffle_within_the_bound_gives_the_batch_result(case: Any) -> None:
         ]
         assert feed.feed(rng.choice(["p"]), items) == []
         for result in stage.advance(0.0):
-            assert result["revision"] == 0
+            assert result["revision"] == result["sample_count"]
             emitted[(result["key"], result["window_start"])] = (
                 result["sample_count"],
                 result["values"],
