@@ -343,7 +343,11 @@ class Fleet:
         bad_ratio: float = 0.0,
         late_ratio: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        replay: bool = False,
     ) -> None:
+        """``replay``: the clock replays a past period, so direct-topic messages always carry
+        ``observed_at``, like a gateway flushing its buffer (ingest would otherwise stamp them
+        with the broker's receive time, now)."""
         if not 0 <= bad_ratio <= 1 or not 0 <= late_ratio <= 1:
             raise ValueError("bad_ratio and late_ratio are fractions between 0 and 1")
         self.registry = registry
@@ -360,6 +364,7 @@ class Fleet:
         self.bad_ratio = bad_ratio
         self.late_ratio = late_ratio
         self.clock = clock
+        self.replay = replay
         self.stats = FleetStats()
         self._states = {s.id: _SensorState() for s in self.sensors}
         self._next = 0
@@ -420,7 +425,9 @@ class Fleet:
             )
         if sensor.transport == "direct":
             return Outgoing(
-                state.topic, cached[2], self._direct_properties(state.fcnt, observed_at, late)
+                state.topic,
+                cached[2],
+                self._direct_properties(state.fcnt, observed_at, late or self.replay),
             )
         if late:
             when = _envelope_time(observed_at, sensor.transport)
@@ -432,10 +439,10 @@ class Fleet:
 
     @staticmethod
     def _direct_properties(
-        fcnt: int, observed_at: datetime, late: bool
+        fcnt: int, observed_at: datetime, buffered: bool
     ) -> tuple[tuple[str, str], ...]:
         """``message_id`` makes redeliveries recognisable; ``observed_at`` only when buffered."""
-        if late:
+        if buffered:
             return (("message_id", str(fcnt)), ("observed_at", observed_at.isoformat()))
         return (("message_id", str(fcnt)),)
 

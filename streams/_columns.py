@@ -42,7 +42,7 @@ try:
 except ImportError:  # librt, mypyc's runtime library, comes with mypy: a development dependency
     _extract = None  # type: ignore[assignment]
 
-__all__ = ["DOUBLE_FIELDS", "Columns", "KeyTable", "extract"]
+__all__ = ["DOUBLE_FIELDS", "MAP_FIELDS", "Columns", "KeyTable", "extract"]
 
 #: Per kind, the double fields extracted (NaN when null), in this order.
 DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -55,6 +55,7 @@ DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "lasmax_db",
             "lafmin_db",
             "lasmin_db",
+            "la_db",
         ),
         "air": (
             "pm1_ugm3",
@@ -76,6 +77,11 @@ DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "occupancy": (),
     }
 )
+
+#: Per kind, the one extracted quantity that has no typed field and is read from the record's
+#: ``other_values`` map: a spot A-weighted level (``la_db``, e.g. the Browan TBSL100's), which
+#: the aggregator uses as a level sample where a device gives no LAeq.
+MAP_FIELDS: Final[Mapping[str, str]] = MappingProxyType({"noise": "la_db"})
 
 #: ``count_direction`` values.
 _DIRECTIONS: Final = {"in": 0, "out": 1}
@@ -219,7 +225,9 @@ def _program(writer: Mapping[str, Any], reader: Mapping[str, Any], kind: str) ->
     an extracted field does not resolve unchanged from the writer's into the reader's (another
     type, an alias, a missing field whose default is not null or empty)."""
     assert _extract is not None
-    columns = {name: i for i, name in enumerate(DOUBLE_FIELDS[kind])}
+    columns = {
+        name: i for i, name in enumerate(DOUBLE_FIELDS[kind]) if name != MAP_FIELDS.get(kind)
+    }
     array_name, array_fields = _ARRAYS.get(kind, ("", ()))
     extracted = {"kind", "observed_at", *columns, *([array_name] if array_name else [])}
     reader_fields = {f["name"]: f for f in reader["fields"]}
@@ -264,6 +272,8 @@ def _program(writer: Mapping[str, Any], reader: Mapping[str, Any], kind: str) ->
             elif isinstance(schema, dict) and schema.get("type") == "record":
                 if not walk(schema["fields"], top=False):
                     return False
+            elif top and name == "other_values" and key == "map<double>" and kind in MAP_FIELDS:
+                program.append(_extract.OP_MAP_DOUBLE_COLUMN)
             elif key is not None and key in ops:
                 program.append(ops[key])
             else:
@@ -396,8 +406,9 @@ def _add(
         rejected.append((position, f"key is not UTF-8: {key!r}"))
         return
     row = out.add_row(index, epoch_micros(body["observed_at"]), record.offset)
+    map_field = MAP_FIELDS.get(kind)
     for column, field in enumerate(DOUBLE_FIELDS[kind]):
-        number = body[field]
+        number = body["other_values"].get(field) if field == map_field else body[field]
         if number is not None:
             out.add_double(row, column, number)
     for count in counts:
@@ -412,6 +423,16 @@ def _add(
     if kind == "occupancy":
         for region in body["regions"]:
             out.add_region(row, region["region"], region["count"])
+
+
+def column_writer(core: Any, kind: str) -> Any:
+    """``core.ColumnWriter`` for ``kind``: its width, and where its map-read quantity goes."""
+    map_field = MAP_FIELDS.get(kind)
+    return core.ColumnWriter(
+        len(DOUBLE_FIELDS[kind]),
+        map_field.encode() if map_field else b"",
+        DOUBLE_FIELDS[kind].index(map_field) if map_field else -1,
+    )
 
 
 def _columns(out: Any, rejected: list[tuple[int, str]]) -> Columns:
@@ -465,7 +486,7 @@ def _extract_with(
         out = _ArrayWriter(width)
         slow: Sequence[int] = range(len(batch))
     else:
-        out = core.ColumnWriter(width)
+        out = column_writer(core, kind)
         slow = core.extract(
             out, batch, kind.encode(), programs, _CLASS_BYTES, keys.lookup, keys.ids
         )

@@ -48,6 +48,7 @@ __all__ = [
     "OP_DOUBLE",
     "OP_KIND",
     "OP_MAP_DOUBLE",
+    "OP_MAP_DOUBLE_COLUMN",
     "OP_MICROS",
     "OP_OPTIONAL_DOUBLE",
     "OP_OPTIONAL_LONG",
@@ -82,6 +83,9 @@ OP_MAP_DOUBLE: Final = 9
 OP_COUNTS: Final = 10
 #: The array of ``RegionCount`` records (``region`` int, ``count`` int) → region columns.
 OP_REGIONS: Final = 11
+#: ``{"type": "map", "values": "double"}`` whose entry under the writer's ``map_key`` (if any)
+#: goes to double column ``map_column`` (a quantity with no typed field, e.g. ``la_db``).
+OP_MAP_DOUBLE_COLUMN: Final = 12
 #: ``["null", "double"]`` → double column ``op - OP_DOUBLE`` (nothing written when null).
 OP_DOUBLE: Final = 32
 
@@ -118,9 +122,13 @@ class ColumnWriter:
     doubles: i64
     counts: i64
     regions: i64
+    map_key: bytes
+    map_column: i64
 
-    def __init__(self, width: i64) -> None:
+    def __init__(self, width: i64, map_key: bytes = b"", map_column: i64 = -1) -> None:
         self.width = width
+        self.map_key = map_key
+        self.map_column = map_column
         self.rows = 0
         self.doubles = 0
         self.counts = 0
@@ -342,6 +350,10 @@ def _read_body(
             pos = _skip_map(data, pos, value)
             if pos < 0:
                 return _FAIL
+        elif op == OP_MAP_DOUBLE_COLUMN:
+            pos = _read_map_column(out, data, pos, value, base)
+            if pos < 0:
+                return _FAIL
         elif op == OP_COUNTS:
             pos = _read_counts(out, data, pos, value, row, classes)
             if pos < 0:
@@ -416,6 +428,35 @@ def _skip_map(data: bytes, pos: i64, count: i64) -> i64:
         count, pos = _read_long(data, pos)
         if pos < 0:
             return -1
+    return pos
+
+
+def _read_map_column(out: ColumnWriter, data: bytes, pos: i64, count: i64, base: i64) -> i64:
+    """Like :func:`_skip_map`, writing the value under ``out.map_key`` to ``out.map_column``
+    (the last one wins, as in the ``dict`` the ordinary decoder builds)."""
+    size: i64 = len(data)
+    wanted = out.map_key
+    wanted_length: i64 = len(wanted)
+    found: i64 = -1
+    while count != 0:
+        count, pos = _block(data, pos, count)
+        if pos < 0:
+            return -1
+        for _ in range(count):
+            length, pos = _read_long(data, pos)
+            end = pos + length
+            if pos < 0 or length < 0 or end + 8 > size or not _utf8(data, pos, end):
+                return -1
+            if length == wanted_length and wanted_length and data[pos:end] == wanted:
+                found = end
+            pos = end + 8
+        count, pos = _read_long(data, pos)
+        if pos < 0:
+            return -1
+    if found >= 0 and out.map_column >= 0:
+        write_i64_le(out.double_index, base + out.map_column)
+        write_i64_le(out.double_value, read_i64_le(data, found))
+        out.doubles += 1
     return pos
 
 

@@ -240,6 +240,10 @@ class RollupStage:
             _merge_offsets(needed, _min_offsets(window))
         return needed
 
+    def busy(self, partition: object, now_s: float) -> None:
+        """``partition`` has inputs left to read: it is not idle (see :mod:`streams._watermark`)."""
+        self._wm.busy(partition, now_s)
+
     def restore_watermark(self, watermark_us: int) -> None:
         """Start from the watermark of the last checkpoint before a restart."""
         self._wm.restore(watermark_us)

@@ -42,6 +42,9 @@ class RollupRunner(_StageRunner):
     def revoke(self, tp: TopicPartition) -> None:
         self.stage.revoke(tp)
 
+    def busy(self, tp: TopicPartition, now_s: float) -> None:
+        self.stage.busy(tp, now_s)
+
     def watermark(self, now_s: float) -> int:
         return self.stage.watermark(now_s)
 

@@ -191,6 +191,10 @@ class _StageRunner:
     async def emit(self, now_s: float) -> None:
         raise NotImplementedError
 
+    def busy(self, tp: TopicPartition, now_s: float) -> None:
+        """``tp`` has records left to read: not idle."""
+        raise NotImplementedError
+
     # Shared.
     def build(self, **overrides: Any) -> AIOKafkaConsumer:
         settings = self.service.settings
@@ -295,6 +299,22 @@ class _StageRunner:
         await self.side_watermark.commit(dict.fromkeys(positions, watermark))
         await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
 
+    async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
+        """Partitions the consumer is behind on are not idle (see :mod:`streams._watermark`):
+        their end offset, from the last fetch, is beyond the next offset to read."""
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = self.positions.get(tp)
+            if position is None and end:
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                except (KafkaError, TimeoutError):
+                    position = None
+                if position is not None:
+                    self.positions[tp] = position
+            if end is None or position is None or position < end:
+                self.busy(tp, now_s)
+
     async def run(self) -> None:
         consumer = self.consumer
         assert consumer is not None
@@ -308,6 +328,7 @@ class _StageRunner:
                 if records:
                     await self.handle(tp, records, now)
                     self.positions[tp] = records[-1].offset + 1
+            await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
             await service.flush()
             await self.commit()
@@ -334,6 +355,9 @@ class _WindowRunner(_StageRunner):
 
     def revoke(self, tp: TopicPartition) -> None:
         self.stages[self.kind_of[tp.topic]].revoke(tp)
+
+    def busy(self, tp: TopicPartition, now_s: float) -> None:
+        self.stages[self.kind_of[tp.topic]].watermarks.busy(tp, now_s)
 
     def watermark(self, now_s: float) -> int:
         return min(stage.watermarks.current(now_s) for stage in self.stages.values())

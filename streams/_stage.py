@@ -296,10 +296,13 @@ class WindowStage:
                 key_name=self.keys.name,
                 affluence_thresholds=self._thresholds,
             )
-            batch.sort(key=lambda r: (r["window_start"], r["key"], r["final"]))
             out += batch
             table.free(expired)
         self._forget_counters(watermark)
+        # In window-end order across the window sizes: the rollup stage's watermark follows the
+        # results' window ends, so a burst (catching up a backlog) must not send every 1-minute
+        # result of an hour before the hour's own result.
+        out.sort(key=lambda r: (r["window_end"], r["window_size_seconds"], r["key"], r["final"]))
         return out
 
     def _forget_counters(self, watermark: int) -> None:

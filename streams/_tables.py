@@ -14,10 +14,11 @@ that reason, see :func:`_rounded`).
 
 Per kind (DESIGN.md section 6):
 
-- noise: Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ over records with an LAeq (tᵢ = the sensor's reporting interval
-  from the registry, the period its LAeq integrates), the maximum of LAmax (LAFmax, LASmax or
-  LAeq when the device gives no maximum), the minimum likewise, and a 0.1 dB histogram of LAeq
-  weighted by tᵢ for L10/L50/L90;
+- noise: Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ over records with an LAeq, or else a spot A-weighted level
+  ``la_db`` (tᵢ = the sensor's reporting interval from the registry, the period its level
+  stands for), the maximum of LAmax (LAFmax, LASmax, or the level itself when the device gives
+  no maximum), the minimum likewise, and a 0.1 dB histogram of the levels weighted by tᵢ for
+  L10/L50/L90;
 - air: per canonical quantity, count, sum, minimum and maximum;
 - traffic: period counts summed per (line, direction, class); cumulative counters are turned
   into period counts by the stage (:mod:`streams._stage`) and added here;
@@ -46,7 +47,7 @@ _KEY_MASK: Final = (1 << KEY_BITS) - 1
 _MICROS: Final = 1_000_000
 _DIRECTIONS: Final = ("in", "out")
 #: Indices of the noise columns (``streams._columns.DOUBLE_FIELDS["noise"]``).
-_LAEQ, _LAMAX, _LAMIN, _LAFMAX, _LASMAX, _LAFMIN, _LASMIN = range(7)
+_LAEQ, _LAMAX, _LAMIN, _LAFMAX, _LASMAX, _LAFMIN, _LASMIN, _LA = range(8)
 #: A histogram log longer than this many entries per live row is reduced by addition.
 _LOG_ENTRIES_PER_ROW: Final = 64
 Int64Array = npt.NDArray[np.int64]
@@ -255,7 +256,9 @@ class Table:
         facts: KeyFacts,
     ) -> None:
         values = columns.doubles[selected]
-        laeq = values[:, _LAEQ]
+        # A device without LAeq may give a spot A-weighted level: a sample of the level over
+        # its interval (the Browan TBSL100 does), energy-averaged like an LAeq.
+        laeq = _first_present(values, (_LAEQ, _LA))
         duration = facts.interval_s[columns.key[selected]]
         has = ~np.isnan(laeq)
         groups = len(rows)
@@ -265,8 +268,8 @@ class Table:
         arrays["duration"][rows] += np.bincount(
             inverse, weights=np.where(has, duration, 0.0), minlength=groups
         )
-        high = _first_present(values, (_LAMAX, _LAFMAX, _LASMAX, _LAEQ))
-        low = _first_present(values, (_LAMIN, _LAFMIN, _LASMIN, _LAEQ))
+        high = _first_present(values, (_LAMAX, _LAFMAX, _LASMAX, _LAEQ, _LA))
+        low = _first_present(values, (_LAMIN, _LAFMIN, _LASMIN, _LAEQ, _LA))
         local = np.full(groups, -np.inf)
         np.fmax.at(local, inverse, high)
         arrays["lmax"][rows] = np.fmax(arrays["lmax"][rows], local)

@@ -6,8 +6,9 @@ does is *late*. The consumer's watermark is the minimum over its partitions, bec
 partition may still deliver old records. Two refinements, after the failures users of other
 stream processors report most (windows that never close when a key or partition goes quiet):
 
-- a partition that has delivered nothing for ``idle_timeout_s`` of wall time stops holding the
-  consumer's watermark back; it counts again as soon as it delivers;
+- a partition that has delivered nothing for ``idle_timeout_s`` of wall time, and has nothing
+  left to deliver (the consumer is at its end, :meth:`Watermarks.busy` says otherwise), stops
+  holding the consumer's watermark back; it counts again as soon as it delivers;
 - a partition that has never delivered anything counts as idle from its assignment on, for the
   same timeout, so an empty partition never blocks the others.
 
@@ -64,6 +65,14 @@ class Watermarks:
         if max_event_us > state.max_event_us:
             state.max_event_us = max_event_us
         state.last_active_s = now_s
+
+    def busy(self, partition: object, now_s: float) -> None:
+        """``partition`` still has records to deliver (the consumer is behind its end): it is
+        not idle, however long since it delivered (a consumer catching up a backlog may not
+        fetch every partition every few seconds)."""
+        state = self._partitions.get(partition)
+        if state is not None:
+            state.last_active_s = now_s
 
     def partition_watermark(self, partition: object) -> int:
         state = self._partitions.get(partition)

@@ -16,8 +16,8 @@ from streams._columns import DOUBLE_FIELDS
 
 __all__ = ["reference_windows"]
 
-_HIGH = ("lamax_db", "lafmax_db", "lasmax_db", "laeq_db")
-_LOW = ("lamin_db", "lafmin_db", "lasmin_db", "laeq_db")
+_HIGH = ("lamax_db", "lafmax_db", "lasmax_db", "laeq_db", "la_db")
+_LOW = ("lamin_db", "lafmin_db", "lasmin_db", "laeq_db", "la_db")
 
 
 def _first(values: Mapping[str, float], names: tuple[str, ...]) -> float | None:
@@ -36,9 +36,9 @@ def _noise(
     highs = [h for _, v in records if (h := _first(v, _HIGH)) is not None]
     lows = [lo for _, v in records if (lo := _first(v, _LOW)) is not None]
     for _, values in records:
-        if "laeq_db" not in values:
+        level = _first(values, ("laeq_db", "la_db"))
+        if level is None:
             continue
-        level = values["laeq_db"]
         energy += interval_s * 10 ** (level / 10)
         duration += interval_s
         level_bin = math.floor(level * 10 + 0.5)

@@ -22,7 +22,7 @@ import schemas
 from decoders import TRAFFIC_CLASSES
 from schemas import SchemaError, epoch_micros, measurement_schema_name
 from streams import _columns, _extract
-from streams._columns import DOUBLE_FIELDS, Columns, KeyTable, extract
+from streams._columns import DOUBLE_FIELDS, MAP_FIELDS, Columns, KeyTable, extract
 from tests._source import plain_python
 from tests.schemas._samples import sample_records
 from tests.schemas._strategies import STRATEGIES
@@ -88,7 +88,10 @@ def reference(records: Sequence[Record], kind: str) -> tuple[list[Row], list[int
             rejected.append(position)
             continue
         regions = tuple((r["region"], r["count"]) for r in body.get("regions", ()))
-        doubles = tuple(_bits(body[f]) for f in DOUBLE_FIELDS[kind])
+        doubles = tuple(
+            _bits(body["other_values"].get(f) if f == MAP_FIELDS.get(kind) else body[f])
+            for f in DOUBLE_FIELDS[kind]
+        )
         time_us = epoch_micros(body["observed_at"])
         rows.append((record.offset, sensor, time_us, doubles, counts, regions))
     return sorted(rows), rejected
@@ -171,7 +174,7 @@ def check(run: Extract, records: Sequence[Record], kind: str) -> Columns:
 
 def fast_path_skips(core: ModuleType, records: Sequence[Record], kind: str) -> list[int]:
     """The positions the core leaves to the ordinary path."""
-    out = core.ColumnWriter(len(DOUBLE_FIELDS[kind]))
+    out = _columns.column_writer(core, kind)
     keys = KeyTable()
     skipped: list[int] = core.extract(
         out,
@@ -220,6 +223,7 @@ def test_a_program_reads_the_fields_in_the_writers_order() -> None:
     columns = [op - _extract.OP_DOUBLE for op in program if op >= _extract.OP_DOUBLE]
     names = [f["name"] for f in writer["fields"] if f["name"] in DOUBLE_FIELDS["noise"]]
     assert [DOUBLE_FIELDS["noise"][c] for c in columns] == names
+    assert program.count(_extract.OP_MAP_DOUBLE_COLUMN) == 1  # other_values, for la_db
     assert len(program) == len(writer["fields"]) - 1 + 8  # source flattened
 
 
@@ -541,3 +545,18 @@ def test_key_table() -> None:
     with pytest.raises(UnicodeDecodeError):
         keys.index(b"\xff")
     assert len(keys) == 2
+
+
+@pytest.mark.parametrize("name", sorted(EXTRACTS))
+def test_a_spot_level_in_other_values_fills_the_la_db_column(name: str) -> None:
+    record = dict(sample_records()["NoiseMeasurement"])
+    record["other_values"] = {"x": 1.0, "la_db": 61.2, "lz_db": 70.0}
+    record["laeq_db"] = None
+    records = [Record(b"n1", schemas.encode("NoiseMeasurement", record), 0)]
+    columns = check(EXTRACTS[name], records, "noise")
+    assert columns.doubles[0, DOUBLE_FIELDS["noise"].index("la_db")] == 61.2
+    assert math.isnan(columns.doubles[0, 0])
+    if name != "none":  # the cores read it themselves, not through the ordinary path
+        core = CORES["imported" if name in ("imported", "extract") else name]
+        assert core is not None
+        assert fast_path_skips(core, records, "noise") == []

@@ -288,3 +288,13 @@ def test_any_shuffle_within_the_bound_gives_the_batch_result(case: Any) -> None:
     expected = reference_windows(kind, records, size_s, {s: 10.0 for s, _, _ in records})
     closed = {k: v for k, v in expected.items() if k[1] + size_s * SECOND <= watermark}
     assert emitted == closed
+
+
+def test_a_partition_behind_its_end_is_never_idle() -> None:
+    stage = _stage(idle_s=30.0)
+    stage.assign("behind", 0.0)
+    feed = _Feeder(stage)
+    feed.feed("busy", [noise("a", T0, 60.0), noise("a", T0 + 5 * MINUTE, 60.0)], now_s=1.0)
+    stage.watermarks.busy("behind", 40.0)  # the consumer has not read it to its end yet
+    assert stage.advance(41.0) == []
+    assert len(stage.advance(71.0)) == 1  # caught up 31 s ago: idle, left out
