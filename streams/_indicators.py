@@ -26,6 +26,7 @@ __all__ = [
     "EAQI_LABELS",
     "LEVEL_BIN_DB",
     "PARIS",
+    "PERCENT_REL_TOL",
     "U16_MODULUS",
     "U32_MODULUS",
     "CounterEvent",
@@ -118,7 +119,7 @@ def level_from_energy(energy_sum: float, duration_s: float) -> float | None:
     return 10 * math.log10(energy_sum / duration_s)
 
 
-_PERCENT_REL_TOL: Final = 1e-9
+PERCENT_REL_TOL: Final = 1e-9
 
 
 def exceeded_level_db(histogram: Mapping[int, float], percent: float) -> float | None:
@@ -151,7 +152,7 @@ def exceeded_level_db(histogram: Mapping[int, float], percent: float) -> float |
     for bin_index in occupied:
         accumulated_s += histogram[bin_index]
         if accumulated_s >= target_s or math.isclose(
-            accumulated_s, target_s, rel_tol=_PERCENT_REL_TOL
+            accumulated_s, target_s, rel_tol=PERCENT_REL_TOL
         ):
             return bin_level_db(bin_index)
     return bin_level_db(occupied[-1])  # only reached through rounding beyond the tolerance

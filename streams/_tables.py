@@ -27,6 +27,7 @@ Per kind (DESIGN.md section 6):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -414,39 +415,50 @@ class Table:
         the same revision as before. A counter incremented per emission would start again at 0
         after a restart, and the sink, which keeps the highest revision, would then ignore the
         corrections that follow.
+
+        Why column-wise: a 1-minute window definition emits a result for every few records, so
+        the indicators are computed for all the rows at once and read back as Python lists.
         """
         if not len(rows):
             return []
         arrays = self._arrays
-        per_row = self._per_row_details(rows)
-        records: list[dict[str, Any]] = []
+        if final:
+            arrays["emitted"][rows] = True
+        arrays["dirty"][rows] = False
+        keys = arrays["key"][rows].tolist()
+        starts = arrays["start"][rows].tolist()
+        counts = arrays["count"][rows].tolist()
+        details: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+        if self.kind == "noise":
+            indicators = self._noise_values(rows)
+            details = [([], [])] * len(keys)
+        elif self.kind == "air":
+            indicators = self._air_values(rows)
+            details = [([], [])] * len(keys)
+        else:
+            indicators, details = self._logged_values(
+                rows, keys, counts, facts, affluence_thresholds
+            )
         window = self.window
-        for row in rows.tolist():
-            revision = int(arrays["count"][row])
-            if final:
-                arrays["emitted"][row] = True
-            arrays["dirty"][row] = False
-            key = int(arrays["key"][row])
-            start = int(arrays["start"][row])
-            values, counts, regions = self._indicators(
-                row, key, per_row.get(row), facts, affluence_thresholds
+        size_us, size_s = window.size_us, window.size_s
+        return [
+            {
+                "key": key_name(key),
+                "kind": self.kind,
+                "window_start": start,
+                "window_end": start + size_us,
+                "window_size_seconds": size_s,
+                "revision": count,
+                "final": final,
+                "values": values,
+                "sample_count": count,
+                "counts": traffic,
+                "regions": regions,
+            }
+            for key, start, count, values, (traffic, regions) in zip(
+                keys, starts, counts, indicators, details, strict=True
             )
-            records.append(
-                {
-                    "key": key_name(key),
-                    "kind": self.kind,
-                    "window_start": start,
-                    "window_end": start + window.size_us,
-                    "window_size_seconds": window.size_s,
-                    "revision": revision,
-                    "final": final,
-                    "values": values,
-                    "sample_count": int(arrays["count"][row]),
-                    "counts": counts,
-                    "regions": regions,
-                }
-            )
-        return records
+        ]
 
     def _per_row_details(self, rows: Int64Array) -> dict[int, FloatArray]:
         """The log entries of ``rows``, per row."""
@@ -467,62 +479,141 @@ class Table:
         cuts = np.flatnonzero(np.diff(row_ids)) + 1
         return {int(chunk[0, 0]): chunk[:, 1:] for chunk in np.split(mine, cuts)}
 
-    def _indicators(
-        self,
-        row: int,
-        key: int,
-        details: FloatArray | None,
-        facts: KeyFacts,
-        affluence_thresholds: Sequence[float],
-    ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]]]:
+    def _noise_values(self, rows: Int64Array) -> list[dict[str, float]]:
         arrays = self._arrays
-        values: dict[str, float] = {}
-        counts: list[dict[str, Any]] = []
-        regions: list[dict[str, Any]] = []
-        if self.kind == "noise":
-            duration = float(arrays["duration"][row])
-            level = ind.level_from_energy(float(arrays["energy"][row]), duration)
-            if level is not None:
-                values["laeq_db"] = _rounded(level, 2)
-            if np.isfinite(arrays["lmax"][row]):
-                values["lamax_db"] = _rounded(arrays["lmax"][row], 2)
-            if np.isfinite(arrays["lmin"][row]):
-                values["lamin_db"] = _rounded(arrays["lmin"][row], 2)
-            if details is not None and len(details):
-                histogram: dict[int, float] = {}
-                for level_bin, weight in details.tolist():
-                    histogram[int(level_bin)] = histogram.get(int(level_bin), 0.0) + weight
-                for name, percent in (("l10_db", 10.0), ("l50_db", 50.0), ("l90_db", 90.0)):
-                    exceeded = ind.exceeded_level_db(histogram, percent)
-                    if exceeded is not None:
-                        values[name] = _rounded(exceeded, 2)
-            values["coverage"] = _rounded(min(1.0, duration / self.window.size_s), 4)
-        elif self.kind == "air":
+        energy = arrays["energy"][rows]
+        duration = arrays["duration"][rows]
+        measured = (duration > 0) & (energy > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            laeq = np.round(10.0 * np.log10(np.where(measured, energy / duration, 1.0)), 2)
+        lmax = np.round(arrays["lmax"][rows], 2)
+        lmin = np.round(arrays["lmin"][rows], 2)
+        coverage = np.round(np.minimum(1.0, duration / self.window.size_s), 4)
+        percentiles = self._exceeded_levels(rows)
+        out: list[dict[str, float]] = []
+        for i, (has, level, high, low, cover) in enumerate(
+            zip(
+                measured.tolist(),
+                laeq.tolist(),
+                lmax.tolist(),
+                lmin.tolist(),
+                coverage.tolist(),
+                strict=True,
+            )
+        ):
+            values: dict[str, float] = {}
+            if has:
+                values["laeq_db"] = level
+            if high != -math.inf:
+                values["lamax_db"] = high
+            if low != math.inf:
+                values["lamin_db"] = low
+            levels = percentiles.get(i)
+            if levels is not None:
+                values["l10_db"], values["l50_db"], values["l90_db"] = levels
+            values["coverage"] = cover
+            out.append(values)
+        return out
+
+    def _exceeded_levels(self, rows: Int64Array) -> dict[int, tuple[float, float, float]]:
+        """L10, L50, L90 of each of ``rows`` (by position in ``rows``), exactly as
+        :func:`streams._indicators.exceeded_level_db` defines them, for all rows at once."""
+        self._reduce_log()
+        log = self.log.array()
+        if not len(log):
+            return {}
+        position = np.full(self._capacity, -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        where = position[log[:, 0].astype(np.int64)]
+        mine = (where >= 0) & (log[:, 2] > 0)
+        if not mine.any():
+            return {}
+        owner, level_bin, weight = where[mine], log[mine, 1], log[mine, 2]
+        order = np.lexsort((-level_bin, owner))  # per row, the highest level first
+        owner, level_bin, weight = owner[order], level_bin[order], weight[order]
+        size = len(owner)
+        firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        lasts = np.r_[firsts[1:], size] - 1
+        running = np.cumsum(weight)
+        before = np.repeat(running[firsts] - weight[firsts], np.diff(np.r_[firsts, size]))
+        accumulated = running - before
+        total = np.repeat(accumulated[lasts], np.diff(np.r_[firsts, size]))
+        result: list[list[float]] = []
+        for percent in (10.0, 50.0, 90.0):
+            target = percent / 100 * total
+            reached = (accumulated >= target) | (
+                np.abs(accumulated - target)
+                <= ind.PERCENT_REL_TOL * np.maximum(np.abs(accumulated), np.abs(target))
+            )
+            first_hit = np.minimum.reduceat(np.where(reached, np.arange(size), size), firsts)
+            hit = np.where(first_hit < size, first_hit, lasts)  # rounding beyond the tolerance
+            result.append(np.round(level_bin[hit] / 10.0, 2).tolist())
+        return {
+            row: (l10, l50, l90)
+            for row, l10, l50, l90 in zip(owner[firsts].tolist(), *result, strict=True)
+        }
+
+    def _air_values(self, rows: Int64Array) -> list[dict[str, float]]:
+        arrays = self._arrays
+        n = arrays["q_count"][rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.round(arrays["q_sum"][rows] / np.maximum(n, 1), 4).tolist()
+        low = np.round(arrays["q_min"][rows], 4).tolist()
+        high = np.round(arrays["q_max"][rows], 4).tolist()
+        counts = n.tolist()
+        hourly = self.window.size_s == 3600
+        names = [
+            (q, quantity, f"{quantity}_mean", f"{quantity}_min", f"{quantity}_max",
+             f"{quantity}_count")
+            for q, quantity in enumerate(self._quantities)
+        ]  # fmt: skip
+        out: list[dict[str, float]] = []
+        for row_mean, row_low, row_high, row_counts in zip(mean, low, high, counts, strict=True):
+            values: dict[str, float] = {}
             means: dict[str, float] = {}
-            for q, quantity in enumerate(self._quantities):
-                n = int(arrays["q_count"][row, q])
-                if not n:
+            for q, quantity, mean_name, min_name, max_name, count_name in names:
+                if not row_counts[q]:
                     continue
-                mean = float(arrays["q_sum"][row, q]) / n
-                means[quantity] = mean
-                values[f"{quantity}_mean"] = _rounded(mean, 4)
-                values[f"{quantity}_min"] = _rounded(arrays["q_min"][row, q], 4)
-                values[f"{quantity}_max"] = _rounded(arrays["q_max"][row, q], 4)
-                values[f"{quantity}_count"] = float(n)
-            if self.window.size_s == 3600:
-                band = ind.eaqi_band({q: round(m, 4) for q, m in means.items()})
+                values[mean_name] = row_mean[q]
+                values[min_name] = row_low[q]
+                values[max_name] = row_high[q]
+                values[count_name] = float(row_counts[q])
+                means[quantity] = row_mean[q]
+            if hourly:
+                band = ind.eaqi_band(means)
                 if band is not None:
                     values["eaqi_band"] = float(band)
-        elif self.kind == "traffic":
-            counts, values = _traffic_counts(details)
-            resets = int(arrays["resets"][row])
-            if resets:
-                values["counter_resets"] = float(resets)
-        else:
-            samples = int(arrays["count"][row])
+            out.append(values)
+        return out
+
+    def _logged_values(
+        self,
+        rows: Int64Array,
+        keys: list[int],
+        counts: list[int],
+        facts: KeyFacts,
+        affluence_thresholds: Sequence[float],
+    ) -> tuple[list[dict[str, float]], list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
+        """Traffic and occupancy, from the rows' log entries."""
+        arrays = self._arrays
+        per_row = self._per_row_details(rows)
+        indicators: list[dict[str, float]] = []
+        details: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        for row, key, samples in zip(rows.tolist(), keys, counts, strict=True):
+            entries = per_row.get(row)
+            if self.kind == "traffic":
+                traffic, values = _traffic_counts(entries)
+                resets = int(arrays["resets"][row])
+                if resets:
+                    values["counter_resets"] = float(resets)
+                indicators.append(values)
+                details.append((traffic, []))
+                continue
             people_mean = float(arrays["people_sum"][row]) / samples
-            values["people_mean"] = _rounded(people_mean, 4)
-            values["people_max"] = float(arrays["people_max"][row])
+            values = {
+                "people_mean": _rounded(people_mean, 4),
+                "people_max": float(arrays["people_max"][row]),
+            }
             capacity = facts.capacity[key]
             if np.isfinite(capacity):
                 pct = ind.occupancy_pct(round(people_mean, 4), int(capacity))
@@ -531,8 +622,9 @@ class Table:
                     values["affluence"] = float(
                         ind.affluence_level(round(pct, 2), affluence_thresholds)
                     )
-            regions = _region_results(details, samples)
-        return values, counts, regions
+            indicators.append(values)
+            details.append(([], _region_results(entries, samples)))
+        return indicators, details
 
     def open_windows(self) -> int:
         return len(self.rows)
