@@ -71,16 +71,18 @@ class RollupRunner(_StageRunner):
         for record in fresh:
             aggregate = decode_aggregate(record.value) if record.value else None
             if aggregate is None:
-                self.service.dead_letter(tp.topic, record, "not an Aggregate record")
+                await self.service.dead_letter(tp.topic, record, "not an Aggregate record")
                 continue
             self.stage.fold(tp, record.offset, aggregate, now_s)
 
     async def emit(self, now_s: float) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}
-        for result in self.stage.advance(now_s):
+        results = self.stage.advance(now_s)
+        self.emitted_watermark = self.stage.watermark(now_s)
+        for result in results:
             by_kind.setdefault(result["kind"], []).append(result)
         for kind, batch in by_kind.items():
-            self.service.send_results(kind, batch, now_s)
+            await self.service.send_results(kind, batch, now_s)
         late, self._late = [*self._late, *self.stage.late()], []
         for item in late:
             # Results, not measurements: counted (the per-sensor result is on its topic).

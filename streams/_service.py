@@ -131,7 +131,9 @@ class _SideGroup:
         consumer = self._consumer
         assert consumer is not None
         if set(values) - consumer.assignment():
-            consumer.assign(sorted(set(values) | consumer.assignment()))
+            partitions = sorted(set(values) | consumer.assignment())
+            consumer.assign(partitions)
+            consumer.pause(*partitions)  # it commits, it never fetches
         await asyncio.wait_for(consumer.commit(dict(values)), _COMMIT_TIMEOUT_S)
 
     async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
@@ -164,6 +166,10 @@ class _StageRunner:
         self.side_watermark = _SideGroup(service, f"{group_id}.watermark")
         self.resume: dict[TopicPartition, _Resume] = {}
         self.positions: dict[TopicPartition, int] = {}
+        #: The watermark of the last emit: every window due by it has been sent. The checkpoint
+        #: stores this one, not the current watermark, which an idle partition may have moved
+        #: on since (a restart would then take windows never sent for sent ones).
+        self.emitted_watermark = 0
         self.last_commit = 0.0
 
     # Overridden by the two stages.
@@ -235,9 +241,15 @@ class _StageRunner:
                 resumed.append(watermarks[tp])
         if resumed:
             self.restore_watermark(min(resumed))
+            self.emitted_watermark = max(self.emitted_watermark, min(resumed))
         log.info(
             "partitions assigned",
-            extra={"stage": self.name, "partitions": len(assigned), "resumed": len(resumed)},
+            extra={
+                "stage": self.name,
+                "partitions": len(assigned),
+                "resumed": len(resumed),
+                "watermark": min(resumed, default=None),
+            },
         )
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
@@ -280,17 +292,15 @@ class _StageRunner:
             return
         self.last_commit = now
         needed = self.needed()
-        watermark = max(0, self.watermark(now))
+        watermark = max(0, self.emitted_watermark)
         offsets: dict[TopicPartition, int] = {}
         positions: dict[TopicPartition, int] = {}
         for tp in consumer.assignment():
             position = self.positions.get(tp)
-            if position is None:
+            if position is None or tp in self.resume:
+                # Nothing read yet, or still replaying what the last checkpoint covered (the
+                # state it needs is not rebuilt yet): that checkpoint stands.
                 continue
-            resume = self.resume.get(tp)
-            if resume is not None:
-                # Still replaying: keep the previous checkpoint's position.
-                position = max(position, resume.position)
             positions[tp] = position
             offsets[tp] = min(int(needed.get(tp, position)), position)
         if not offsets:
@@ -298,6 +308,10 @@ class _StageRunner:
         await self.side_position.commit(positions)
         await self.side_watermark.commit(dict.fromkeys(positions, watermark))
         await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
+        log.debug(
+            "checkpoint committed",
+            extra={"stage": self.name, "watermark": watermark, "partitions": len(offsets)},
+        )
 
     async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
         """Partitions the consumer is behind on are not idle (see :mod:`streams._watermark`):
@@ -305,14 +319,9 @@ class _StageRunner:
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             position = self.positions.get(tp)
-            if position is None and end:
-                try:
-                    position = await asyncio.wait_for(consumer.position(tp), 1.0)
-                except (KafkaError, TimeoutError):
-                    position = None
-                if position is not None:
-                    self.positions[tp] = position
-            if end is None or position is None or position < end:
+            # No fetch answered yet, or records left to read. A partition that has delivered
+            # nothing in this process stays subject to the idle timeout from its assignment.
+            if end is None or (position is not None and position < end):
                 self.busy(tp, now_s)
 
     async def run(self) -> None:
@@ -384,24 +393,33 @@ class _WindowRunner(_StageRunner):
             return
         columns = extract(fresh, kind, stage.keys)
         for index, reason in columns.rejected:
-            self.service.dead_letter(tp.topic, fresh[index], reason)
+            await self.service.dead_letter(tp.topic, fresh[index], reason)
         if len(columns):
             late = stage.fold(tp, columns, now_s)
             if late:
-                self.service.late(kind, tp, fresh, columns, late, stage.watermarks.current(now_s))
+                await self.service.late(
+                    kind, tp, fresh, columns, late, stage.watermarks.current(now_s)
+                )
 
     async def emit(self, now_s: float) -> None:
         service = self.service
         wall = time.time()
+        watermarks = []
         for kind, stage in self.stages.items():
             results = stage.advance(now_s)
-            service.send_results(kind, results, now_s)
+            watermarks.append(stage.watermarks.current(now_s))
+            await service.send_results(kind, results, now_s)
+            for table in stage.tables:
+                if table.revisions:
+                    metrics.REVISIONS.labels(kind, table.window.name).inc(table.revisions)
+                    table.revisions = 0
             watermark = stage.watermarks.current(now_s)
             if watermark > 0:
                 metrics.WATERMARK_DELAY.labels("window", kind).set(wall - watermark / 1e6)
             for name, count in stage.open_windows().items():
                 metrics.OPEN_WINDOWS.labels(kind, name).set(count)
         metrics.STATE_BYTES.set(sum(s.state_bytes() for s in self.stages.values()))
+        self.emitted_watermark = min(watermarks)
 
 
 class AggregateService:
@@ -545,26 +563,30 @@ class AggregateService:
 
     # --- sending -----------------------------------------------------------------------------
 
-    def _send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
+    async def _send(
+        self, topic: str, value: bytes, key: bytes | None, due_at: float | None
+    ) -> None:
         assert self._producer is not None
-        # send() only enqueues (awaited for the batch's buffer space in flush()).
-        self._sends.append(
-            (asyncio.ensure_future(self._producer.send(topic, value, key=key)), due_at)
-        )
+        # send() returns once the record is in a batch (waiting only when the producer's buffer
+        # is full); its future is done when Kafka acknowledged it, awaited in flush().
+        future = await self._producer.send(topic, value, key=key)
+        self._sends.append((future, due_at))
 
-    def send_results(self, kind: str, results: Sequence[Mapping[str, Any]], now_s: float) -> None:
+    async def send_results(
+        self, kind: str, results: Sequence[Mapping[str, Any]], now_s: float
+    ) -> None:
         topic = aggregate_topic(kind)
         window_names = {w.size_s: w.name for w in self.settings.aggregate.windows}
+        emitted: dict[str, int] = {}
         for result in results:
-            self._send(topic, encode("Aggregate", result), result["key"].encode(), now_s)
-            window = window_names.get(result["window_size_seconds"], "daily")
-            if result["window_size_seconds"] == 86_400:
-                window = "daily"
-            metrics.WINDOWS_EMITTED.labels(kind, window).inc()
-            if result["revision"]:
-                metrics.REVISIONS.labels(kind, window).inc()
+            await self._send(topic, encode("Aggregate", result), result["key"].encode(), now_s)
+            size = result["window_size_seconds"]
+            window = "daily" if size == 86_400 else window_names.get(size, str(size))
+            emitted[window] = emitted.get(window, 0) + 1
+        for window, count in emitted.items():
+            metrics.WINDOWS_EMITTED.labels(kind, window).inc(count)
 
-    def late(
+    async def late(
         self,
         kind: str,
         tp: TopicPartition,
@@ -592,10 +614,10 @@ class AggregateService:
                     "reason": item.reason,
                 },
             )
-            self._send(self.settings.aggregate.late_topic, value, record.key, None)
+            await self._send(self.settings.aggregate.late_topic, value, record.key, None)
             metrics.LATE_RECORDS.labels(kind, item.reason).inc()
 
-    def dead_letter(self, topic: str, record: Any, reason: str) -> None:
+    async def dead_letter(self, topic: str, record: Any, reason: str) -> None:
         value = encode(
             "DeadLetter",
             {
@@ -609,7 +631,7 @@ class AggregateService:
                 "sensor_id": None,
             },
         )
-        self._send(self.settings.aggregate.dead_letter_topic, value, record.key, None)
+        await self._send(self.settings.aggregate.dead_letter_topic, value, record.key, None)
         metrics.DEAD_LETTERS.labels("undecodable").inc()
         log.warning(
             "record dead-lettered",
@@ -621,8 +643,7 @@ class AggregateService:
         committed past an unacknowledged result, so a restart sends it again)."""
         while self._sends:
             sends, self._sends = self._sends, []
-            acks = await asyncio.gather(*(future for future, _ in sends))
-            await asyncio.gather(*acks)
+            await asyncio.gather(*(future for future, _ in sends))
             acked = time.monotonic()
             for _, due_at in sends:
                 if due_at is not None:

@@ -120,6 +120,9 @@ class Table:
         self.kind = kind
         self.window = window
         self.rows: dict[int, int] = {}
+        #: Final emissions of windows emitted before (late records changed them), not yet
+        #: counted in the metrics.
+        self.revisions = 0
         self._free: list[int] = []
         self._capacity = 0
         self._quantities = DOUBLE_FIELDS[kind] if kind == "air" else ()
@@ -423,6 +426,7 @@ class Table:
             return []
         arrays = self._arrays
         if final:
+            self.revisions += int(arrays["emitted"][rows].sum())
             arrays["emitted"][rows] = True
         arrays["dirty"][rows] = False
         keys = arrays["key"][rows].tolist()

@@ -177,7 +177,6 @@ def _aggregate_env(settings: Settings, group: str, port: int, home: Path) -> dic
             ' "scopes": ["sensor"]}]'
         ),
         CITYSENSE_AGGREGATE_DAILY='{"enabled": false}',
-        CITYSENSE_AGGREGATE_IDLE_TIMEOUT_S="2",
         CITYSENSE_AGGREGATE_COMMIT_INTERVAL_S="0.5",
         CITYSENSE_AGGREGATE_MAX_POLL_RECORDS="500",
     )
@@ -185,8 +184,10 @@ def _aggregate_env(settings: Settings, group: str, port: int, home: Path) -> dic
 
 
 def _stream(tag: str) -> list[tuple[str, bytes]]:
-    """200 sensors, one record every 10 s for 3 hours of event time, in time order."""
-    base = 1_700_000_000_000_000 - 1_700_000_000_000_000 % (3600 * SECOND)
+    """200 sensors, one record every 10 s for 3 hours of event time, in time order, starting
+    in the next hour: after every event time the other test left on this stack's topics."""
+    now = time.time_ns() // 1000 + 3600 * SECOND
+    base = now - now % (3600 * SECOND)
     return [
         noise(f"kill-{tag}-{s:03d}", base + k * 10 * SECOND, 40.0 + (k * 13 + s) % 50)
         for k in range(3 * 360)
@@ -206,7 +207,7 @@ async def _final_windows(settings: Settings, tag: str, expected: int) -> dict[An
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, 0)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
@@ -224,7 +225,7 @@ async def _final_windows(settings: Settings, tag: str, expected: int) -> dict[An
                 assert seen.setdefault(identity, record.value) == record.value, identity
             if fresh:
                 quiet_since = time.monotonic()
-            elif len({i[:3] for i in seen}) >= expected and time.monotonic() - quiet_since > 2:
+            elif len({i[:3] for i in seen}) >= expected and time.monotonic() - quiet_since > 3:
                 break
     finally:
         await consumer.stop()
@@ -232,6 +233,30 @@ async def _final_windows(settings: Settings, tag: str, expected: int) -> dict[An
     for (key, start, size, revision), frame in sorted(seen.items()):
         final[(key, start, size)] = (revision, frame)
     return final
+
+
+async def _late_records(settings: Settings, tag: str) -> list[Any]:
+    """This test's records on the late topic."""
+    consumer = AIOKafkaConsumer(**settings.kafka.client_options(), enable_auto_commit=False)
+    await consumer.start()
+    out = []
+    try:
+        topic = schemas.LATE_TOPIC
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        for _ in range(10):
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for rs in batch.values():
+                for r in rs:
+                    if r.key and r.key.startswith(f"kill-{tag}".encode()):
+                        late = schemas.decode(r.value)[1]
+                        out.append((late["key"], late["observed_at"], late["reason"]))
+    finally:
+        await consumer.stop()
+    return out
 
 
 def _uninterrupted(items: list[tuple[str, bytes]], settings: AggregateSettings) -> dict[Any, Any]:
@@ -316,6 +341,7 @@ async def test_kill_9_mid_stream_and_restart_give_the_uninterrupted_windows(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert await _late_records(own_settings, tag) == []  # in time order: nothing is late
     # Windows still open at the end of the stream are not emitted by either run.
     assert set(got) == set(expected)
     assert got == expected
