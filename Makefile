@@ -70,7 +70,6 @@ run: setup
 	$(BIN)/citysense run
 
 bench: setup
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -m benchmarks
 
 clean:
