@@ -45,6 +45,9 @@ count. Every change (a new input, or a higher revision of one) raises it, and a 
 replay after a restart gets the same revision as before, so a sink keeping the highest revision
 never ignores a correction (a per-emission counter would start again at 0 after a restart).
 
+A site window is also emitted as soon as every registered sensor of the site (of its kind) has
+sent its result for it: it need not wait for later results to move the watermark.
+
 Site windows close at their end + the window definition's ``grace_s`` + ``site_grace_s``: the
 window stage sends a sensor's result once its watermark passes end + ``grace_s``, after the
 shorter windows ending at the same instant, whose results already move this stage's watermark.
@@ -404,11 +407,22 @@ class RollupStage:
             )
 
     def _due(self, wm: int, *, daily: bool) -> list[_Window]:
+        """Changed windows that the watermark closed, and site windows that every registered
+        sensor of the site (of that kind) has reported for: those need not wait for the next
+        window's results to move the watermark (a minute, for 1-minute windows)."""
         return [
             w
             for w in self._windows.values()
-            if w.dirty and w.close_us <= wm and (w.size_s == DAY_SECONDS) == daily
+            if w.dirty
+            and (w.size_s == DAY_SECONDS) == daily
+            and (w.close_us <= wm or (not daily and self._complete(w)))
         ]
+
+    def _complete(self, window: _Window) -> bool:
+        if window.site is None:
+            return False
+        registered = self._members.get((window.site, window.kind), 0)
+        return registered > 0 and len(window.inputs) >= registered
 
     def _emit(self, window: _Window) -> dict[str, Any] | None:
         window.dirty = False

@@ -430,12 +430,14 @@ def test_same_inputs_in_any_order_give_identical_records() -> None:
         shuffled = records[:]
         random.Random(seed).shuffle(shuffled)
         rollup = stage()
-        # p1 holds the watermark back until the end, so every input is within the watermark.
+        # p1 holds the watermark back until the end, so every input is within the watermark;
+        # the hourly site windows, complete (all 3 sensors), go out without it.
         rollup.assign("p1", 0.0)
         feed(rollup, shuffled)
-        assert rollup.advance(1.0) == []
+        early = rollup.advance(1.0)
+        assert {(r["key"], r["window_size_seconds"]) for r in early} == {("site:square", 3600)}
         rollup.fold("p1", 0, rec("lonely", "noise", day + 23 * HOUR, 3600, {}), 1.0)
-        results.append([r for r in rollup.advance(1.0) if r["key"] != "lonely"])
+        results.append(early + [r for r in rollup.advance(1.0) if r["key"] != "lonely"])
         assert rollup.late() == []
     assert results[0] == results[1] == results[2]
     encoded = [[schemas.encode("Aggregate", r) for r in result] for result in results]
@@ -443,7 +445,7 @@ def test_same_inputs_in_any_order_give_identical_records() -> None:
     _name, decoded = schemas.decode(encoded[0][-1])
     assert decoded["values"] == results[0][-1]["values"]
     sizes = [(r["window_size_seconds"], r["window_start"], r["key"]) for r in results[0]]
-    assert sizes == sorted(sizes)
+    assert sizes == sorted(sizes)  # hours, then days
     assert len(results[0]) == 24 + 4  # 24 hourly site windows; 3 sensor days and the site's
 
 
@@ -663,3 +665,16 @@ def test_site_window_waits_for_its_definitions_grace() -> None:
     rollup.fold("p0", 2, rec("n1", "noise", T0 + HOUR, 900, {"laeq_db": 60.0}), 2.0)
     hourly = [r for r in rollup.advance(2.0) if r["window_size_seconds"] == 3600]
     assert [r["key"] for r in hourly] == ["site:square"]
+
+
+def test_site_window_goes_out_once_every_registered_sensor_reported() -> None:
+    rollup = stage(
+        windows=(WindowSettings(name="15m", size_s=900, grace_s=30, allowed_lateness_s=600),),
+        daily=DailySettings(enabled=False),
+    )
+    values = {"laeq_db": 60.0, "coverage": 1.0}
+    feed(rollup, [rec("n1", "noise", T0, 900, values), rec("n2", "noise", T0, 900, values)])
+    assert rollup.advance(1.0) == []  # n3 has not reported; the watermark is at the end only
+    rollup.fold("p0", 2, rec("n3", "noise", T0, 900, values), 2.0)
+    (site,) = rollup.advance(2.0)
+    assert (site["key"], site["values"]["coverage"]) == ("site:square", 1.0)
