@@ -61,7 +61,7 @@ run: setup
 	@echo "citysense is running. Where to look:"
 	@echo "  pipeline metrics   http://127.0.0.1:$${CITYSENSE_HTTP_PORT:-28080}/metrics  (/healthz, /readyz)"
 	@echo "  Prometheus         $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_PROMETHEUS_URL=//p')"
-	@echo "  Kafka topics       city.<kind>.measurements.v1, city.deadletter.v1 on $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_KAFKA_BOOTSTRAP=//p')"
+	@echo "  Kafka topics       city.<kind>.measurements.v1, city.<kind>.aggregates.v1, city.late.v1, city.deadletter.v1 on $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_KAFKA_BOOTSTRAP=//p')"
 	@echo "  service logs       .stack/logs/ (simulator: .stack/logs/simulator.log)"
 	@echo "  connection env     $(BIN)/citysense stack env"
 	@echo "Stop with Ctrl-C; '$(BIN)/citysense stack down' stops the stack."
