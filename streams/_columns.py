@@ -35,7 +35,7 @@ import numpy as np
 
 import schemas
 from decoders import TRAFFIC_CLASSES
-from schemas import SchemaError, epoch_micros, measurement_schema_name
+from schemas import SchemaError, epoch_micros, measurement_schema_name, typed_quantities
 
 try:
     from streams import _extract
@@ -43,6 +43,9 @@ except ImportError:  # librt, mypyc's runtime library, comes with mypy: a develo
     _extract = None  # type: ignore[assignment]
 
 __all__ = ["DOUBLE_FIELDS", "MAP_FIELDS", "Columns", "KeyTable", "extract"]
+
+#: Device health quantities: not city indicators, never aggregated.
+_DEVICE_HEALTH: Final = frozenset({"battery_pct", "battery_v", "board_temperature_c"})
 
 #: Per kind, the double fields extracted (NaN when null), in this order.
 DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -57,21 +60,11 @@ DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "lasmin_db",
             "la_db",
         ),
-        "air": (
-            "pm1_ugm3",
-            "pm2_5_ugm3",
-            "pm4_ugm3",
-            "pm10_ugm3",
-            "no2_ugm3",
-            "o3_ugm3",
-            "so2_ugm3",
-            "co_mgm3",
-            "co2_ppm",
-            "tvoc_ppb",
-            "hcho_mgm3",
-            "temperature_c",
-            "humidity_pct",
-            "pressure_hpa",
+        # The air record's typed quantities in the schema's field order, device health left out.
+        "air": tuple(
+            f["name"]
+            for f in schemas.schema("AirMeasurement")["fields"]
+            if f["name"] in typed_quantities("air") and f["name"] not in _DEVICE_HEALTH
         ),
         "traffic": (),
         "occupancy": (),

@@ -165,14 +165,12 @@ class WindowStage:
         facts = self._key_facts()
         late = np.zeros(n, dtype=np.bool_)
         times = columns.time_us
-        record_rows: list[np.ndarray[Any, Any]] = []
         for table in self.tables:
             w = table.window
             closes = times - times % w.size_us + (w.size_us + w.grace_us)
             too_late = closes + w.lateness_us <= watermark
             late |= too_late
-            rows = table.fold(columns, np.flatnonzero(~too_late), pid, facts)
-            record_rows.append(rows)
+            table.fold(columns, np.flatnonzero(~too_late), pid, facts)
             if replay_watermark is not None:
                 table.mark_emitted_through(replay_watermark, pid)
         items: list[LateItem] = []

@@ -223,12 +223,10 @@ class Table:
         selected: Int64Array,
         partition: int,
         facts: KeyFacts,
-    ) -> Int64Array:
-        """Fold the records at ``selected`` (indices into ``columns``) into their windows;
-        returns the row of every record of ``columns`` (-1 where not selected)."""
-        record_rows = np.full(len(columns), -1, dtype=np.int64)
+    ) -> None:
+        """Fold the records at ``selected`` (indices into ``columns``) into their windows."""
         if not len(selected):
-            return record_rows
+            return
         size = self.window.size_us
         keys = columns.key[selected].astype(np.int64)
         window_numbers = columns.time_us[selected] // size
@@ -246,10 +244,11 @@ class Table:
         np.minimum.at(first, inverse, columns.offset[selected])
         arrays["min_offset"][rows] = np.minimum(arrays["min_offset"][rows], first)
         arrays["dirty"][rows] = True
+        # Each record's row (-1: not folded here), for the per-entry logs of traffic/occupancy.
+        record_rows = np.full(len(columns), -1, dtype=np.int64)
         record_rows[selected] = rows[inverse]
         folder = getattr(self, f"_fold_{self.kind}")
-        folder(columns, selected, rows, inverse, facts)
-        return record_rows
+        folder(columns, selected, rows, inverse, record_rows, facts)
 
     def _fold_noise(
         self,
@@ -257,6 +256,7 @@ class Table:
         selected: Int64Array,
         rows: Int64Array,
         inverse: Int64Array,
+        record_rows: Int64Array,
         facts: KeyFacts,
     ) -> None:
         values = columns.doubles[selected]
@@ -291,6 +291,7 @@ class Table:
         selected: Int64Array,
         rows: Int64Array,
         inverse: Int64Array,
+        record_rows: Int64Array,
         facts: KeyFacts,
     ) -> None:
         values = columns.doubles[selected]
@@ -316,10 +317,9 @@ class Table:
         selected: Int64Array,
         rows: Int64Array,
         inverse: Int64Array,
+        record_rows: Int64Array,
         facts: KeyFacts,
     ) -> None:
-        record_rows = np.full(len(columns), -1, dtype=np.int64)
-        record_rows[selected] = rows[inverse]
         entry_rows = record_rows[columns.count_row]
         period = (entry_rows >= 0) & (columns.count_value >= 0)
         self.log.append(
@@ -356,6 +356,7 @@ class Table:
         selected: Int64Array,
         rows: Int64Array,
         inverse: Int64Array,
+        record_rows: Int64Array,
         facts: KeyFacts,
     ) -> None:
         people = np.bincount(
@@ -369,8 +370,6 @@ class Table:
         local = np.full(groups, -np.inf)
         np.maximum.at(local, inverse, people)
         arrays["people_max"][rows] = np.maximum(arrays["people_max"][rows], local)
-        record_rows = np.full(len(columns), -1, dtype=np.int64)
-        record_rows[selected] = rows[inverse]
         entry_rows = record_rows[columns.region_row]
         kept = entry_rows >= 0
         self.log.append((entry_rows[kept], columns.region_id[kept], columns.region_count[kept]))
