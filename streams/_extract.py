@@ -346,12 +346,8 @@ def _read_body(
                     return _FAIL
             elif value != 0:
                 return _FAIL
-        elif op == OP_MAP_DOUBLE:
-            pos = _skip_map(data, pos, value)
-            if pos < 0:
-                return _FAIL
-        elif op == OP_MAP_DOUBLE_COLUMN:
-            pos = _read_map_column(out, data, pos, value, base)
+        elif op in (OP_MAP_DOUBLE, OP_MAP_DOUBLE_COLUMN):
+            pos = _read_map(out, data, pos, value, base, op == OP_MAP_DOUBLE_COLUMN)
             if pos < 0:
                 return _FAIL
         elif op == OP_COUNTS:
@@ -411,32 +407,16 @@ def _block(data: bytes, pos: i64, count: i64) -> tuple[i64, i64]:
     return count, pos
 
 
-def _skip_map(data: bytes, pos: i64, count: i64) -> i64:
-    """Step over a map of doubles whose first block count was read: each key checked as UTF-8;
-    the position after it, -1 when malformed."""
-    size: i64 = len(data)
-    while count != 0:
-        count, pos = _block(data, pos, count)
-        if pos < 0:
-            return -1
-        for _ in range(count):
-            length, pos = _read_long(data, pos)
-            end = pos + length
-            if pos < 0 or length < 0 or end + 8 > size or not _utf8(data, pos, end):
-                return -1
-            pos = end + 8
-        count, pos = _read_long(data, pos)
-        if pos < 0:
-            return -1
-    return pos
-
-
-def _read_map_column(out: ColumnWriter, data: bytes, pos: i64, count: i64, base: i64) -> i64:
-    """Like :func:`_skip_map`, writing the value under ``out.map_key`` to ``out.map_column``
-    (the last one wins, as in the ``dict`` the ordinary decoder builds)."""
+def _read_map(
+    out: ColumnWriter, data: bytes, pos: i64, count: i64, base: i64, to_column: bool
+) -> i64:
+    """Step over a map of doubles whose first block count was read, each key checked as UTF-8;
+    with ``to_column``, the value under ``out.map_key`` goes to ``out.map_column`` (the last
+    one wins, as in the ``dict`` the ordinary decoder builds). The position after the map, -1
+    when malformed."""
     size: i64 = len(data)
     wanted = out.map_key
-    wanted_length: i64 = len(wanted)
+    wanted_length: i64 = len(wanted) if to_column else 0
     found: i64 = -1
     while count != 0:
         count, pos = _block(data, pos, count)
@@ -447,13 +427,13 @@ def _read_map_column(out: ColumnWriter, data: bytes, pos: i64, count: i64, base:
             end = pos + length
             if pos < 0 or length < 0 or end + 8 > size or not _utf8(data, pos, end):
                 return -1
-            if length == wanted_length and wanted_length and data[pos:end] == wanted:
+            if wanted_length and length == wanted_length and data[pos:end] == wanted:
                 found = end
             pos = end + 8
         count, pos = _read_long(data, pos)
         if pos < 0:
             return -1
-    if found >= 0 and out.map_column >= 0:
+    if found >= 0:  # only when to_column and the writer has a key
         write_i64_le(out.double_index, base + out.map_column)
         write_i64_le(out.double_value, read_i64_le(data, found))
         out.doubles += 1
