@@ -46,6 +46,8 @@ __all__ = [
     "KafkaSettings",
     "MqttSettings",
     "PrometheusSettings",
+    "PublishSettings",
+    "PushSettings",
     "Settings",
     "SettingsError",
     "SinkSettings",
@@ -63,6 +65,7 @@ DEFAULT_KAFKA_PORT = 29092
 DEFAULT_POSTGRES_PORT = 25432
 DEFAULT_PROMETHEUS_PORT = 29090
 DEFAULT_HTTP_PORT = 28080
+DEFAULT_PUBLISH_PORT = 28084
 
 
 class SettingsError(Exception):
@@ -464,6 +467,54 @@ class AggregateSettings(_Section):
         return next(w for w in self.windows if w.name == name)
 
 
+class PushSettings(_Section):
+    """Optional push of new rows to an external portal's realtime push API (OpenDataSoft style:
+    ``POST <base_url>/api/push/1.0/<dataset>/<resource>/push/?pushkey=…``)."""
+
+    enabled: bool = False
+    base_url: str | None = None
+    pushkey: SecretStr | None = None
+    #: Published dataset id -> the portal's ``<dataset>/<resource>`` path to push its rows to.
+    targets: dict[str, str] = Field(default_factory=dict)
+    #: A request carries at most this many rows and at most 5 MB (the portal's limit).
+    batch_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_wait_s: float = Field(default=2.0, gt=0, le=600)
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=60.0, gt=0, le=3600)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PushSettings:
+        if self.enabled and (not self.base_url or self.pushkey is None or not self.targets):
+            raise ValueError("enabled push needs base_url, pushkey and at least one target")
+        return self
+
+
+class PublishSettings(_Section):
+    """The open-data publication API (``citysense publish``): datasets, exports, live feed."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PUBLISH_PORT, ge=0, le=65535)
+    #: The read-only role's connection URL; None means ``database.url``.
+    database_url: SecretStr | None = None
+    pool_max: int = Field(default=8, ge=1, le=256)
+    #: Any statement the API runs is cancelled after this long (HTTP 503 for the client).
+    statement_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    #: Public base URL of the API, used in the catalogue's links; None means http://host:port.
+    public_url: str | None = None
+    #: Requests per client (by address) and window, in the ``limits`` notation: "20/second".
+    rate_limit: str = "50/second"
+    #: Default licence of every dataset (``etalab-2.0`` or ``odbl-1.0``).
+    licence: Literal["etalab-2.0", "odbl-1.0"] = "etalab-2.0"
+    publisher: str = "citysense"
+    contact_email: str = "opendata@example.org"
+    #: A TOML file of ``[[datasets]]`` replacing the built-in list (same fields as the built-in).
+    datasets_file: Path | None = None
+    #: How often the live feed looks for new rows when no change notification arrived.
+    live_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    push: PushSettings = PushSettings()
+
+
 class Settings(BaseSettings):
     """All settings; each stage reads the sections it needs."""
 
@@ -484,6 +535,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     sink: SinkSettings = SinkSettings()
     aggregate: AggregateSettings = AggregateSettings()
+    publish: PublishSettings = PublishSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)
@@ -508,6 +560,10 @@ class Settings(BaseSettings):
         data: dict[str, Any] = self.model_dump(mode="json")
         data["mqtt"]["url"] = mask_url(self.mqtt.url.get_secret_value())
         data["database"]["url"] = mask_url(self.database.url.get_secret_value())
+        if self.publish.database_url is not None:
+            data["publish"]["database_url"] = mask_url(
+                self.publish.database_url.get_secret_value()
+            )
         return data
 
 

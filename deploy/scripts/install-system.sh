@@ -8,6 +8,7 @@ set -euo pipefail
 
 PG_MAJOR=15
 APT_PACKAGES=(
+  chromium  # headless browser for the display page test (driven by Playwright)
   mosquitto mosquitto-clients
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" postgresql-client
   prometheus
