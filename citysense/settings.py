@@ -561,9 +561,7 @@ class Settings(BaseSettings):
         data["mqtt"]["url"] = mask_url(self.mqtt.url.get_secret_value())
         data["database"]["url"] = mask_url(self.database.url.get_secret_value())
         if self.publish.database_url is not None:
-            data["publish"]["database_url"] = mask_url(
-                self.publish.database_url.get_secret_value()
-            )
+            data["publish"]["database_url"] = mask_url(self.publish.database_url.get_secret_value())
         return data
 
 

@@ -113,7 +113,8 @@ class Dataset(_Model):
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"dataset {self.id}: a field name is used twice")
-        for role, name in (("timestamp_field", self.timestamp_field), ("geo_field", self.geo_field)):
+        roles = (("timestamp_field", self.timestamp_field), ("geo_field", self.geo_field))
+        for role, name in roles:
             if name is not None and name not in names:
                 raise ValueError(f"dataset {self.id}: {role} {name!r} is not a field")
         for name in self.key_fields:
