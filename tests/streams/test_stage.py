@@ -257,7 +257,7 @@ def _shuffle_within_bound(records: list[Any], rng: random.Random) -> list[Any]:
 
 
 # A mean of exactly 0.00025: the two sides may round it either way (seen in CI).
-_HALF_WAY = (
+_HALF_WAY: tuple[str, list[tuple[str, int, dict[str, float]]], int] = (
     "air",
     [("s0", 1_779_998_400_000_000 + i * SECOND, {}) for i in range(1, 16)]
     + [
