@@ -73,6 +73,6 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 clean:
-	-@test -x $(BIN)/citysense && $(BIN)/citysense stack down
+	-@test -x $(BIN)/citysense && $(BIN)/citysense stack purge
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis bench-results build
 	find decoders schemas -name '*.so' -delete; rm -f ./*__mypyc*.so

@@ -72,6 +72,17 @@ def stack_down() -> None:
     typer.echo("stack down" + (f" (stopped {', '.join(stopped)})" if stopped else " (no change)"))
 
 
+@stack_app.command("purge")
+def stack_purge() -> None:
+    """Stop the embedded stack and delete its state (databases, queues, secrets)."""
+    stack = _stack()
+    stopped = stack.purge()
+    typer.echo(
+        f"stack purged: {stack.root} deleted"
+        + (f" (stopped {', '.join(stopped)})" if stopped else "")
+    )
+
+
 @stack_app.command("status")
 def stack_status() -> None:
     """One line per service; exit status 1 unless all are running."""

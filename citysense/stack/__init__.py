@@ -1,23 +1,30 @@
 """The embedded service stack (``citysense stack up|down|status|env``)."""
 
 import contextlib
-import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from citysense.settings import HttpSettings, StackSettings
 from citysense.stack._process import StackError, free_port, port_open
-from citysense.stack._services import SERVICE_NAMES, ServiceStatus, Stack
+from citysense.stack._services import (
+    SERVICE_NAMES,
+    SYSTEM_STATE_DIR,
+    ServiceStatus,
+    Stack,
+    system_postgres_dir,
+)
 
 __all__ = [
     "SERVICE_NAMES",
+    "SYSTEM_STATE_DIR",
     "ServiceStatus",
     "Stack",
     "StackError",
     "default_stack",
     "free_port",
     "port_open",
+    "system_postgres_dir",
     "temporary_stack",
 ]
 
@@ -41,8 +48,8 @@ def temporary_stack(
 ) -> Iterator[Stack]:
     """A stack on free loopback ports in a fresh temporary directory, removed afterwards.
 
-    For tests and benchmarks. The directory is world-traversable because, when running as root,
-    PostgreSQL runs as the ``postgres`` user.
+    For tests and benchmarks. The directory is world-traversable so that, as root, PostgreSQL
+    (which then runs as the ``postgres`` user) keeps its data inside it too.
     """
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
@@ -58,5 +65,4 @@ def temporary_stack(
         stack.up(only=only)
         yield stack
     finally:
-        stack.down()
-        shutil.rmtree(root, ignore_errors=True)
+        stack.purge()

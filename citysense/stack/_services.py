@@ -8,6 +8,7 @@ idempotent: a service whose pid is alive and whose port answers is left alone.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import pwd
@@ -30,13 +31,28 @@ from citysense.stack._process import (
     wait_port,
 )
 
-__all__ = ["SERVICE_NAMES", "ServiceStatus", "Stack"]
+__all__ = ["SERVICE_NAMES", "SYSTEM_STATE_DIR", "ServiceStatus", "Stack", "system_postgres_dir"]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SERVICE_NAMES = ("mosquitto", "kafka", "postgres", "prometheus")
 MQTT_USER = "citysense"
 PG_USER = "citysense"
 PG_DATABASE = "citysense"
+#: As root, where the PostgreSQL data of a stack the ``postgres`` user cannot enter goes
+#: (the Filesystem Hierarchy Standard's place for a program's persistent state).
+SYSTEM_STATE_DIR = Path("/var/lib/citysense")
+#: In the stack directory: the PostgreSQL directory's path when it is not ``<root>/postgres``.
+POSTGRES_LOCATION_FILE = "postgres.location"
+
+
+def system_postgres_dir(root: Path, system_dir: Path = SYSTEM_STATE_DIR) -> Path:
+    """The PostgreSQL directory, under ``system_dir``, of the stack directory ``root``.
+
+    One per stack directory (a hash of its absolute path), so clones side by side never share
+    a database, and the same one on every ``up`` of a clone.
+    """
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return system_dir / f"stack-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,9 @@ class Stack:
     #: The pipeline's /metrics port, Prometheus's scrape target.
     metrics_port: int
     mqtt_max_queued_messages: int = 2_000_000
+    #: As root, the parent of the PostgreSQL directory when ``root`` is private (see
+    #: :meth:`postgres_dir`).
+    system_dir: Path = SYSTEM_STATE_DIR
 
     # --- secrets -------------------------------------------------------------------------------
 
@@ -152,6 +171,21 @@ class Stack:
                 stop_pid(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
                 stopped.append(name)
             self._pid_file(name).unlink(missing_ok=True)
+        return stopped
+
+    def purge(self) -> list[str]:
+        """Stop every service and delete the stack's state: ``root`` and, when PostgreSQL's
+        directory lives outside it (see :meth:`postgres_dir`), that directory too.
+
+        Only a directory this class names (:func:`system_postgres_dir` of ``root``) is deleted
+        outside ``root``, whatever the location file says."""
+        stopped = self.down()
+        location = self.root / POSTGRES_LOCATION_FILE
+        if location.is_file():
+            outside = Path(location.read_text().strip())
+            if outside == system_postgres_dir(self.root, self.system_dir):
+                shutil.rmtree(outside, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -309,15 +343,41 @@ class Stack:
             user = pwd.getpwnam("postgres")
             os.chown(path, user.pw_uid, user.pw_gid)
 
-    def _check_postgres_can_reach(self, base: Path) -> None:
+    def _postgres_can_reach(self, path: Path) -> bool:
+        """Whether the user the server runs as can traverse every directory down to ``path``."""
         probe = subprocess.run(
-            self._pg_argv(["test", "-x", str(base)]), check=False, capture_output=True
+            self._pg_argv(["test", "-x", str(path)]), check=False, capture_output=True
         )
-        if probe.returncode != 0:
-            raise StackError(
-                f"the postgres system user cannot reach {base} (a parent directory is not "
-                "world-executable); choose another CITYSENSE_STACK_DIR"
-            )
+        return probe.returncode == 0
+
+    def postgres_dir(self) -> Path:
+        """Where PostgreSQL's data directory and socket live, created on first use.
+
+        Not root: ``<root>/postgres``, and the server runs as the invoking user. Root:
+        PostgreSQL runs as the ``postgres`` system user, which cannot enter a stack directory
+        under a private home (``/root`` is mode 0700); the data then goes to
+        :func:`system_postgres_dir` (``<system_dir>/<hash of root>``), owned by ``postgres``,
+        and ``<root>/postgres.location`` records it so that later commands, and
+        :meth:`purge`, find it again.
+        """
+        location = self.root / POSTGRES_LOCATION_FILE
+        if location.is_file():
+            return Path(location.read_text().strip())
+        in_tree = self.root / "postgres"
+        if (
+            os.geteuid() != 0
+            or (in_tree / "data" / "PG_VERSION").is_file()
+            or self._postgres_can_reach(self.root)
+        ):
+            return self._dir("postgres")
+        base = system_postgres_dir(self.root, self.system_dir)
+        self.system_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        base.mkdir(mode=0o700, exist_ok=True)
+        self._pg_chown(base)
+        # For whoever lists the system directory: which stack this data belongs to.
+        (base / "STACK_DIR").write_text(f"{self.root}\n")
+        location.write_text(f"{base}\n")
+        return base
 
     def _start_postgres(self) -> None:
         postgres = _require("PostgreSQL 15", _which("postgres", str(PG_BIN)), "postgresql-15")
@@ -328,10 +388,13 @@ class Stack:
         ).stdout.strip()
         if not (Path(sharedir) / "extension" / "timescaledb.control").is_file():
             raise StackError("TimescaleDB is not installed: run `make setup`")
-        base = self._dir("postgres")
+        base = self.postgres_dir()
         self._pg_chown(base)
-        if os.geteuid() == 0:
-            self._check_postgres_can_reach(base)
+        if not self._postgres_can_reach(base):
+            raise StackError(
+                f"the postgres system user cannot reach {base} (a parent directory is not "
+                "world-executable); make it so, or choose another CITYSENSE_STACK_DIR"
+            )
         data = base / "data"
         if not (data / "PG_VERSION").is_file():
             pwfile = base / "pwfile"
