@@ -5,7 +5,7 @@ The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public su
 - schema lookup: :func:`schema`, :func:`fingerprint`, :func:`canonical_form`,
   :func:`schema_text`, :data:`SCHEMA_NAMES`;
 - framing: :func:`encode` / :func:`decode` (Avro single-object encoding),
-  :class:`SingleObjectFraming`, :class:`ConfluentFraming`, errors as :class:`SchemaError`;
+  :class:`SingleObjectFraming`, errors as :class:`SchemaError`;
 - the canonical measurement: :class:`Measurement`, :class:`Source`, :func:`measurement_record`,
   :func:`measurement_from_record`, and :func:`decoded_record` (a decoder's output straight to its
   record), :func:`encode_measurement` (a measurement straight to its framed value) and
@@ -17,9 +17,7 @@ The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public su
 
 from schemas._encoder import epoch_micros
 from schemas._framing import (
-    CONFLUENT_MAGIC,
     SINGLE_OBJECT_MARKER,
-    ConfluentFraming,
     Framing,
     SingleObjectFraming,
     decode,
@@ -52,14 +50,12 @@ from schemas._registry import (
 from schemas._topics import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
 
 __all__ = [
-    "CONFLUENT_MAGIC",
     "DEADLETTER_TOPIC",
     "LATE_TOPIC",
     "MEASUREMENT_SCHEMAS",
     "NAMESPACE",
     "SCHEMA_NAMES",
     "SINGLE_OBJECT_MARKER",
-    "ConfluentFraming",
     "Framing",
     "Measurement",
     "SchemaError",

@@ -1,4 +1,4 @@
-"""Kafka value framings: Avro single-object encoding (default) and the Confluent wire format.
+"""The Kafka value framing: Avro single-object encoding.
 
 Single-object encoding (Avro 1.11 specification, "Single-object encoding")::
 
@@ -6,13 +6,6 @@ Single-object encoding (Avro 1.11 specification, "Single-object encoding")::
     0       2     marker C3 01
     2       8     CRC-64-AVRO fingerprint of the writer schema, little-endian
     10      ...   Avro binary encoding of the record
-
-Confluent wire format (Confluent Schema Registry documentation, "Wire format")::
-
-    offset  size  content
-    0       1     magic byte 0
-    1       4     schema id assigned by the registry, big-endian
-    5       ...   Avro binary encoding of the record
 
 Decoding resolves the writer schema (any loaded version, current or kept) and reads the record
 with the current version of the same name, so consumers always get the current shape: fields an
@@ -54,9 +47,7 @@ from schemas._registry import (
 )
 
 __all__ = [
-    "CONFLUENT_MAGIC",
     "SINGLE_OBJECT_MARKER",
-    "ConfluentFraming",
     "Framing",
     "SingleObjectFraming",
     "decode",
@@ -65,11 +56,7 @@ __all__ = [
 ]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
-CONFLUENT_MAGIC = b"\x00"
 _SINGLE_OBJECT_HEADER_SIZE = 10
-_CONFLUENT_HEADER_SIZE = 5
-_CONFLUENT_ID = struct.Struct(">I")
-_MAX_CONFLUENT_ID = 0x7FFF_FFFF  # registry ids are Java ints
 # What fastavro raises on a record that does not fit the schema, or on bytes that do not fit it.
 _WRITE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 _READ_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError)
@@ -121,15 +108,6 @@ _ENCODERS: Mapping[str, Encoder] = MappingProxyType(
 
 def _unknown(name: str) -> SchemaError:
     return SchemaError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-
-
-def _write(name: str, header: bytes, encoder: Encoder, record: Mapping[str, Any]) -> bytes:
-    out = bytearray(header)
-    try:
-        encoder(record, out)
-    except EncodeError as exc:
-        raise SchemaError(f"{name}: record does not match the schema: {exc}") from exc
-    return bytes(out)
 
 
 def _fastavro_decoder(writer: SchemaVersion, reader: SchemaVersion | None) -> Decoder:
@@ -221,69 +199,6 @@ class SingleObjectFraming:
         return _read(
             data, _SINGLE_OBJECT_HEADER_SIZE, _READERS[writer.label], "single-object frame"
         )
-
-
-class ConfluentFraming:
-    """Confluent wire format: magic ``00`` + 4-byte big-endian schema id + body.
-
-    ``ids`` maps a schema label to the id a registry assigned it: ``"NoiseMeasurement"`` for the
-    current version (needed to encode it), ``"NoiseMeasurement.v0"`` for a kept earlier one (to
-    decode records written with it). No registry client here: the caller registers the schemas
-    (:func:`schemas.schema_text`) and passes the ids.
-    """
-
-    __slots__ = ("_by_id", "_readers", "_writers")
-
-    def __init__(self, ids: Mapping[str, int]) -> None:
-        known = all_versions()
-        by_id: dict[int, SchemaVersion] = {}
-        writers: dict[str, tuple[bytes, Encoder]] = {}
-        for label, schema_id in ids.items():
-            if label not in known:
-                raise SchemaError(f"unknown schema {label!r}; known: {', '.join(sorted(known))}")
-            if not 0 <= schema_id <= _MAX_CONFLUENT_ID:
-                raise SchemaError(f"schema id {schema_id} of {label} is not a registry id")
-            if schema_id in by_id:
-                raise SchemaError(
-                    f"schema id {schema_id} given to both {by_id[schema_id].label} and {label}"
-                )
-            by_id[schema_id] = known[label]
-            if known[label].current:
-                header = CONFLUENT_MAGIC + _CONFLUENT_ID.pack(schema_id)
-                writers[label] = (header, _ENCODERS[label])
-        self._by_id: Mapping[int, SchemaVersion] = MappingProxyType(by_id)
-        # Private, never handed out: a plain dict on the hot path.
-        self._readers = {schema_id: _READERS[v.label] for schema_id, v in by_id.items()}
-        self._writers = writers  # private, never handed out: no MappingProxyType on the hot path
-
-    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
-        """Frame ``record`` with the current schema ``name`` and its registry id.
-
-        Records are checked and encoded as by :func:`encode`.
-        """
-        try:
-            header, encoder = self._writers[name]
-        except KeyError:
-            if name not in _ENCODERS:
-                raise _unknown(name) from None
-            raise SchemaError(f"no Confluent schema id configured for {name}") from None
-        return _write(name, header, encoder, record)
-
-    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
-        """Return ``(name, record)`` for a frame whose schema id is in ``ids``."""
-        if len(data) < _CONFLUENT_HEADER_SIZE:
-            raise SchemaError(
-                f"Confluent frame truncated: {len(data)} bytes, the header alone is "
-                f"{_CONFLUENT_HEADER_SIZE}"
-            )
-        if data[:1] != CONFLUENT_MAGIC:
-            raise SchemaError(f"not a Confluent frame: magic byte {data[0]:#04x}, expected 0x00")
-        (schema_id,) = _CONFLUENT_ID.unpack_from(data, 1)
-        try:
-            reader = self._readers[schema_id]
-        except KeyError:
-            raise SchemaError(f"unknown Confluent schema id {schema_id}") from None
-        return _read(data, _CONFLUENT_HEADER_SIZE, reader, "Confluent frame")
 
 
 _DEFAULT = SingleObjectFraming()

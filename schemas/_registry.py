@@ -48,9 +48,9 @@ _SUFFIX = ".avsc"
 class SchemaError(ValueError):
     """A frame or record that the citysense schemas cannot handle.
 
-    Raised for an unknown schema name, fingerprint or Confluent schema id, a bad magic, a
-    truncated frame or trailing bytes, and a record that does not match its schema. The library
-    error, when there is one, is kept as ``__cause__``.
+    Raised for an unknown schema name or fingerprint, a bad marker, a truncated frame or
+    trailing bytes, and a record that does not match its schema. The library error, when there
+    is one, is kept as ``__cause__``.
     """
 
 

@@ -16,7 +16,7 @@ import fastavro.utils
 import pytest
 
 import schemas
-from schemas import ConfluentFraming, Measurement
+from schemas import Measurement
 from tests.schemas._samples import OBSERVED, RECEIVED, SOURCE
 
 V0 = schemas.all_versions()["NoiseMeasurement.v0"]
@@ -72,13 +72,6 @@ def test_v0_record_and_current_record_give_the_same_measurement() -> None:
     assert current["other_values"] == {}
     _, new = schemas.decode(schemas.encode("NoiseMeasurement", current))
     assert schemas.measurement_from_record(new) == schemas.measurement_from_record(old)
-
-
-def test_confluent_id_of_v0_is_read_with_current_schema() -> None:
-    framing = ConfluentFraming({"NoiseMeasurement": 2, "NoiseMeasurement.v0": 1})
-    name, record = framing.decode(b"\x00\x00\x00\x00\x01" + _v0_body())
-    assert name == "NoiseMeasurement"
-    assert record["lcpeak_db"] is None
 
 
 @pytest.mark.parametrize("label", [k for k, v in schemas.all_versions().items() if not v.current])

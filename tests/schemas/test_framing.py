@@ -1,8 +1,7 @@
-"""Single-object and Confluent framings: round trips, header bytes, errors, no re-parsing."""
+"""The single-object framing: round trips, header bytes, errors, no re-parsing."""
 
 from __future__ import annotations
 
-import struct
 import threading
 from io import BytesIO
 
@@ -10,7 +9,7 @@ import fastavro
 import pytest
 
 import schemas
-from schemas import ConfluentFraming, SchemaError, SingleObjectFraming
+from schemas import SchemaError, SingleObjectFraming
 from tests.schemas._samples import sample_records
 
 SAMPLES = sample_records()
@@ -107,7 +106,7 @@ def test_record_not_matching_schema_is_a_schema_error() -> None:
     missing = {k: v for k, v in SAMPLES["DeadLetter"].items() if k != "reason"}
     with pytest.raises(SchemaError, match="field reason: missing, and the field has no default"):
         schemas.encode("DeadLetter", missing)
-    framing = ConfluentFraming(IDS)
+    framing = SingleObjectFraming()
     with pytest.raises(SchemaError, match="DeadLetter: record does not match the schema: field"):
         framing.encode("DeadLetter", bad)
 
@@ -136,7 +135,7 @@ def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("schemas._decoder.compile_decoder", forbidden)
     monkeypatch.setattr("schemas._framing.compile_decoder", forbidden)
 
-    framing = ConfluentFraming(IDS)
+    framing = SingleObjectFraming()
     for name, record in SAMPLES.items():
         assert schemas.decode(schemas.encode(name, record)) == (name, record)
     assert framing.decode(framing.encode("DeadLetter", SAMPLES["DeadLetter"]))[0] == "DeadLetter"
@@ -144,54 +143,3 @@ def test_encode_and_decode_never_parse_a_schema(monkeypatch: pytest.MonkeyPatch)
     v0_body = schemas.encode("NoiseMeasurement", SAMPLES["NoiseMeasurement"])[10:]
     with pytest.raises(SchemaError, match=r"NoiseMeasurement\.v0"):  # not v0 bytes: an error
         schemas.decode(old.header + v0_body)
-
-
-# --- Confluent wire format ---------------------------------------------------------------------
-
-IDS = {"NoiseMeasurement": 7, "DeadLetter": 0x01020304, "NoiseMeasurement.v0": 3}
-
-
-def test_confluent_frame_is_magic_then_big_endian_id_then_body() -> None:
-    framing = ConfluentFraming(IDS)
-    frame = framing.encode("DeadLetter", SAMPLES["DeadLetter"])
-    assert frame[:5] == b"\x00\x01\x02\x03\x04"
-    assert frame[5:] == schemas.encode("DeadLetter", SAMPLES["DeadLetter"])[10:]
-    assert framing.decode(frame) == ("DeadLetter", SAMPLES["DeadLetter"])
-
-
-def test_confluent_round_trip() -> None:
-    framing = ConfluentFraming(IDS)
-    frame = framing.encode("NoiseMeasurement", SAMPLES["NoiseMeasurement"])
-    assert frame[:5] == b"\x00" + struct.pack(">I", 7)
-    assert framing.decode(frame) == ("NoiseMeasurement", SAMPLES["NoiseMeasurement"])
-
-
-def test_confluent_errors() -> None:
-    framing = ConfluentFraming(IDS)
-    body = framing.encode("DeadLetter", SAMPLES["DeadLetter"])[5:]
-    with pytest.raises(SchemaError, match="no Confluent schema id configured for LateRecord"):
-        framing.encode("LateRecord", SAMPLES["LateRecord"])
-    with pytest.raises(SchemaError, match="unknown schema 'Nope'"):
-        framing.encode("Nope", SAMPLES["LateRecord"])
-    with pytest.raises(SchemaError, match="unknown Confluent schema id 99"):
-        framing.decode(b"\x00" + struct.pack(">I", 99) + body)
-    with pytest.raises(SchemaError, match="magic byte 0xc3"):
-        framing.decode(schemas.encode("DeadLetter", SAMPLES["DeadLetter"]))
-    with pytest.raises(SchemaError, match="truncated"):
-        framing.decode(b"\x00\x00\x00")
-    with pytest.raises(SchemaError):
-        framing.decode(b"\x00" + struct.pack(">I", 0x01020304) + body[:-1])
-
-
-@pytest.mark.parametrize(
-    ("ids", "message"),
-    [
-        ({"Nope": 1}, "unknown schema 'Nope'"),
-        ({"DeadLetter": -1}, "not a registry id"),
-        ({"DeadLetter": 2**31}, "not a registry id"),
-        ({"DeadLetter": 5, "LateRecord": 5}, "given to both DeadLetter and LateRecord"),
-    ],
-)
-def test_confluent_rejects_bad_id_mappings(ids: dict[str, int], message: str) -> None:
-    with pytest.raises(SchemaError, match=message):
-        ConfluentFraming(ids)
