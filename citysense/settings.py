@@ -267,7 +267,7 @@ class IngestSettings(_Section):
         return topics
 
 
-#: Every measurement topic, then every aggregate topic (DESIGN.md section 4).
+#: Every measurement topic, then every aggregate topic (docs/architecture.md#kafka-contract).
 DEFAULT_SINK_TOPICS: tuple[str, ...] = tuple(measurement_topic(kind) for kind in KINDS) + tuple(
     aggregate_topic(kind) for kind in KINDS
 )
@@ -334,7 +334,9 @@ class SinkSettings(_Section):
 
 
 class WindowSettings(_Section):
-    """One tumbling event-time window definition of the aggregator (DESIGN.md section 6).
+    """One tumbling event-time window definition of the aggregator.
+
+    Contract: docs/architecture.md#windows-and-indicators.
 
     Windows are aligned to the Unix epoch in UTC and half-open, ``[start, start + size_s)``. A
     window is emitted when the watermark passes its end + ``grace_s``; records that arrive after
@@ -382,7 +384,10 @@ class DailySettings(_Section):
 
 
 class AggregateSettings(_Section):
-    """The aggregator: measurement topics → windowed indicators (DESIGN.md sections 5.3-5.4, 6)."""
+    """The aggregator: measurement topics → windowed indicators.
+
+    Contract: docs/architecture.md#windows-and-indicators.
+    """
 
     group_id: str = "citysense-aggregate"
     #: The rollup stage (per-site windows, daily windows) reads the per-sensor aggregates

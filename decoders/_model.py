@@ -1,9 +1,9 @@
 """The canonical decoder output, the decoder error hierarchy and device profiles.
 
 Every decoder turns a vendor payload into :class:`Decoded`; everything downstream speaks only the
-canonical measurement of DESIGN.md section 3. ``Decoded`` is the part a payload can tell by itself
-(values, counts, regions, a device timestamp when the format carries one); ingest adds identity,
-times and network metadata to build the full measurement.
+canonical measurement of docs/architecture.md#canonical-measurement. ``Decoded`` is the part a
+payload can tell by itself (values, counts, regions, a device timestamp when the format carries
+one); ingest adds identity, times and network metadata to build the full measurement.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ __all__ = [
 Kind = Literal["noise", "air", "traffic", "occupancy"]
 KINDS: tuple[Kind, ...] = ("noise", "air", "traffic", "occupancy")
 Direction = Literal["in", "out"]
-#: Traffic classes of DESIGN.md section 3 ("Comptage des mobilités" mobility types map onto them).
+#: Traffic classes of docs/architecture.md#canonical-measurement ("Comptage des mobilités" mobility
+#: types map onto them).
 TRAFFIC_CLASSES: tuple[str, ...] = (
     "pedestrian",
     "bicycle",
@@ -72,9 +73,10 @@ class RegionCount:
 class Decoded:
     """What a decoder extracts from one payload.
 
-    ``values`` maps canonical quantity names (DESIGN.md section 3, unit as suffix) to floats.
-    ``partial`` is True when a TLV stream stopped on an unknown channel: what came before it is
-    kept. ``observed_at`` is the device's own timestamp when the format carries one (UTC).
+    ``values`` maps canonical quantity names (docs/architecture.md#canonical-measurement, unit as
+    suffix) to floats. ``partial`` is True when a TLV stream stopped on an unknown channel: what
+    came before it is kept. ``observed_at`` is the device's own timestamp when the format carries
+    one (UTC).
     """
 
     codec: str

@@ -1,6 +1,6 @@
 """LoRaWAN network-server uplink envelopes over MQTT: ChirpStack v4 and The Things Stack v3.
 
-Source: payload-formats.md "How LoRaWAN payloads arrive over MQTT", the ChirpStack v4 event
+Source: docs/payload-formats.md#how-lorawan-uplinks-arrive-over-mqtt, the ChirpStack v4 event
 documentation (``integrations/events``, JSON of ``integration.UplinkEvent``) and The Things Stack's
 MQTT server documentation (``ApplicationUp`` with ``uplink_message``).
 

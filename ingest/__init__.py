@@ -1,4 +1,6 @@
-"""Ingest: MQTT and LoRaWAN listeners → Avro records on Kafka (DESIGN.md sections 2 and 5).
+"""Ingest: MQTT and LoRaWAN listeners → Avro records on Kafka.
+
+Contract: docs/architecture.md#data-flow and #delivery-guarantees.
 
 ``IngestService`` is the stage; ``Router`` its pure core (topic → measurement or dead letter).
 """

@@ -3,10 +3,10 @@
 Records are appended synchronously from the MQTT callback (no task per message), grouped per
 topic-partition, and sent as aiokafka batches (``create_batch`` / ``send_batch``) by one flusher
 task, each partition with at most one batch in flight, so a partition's records reach Kafka in
-arrival order even across retries. Each record carries a callback run when Kafka acknowledged
-it; that is where the MQTT PUBACK is released (DESIGN.md section 5.1). While Kafka fails, a
-partition's batch is retried with capped, jittered backoff and kept; the MQTT receive maximum
-stops new deliveries, so memory is bounded.
+arrival order even across retries. Each record carries a callback run when Kafka acknowledged it;
+that is where the MQTT PUBACK is released (docs/architecture.md#delivery-guarantees, rule 1). While
+Kafka fails, a partition's batch is retried with capped, jittered backoff and kept; the MQTT receive
+maximum stops new deliveries, so memory is bounded.
 
 Partitions follow the Java client's default partitioner (murmur2 of the key), cached per key: a
 city has a bounded set of sensors.

@@ -1,4 +1,4 @@
-"""Ingest metrics (DESIGN.md section 10): base units, no per-sensor label."""
+"""Ingest metrics (docs/architecture.md#observability): base units, no per-sensor label."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Kafka records for accepted measurements and dead letters (DESIGN.md section 4)."""
+"""Kafka records for accepted measurements and dead letters.
+
+Contract: docs/architecture.md#kafka-contract.
+"""
 
 from __future__ import annotations
 

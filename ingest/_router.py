@@ -1,6 +1,7 @@
 """From one MQTT message to a canonical measurement or a dead-letter verdict (pure).
 
-Topic families (DESIGN.md section 2, payload-formats.md "How LoRaWAN payloads arrive"):
+Topic families (docs/architecture.md#data-flow and
+docs/payload-formats.md#how-lorawan-uplinks-arrive-over-mqtt):
 
 - ``sensors/<sensor_id>/up``: raw payload of a registered sensor; codec from the registry.
 - ``gateways/<gateway>/sensors/<sensor_id>/up``: the same from an authenticated gateway; the
@@ -102,7 +103,7 @@ class Accepted:
 
     @property
     def measurement(self) -> Measurement:
-        """The canonical measurement (DESIGN.md section 3) these parts make."""
+        """The canonical measurement (docs/architecture.md#canonical-measurement) they make."""
         return Measurement.from_decoded(
             self.decoded,
             sensor_id=self.sensor_id,

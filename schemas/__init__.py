@@ -1,4 +1,4 @@
-"""Avro schemas of the Kafka contract (DESIGN.md section 4) and their framings.
+"""Avro schemas of the Kafka contract (docs/architecture.md#kafka-contract) and their framings.
 
 The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public surface:
 

@@ -1,4 +1,6 @@
-"""The canonical measurement (DESIGN.md section 3) and its Avro record, in both directions.
+"""The canonical measurement and its Avro record, in both directions.
+
+Contract: docs/architecture.md#canonical-measurement.
 
 A kind's measurement record has a typed ``["null", "double"]`` field for each canonical quantity
 that kind usually reports, so Kafka consumers see real columns; every other quantity goes to the
@@ -95,8 +97,9 @@ class Measurement:
         received_at: datetime,
         source: Source | Mapping[str, Any] | None = None,
     ) -> Measurement:
-        """Complete a decoder's output. ``observed_at`` is the caller's choice (DESIGN.md §3:
-        device time, else network-server time, else broker time)."""
+        """Complete a decoder's output. ``observed_at`` is the caller's choice
+        (docs/architecture.md#canonical-measurement: device time, else network-server time, else
+        broker time)."""
         if source is None:
             source = _NO_SOURCE
         elif not isinstance(source, Source):

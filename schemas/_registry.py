@@ -1,4 +1,4 @@
-"""The Avro schemas of DESIGN.md section 4, loaded and parsed once at import.
+"""The Avro schemas of docs/architecture.md#kafka-contract, loaded and parsed once at import.
 
 Every ``avsc/<Name>.avsc`` file is the current version of the record ``city.citysense.<Name>``;
 ``avsc/history/<Name>.v<N>.avsc`` files are earlier versions, kept so that records written with

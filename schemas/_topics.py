@@ -1,4 +1,4 @@
-"""Kafka topic names of DESIGN.md section 4."""
+"""Kafka topic names of docs/architecture.md#kafka-contract."""
 
 from __future__ import annotations
 

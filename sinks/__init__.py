@@ -1,1 +1,4 @@
-"""Sinks: TimescaleDB (exactly-once rows) and open-data publication (DESIGN.md §7, §8)."""
+"""Sinks: TimescaleDB (exactly-once rows) and open-data publication.
+
+Contract: docs/architecture.md#storage and #publication.
+"""

@@ -1,7 +1,7 @@
 """Decentlab protocol v2 framing, shared by every Decentlab codec.
 
 Wire format (Decentlab's reference decoders, e.g. ``vendor/decentlab/dl-pm.js`` in
-TheThingsNetwork/lorawan-devices, and payload-formats.md "Framing families" 3)::
+TheThingsNetwork/lorawan-devices, and docs/payload-formats.md#decentlab-protocol-v2)::
 
     [0x02 version][device_id u16 BE][flags u16 BE][group 0 words][group 1 words]...
 

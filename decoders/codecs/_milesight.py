@@ -1,7 +1,7 @@
 """Milesight TLV framing, shared by the WS302, AM307/AM319, VS133 and VS121 codecs.
 
-Wire format (Milesight-IoT/SensorDecoders, every ``*-decoder.js``; payload-formats.md, framing
-family 1)::
+Wire format (Milesight-IoT/SensorDecoders, every ``*-decoder.js``;
+docs/payload-formats.md#milesight-tlv)::
 
     repeated [channel_id u8][channel_type u8][data]   data length fixed by (id, type), values LE
     uplinks on fPort 85

@@ -10,12 +10,13 @@ Sources: TTN ``vendor/browan/tbsl100.js`` and ``tbsl100-codec.yaml`` (examples),
     3    | 7:0  | sound level, 40..100 dB(A); 0xFF = not measured      | la_db (omitted on 0xFF)
 
 Name of the level: the manual calls it "decibel value" in dB(A), a reading the sensor takes every
-detection interval (default 300 s) and compares with its threshold; it does not say the reading
-is averaged over an interval, nor its time weighting. In DESIGN.md's notation that is an
-A-weighted level with no time weighting and no statistic named: ``la_db``, as in the
-payload-formats.md vector. ``laeq_db`` would claim an equivalent (energy-averaged) level over the
-uplink interval, which a spot reading is not; an aggregator may still form an LAeq from samples.
-RFU bits are ignored. The payload is exactly 4 bytes: more is another layout (``invalid``).
+detection interval (default 300 s) and compares with its threshold; it does not say the reading is
+averaged over an interval, nor its time weighting. In the notation of
+docs/architecture.md#quantity-names that is an A-weighted level with no time weighting and no
+statistic named: ``la_db``, as in the vector of docs/payload-formats.md#browan-tbsl100. ``laeq_db``
+would claim an equivalent (energy-averaged) level over the uplink interval, which a spot reading is
+not; an aggregator may still form an LAeq from samples. RFU bits are ignored. The payload is exactly
+4 bytes: more is another layout (``invalid``).
 """
 
 from __future__ import annotations

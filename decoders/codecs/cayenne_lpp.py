@@ -1,7 +1,7 @@
 """Cayenne Low Power Payload (LPP) v1, the generic format of many DIY and multi-sensor nodes.
 
-Source: the Cayenne LPP documentation (myDevices, "Cayenne Low Power Payload") and the LPP
-decoder of The Things Stack (``pkg/messageprocessors/cayennelpp``); payload-formats.md.
+Source: the Cayenne LPP documentation (myDevices, "Cayenne Low Power Payload") and the LPP decoder
+of The Things Stack (``pkg/messageprocessors/cayennelpp``); docs/payload-formats.md#cayenne-lpp.
 Repeated ``[channel u8][type u8][value, big-endian]``:
 
 | type | size | value | name |
@@ -18,13 +18,13 @@ Repeated ``[channel u8][type u8][value, big-endian]``:
 | 136 GPS | 9 | lat, lon signed 3 B /10000 °; alt signed 3 B /100 m | ``gps`` |
 
 Names: a value is ``<name>_<channel>`` exactly as The Things Stack names it (``temperature_3``);
-where The Things Stack nests an object, its key path is flattened with ``_``
-(``accelerometer_6_x``, ``gps_1_latitude``, ``gps_1_longitude``, ``gps_1_altitude``), so a
-registry written against a TTS decoded payload maps the same names. ``profile.channel_map`` renames
-them to canonical quantities (``analog_in_3 → laeq_db``, ``temperature_1 → temperature_c``); an
-unmapped value keeps its LPP name (it has no unit suffix: nothing in the format says what it
-measures). Kind: ``noise`` when any resulting name is an acoustic level of DESIGN.md section 3
-(``l`` + weighting a/c/z …, ending ``_db``), else ``air``.
+where The Things Stack nests an object, its key path is flattened with ``_`` (``accelerometer_6_x``,
+``gps_1_latitude``, ``gps_1_longitude``, ``gps_1_altitude``), so a registry written against a TTS
+decoded payload maps the same names. ``profile.channel_map`` renames them to canonical quantities
+(``analog_in_3 → laeq_db``, ``temperature_1 → temperature_c``); an unmapped value keeps its LPP name
+(it has no unit suffix: nothing in the format says what it measures). Kind: ``noise`` when any
+resulting name is an acoustic level of docs/architecture.md#quantity-names (``l`` + weighting a/c/z
+…, ending ``_db``), else ``air``.
 
 Parsing: an unknown type ends the stream (its length is unknown): ``UnknownChannelError`` if it
 is the first entry, otherwise the values before it with ``partial``. Extended, non-standard types

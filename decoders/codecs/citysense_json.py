@@ -10,12 +10,12 @@ A UTF-8 JSON object, validated by :class:`CitysenseMessage` (unknown fields are 
      "regions": [{"region": 1, "count": 7}]}          # occupancy only
 
 Rules: quantity names are lower snake case ending in a unit suffix from :data:`UNIT_SUFFIXES`
-(DESIGN.md section 3: ``laeq_db``, ``pm2_5_ugm3``, ``temperature_c``); values are finite JSON
-numbers (not strings or booleans); ``observed_at`` must carry a UTC offset and is returned in UTC
-(digits beyond microseconds are truncated); ``class`` is one of the traffic classes; a count needs
-``count`` or ``cumulative``; ``counts`` only with kind traffic, ``regions`` only with occupancy;
-a message must carry at least one value, count or region. Any JSON or validation error is an
-``InvalidPayloadError`` with pydantic's messages. Accepted on any fPort (usually it arrives on a
+(docs/architecture.md#quantity-names: ``laeq_db``, ``pm2_5_ugm3``, ``temperature_c``); values are
+finite JSON numbers (not strings or booleans); ``observed_at`` must carry a UTC offset and is
+returned in UTC (digits beyond microseconds are truncated); ``class`` is one of the traffic classes;
+a count needs ``count`` or ``cumulative``; ``counts`` only with kind traffic, ``regions`` only with
+occupancy; a message must carry at least one value, count or region. Any JSON or validation error is
+an ``InvalidPayloadError`` with pydantic's messages. Accepted on any fPort (usually it arrives on a
 raw MQTT topic with none); the encoder uses fPort 1.
 
 Speed: validating with pydantic cost ~5 µs per message, most of a decode. ``_citysense_fast``

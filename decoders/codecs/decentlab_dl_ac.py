@@ -1,9 +1,9 @@
 """Decentlab DL-AC air quality station: NO2, NO, Ox and CO electrochemical cells.
 
 Source: Decentlab's reference decoders for the "air quality station NO2, NO, CO, Ox for LoRaWAN"
-(https://www.decentlab.com/products/air-quality-station-no2-no-co-ox-for-lorawan, JS/Python
-versions with device-specific ``PARAMETERS``) and payload-formats.md. Protocol v2 framing (see
-``_decentlab``), fPort 1, u16 BE words:
+(https://www.decentlab.com/products/air-quality-station-no2-no-co-ox-for-lorawan, JS/Python versions
+with device-specific ``PARAMETERS``) and docs/payload-formats.md#decentlab-dl-ac. Protocol v2
+framing (see ``_decentlab``), fPort 1, u16 BE words:
 
 | flag bit | words | values |
 |---|---|---|
@@ -14,11 +14,10 @@ versions with device-specific ``PARAMETERS``) and payload-formats.md. Protocol v
 | 4 | 2 | CO: same two channels |
 | 5 | 1 | battery = w / 1000 V |
 
-Each electrode channel is mV = 3·(w/32768 - 1)·1000. The vendor labels the second word "we-aux"
-and computes its concentration as (mV - WE0 + AUX0) / S, so it is the WE - AUX difference, not
-the auxiliary electrode alone (payload-formats.md calls the pair "working and auxiliary"); we follow
-the vendor. Raw channels are always reported as ``<gas>_we_mv`` and ``<gas>_we_minus_aux_mv`` so
-readings can be recalibrated later.
+Each electrode channel is mV = 3·(w/32768 - 1)·1000. The vendor labels the second word "we-aux" and
+computes its concentration as (mV - WE0 + AUX0) / S, so it is the WE - AUX difference, not the
+auxiliary electrode alone; we follow the vendor. Raw channels are always reported as ``<gas>_we_mv``
+and ``<gas>_we_minus_aux_mv`` so readings can be recalibrated later.
 
 Calibration (``profile.calibration``, per device, from the sensor's calibration sheet), for each
 gas prefix ``no2``, ``no``, ``ox``, ``co``:
@@ -27,20 +26,21 @@ gas prefix ``no2``, ``no``, ``ox``, ``co``:
 - ``<gas>_sensitivity_mv_per_ppb``: sensitivity S (vendor ``<GAS>_S``), required, non-zero;
 - ``<gas>_aux0_mv``: AUX zero offset (vendor ``<GAS>_AUX_0``), optional.
 
-Rule: with the two required keys, ppb = (WE - WE0) / S (payload-formats.md); when ``aux0`` is also
-given, the auxiliary-compensated ppb = ((WE - AUX) - (WE0 - AUX0)) / S is used instead (vendor's
-"concentration (we-aux)", the correction Alphasense recommends). A gas with no calibration key at
-all reports only its raw mV. Some keys but not both required ones, a zero or non-finite constant,
-or a non-finite concentration raise ``OutOfRangeError`` naming the key: a registry mistake that is
-worth a dead letter (replayable once fixed) rather than silently missing gases.
+Rule: with the two required keys, ppb = (WE - WE0) / S (docs/payload-formats.md#decentlab-dl-ac);
+when ``aux0`` is also given, the auxiliary-compensated ppb = ((WE - AUX) - (WE0 - AUX0)) / S is used
+instead (vendor's "concentration (we-aux)", the correction Alphasense recommends). A gas with no
+calibration key at all reports only its raw mV. Some keys but not both required ones, a zero or
+non-finite constant, or a non-finite concentration raise ``OutOfRangeError`` naming the key: a
+registry mistake that is worth a dead letter (replayable once fixed) rather than silently missing
+gases.
 
-Conversions at 20 °C and 1013.25 hPa (DESIGN.md section 3, the EU air quality directive's
-reference): 1 ppb NO2 = 1.913 µg/m³ → ``no2_ugm3``; 1 ppm CO = 1.164 mg/m³ → ``co_mgm3``;
-1 ppb NO = 1.247 µg/m³ → ``no_ugm3`` (no canonical name; M(NO) = 30.006 g/mol over the ideal-gas
-molar volume R·293.15 K/101325 Pa = 24.055 L/mol). The Ox cell answers to O3 + NO2, so its
+Conversions at 20 °C and 1013.25 hPa (docs/architecture.md#quantity-names, the EU air quality
+directive's reference): 1 ppb NO2 = 1.913 µg/m³ → ``no2_ugm3``; 1 ppm CO = 1.164 mg/m³ →
+``co_mgm3``; 1 ppb NO = 1.247 µg/m³ → ``no_ugm3`` (no canonical name; M(NO) = 30.006 g/mol over the
+ideal-gas molar volume R·293.15 K/101325 Pa = 24.055 L/mol). The Ox cell answers to O3 + NO2, so its
 reading is kept as ``ox_ppb`` and, when NO2 is in the same frame and calibrated,
-``o3_ugm3`` = (Ox - NO2) ppb x 1.996 (1 ppm O3 = 1996 µg/m³). Values are not clamped: these cells
-are noisy and legitimately read slightly negative near zero.
+``o3_ugm3`` = (Ox - NO2) ppb x 1.996 (1 ppm O3 = 1996 µg/m³). Values are not clamped: these
+cells are noisy and legitimately read slightly negative near zero.
 """
 
 from __future__ import annotations

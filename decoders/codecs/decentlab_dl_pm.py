@@ -1,8 +1,9 @@
 """Decentlab DL-PM: particulate matter (Sensirion SPS30), air temperature, humidity and pressure.
 
 Source: Decentlab's decoder ``vendor/decentlab/dl-pm.js`` and its examples in
-``vendor/decentlab/dl-pm-codec.yaml`` (TheThingsNetwork/lorawan-devices); payload-formats.md.
-Protocol v2 framing (see ``_decentlab``), fPort 1, u16 BE words:
+``vendor/decentlab/dl-pm-codec.yaml`` (TheThingsNetwork/lorawan-devices);
+docs/payload-formats.md#decentlab-dl-pm. Protocol v2 framing (see ``_decentlab``), fPort 1, u16 BE
+words:
 
 | flag bit | words | values |
 |---|---|---|

@@ -1,7 +1,8 @@
 """Elsys ERS family room sensors (ERS, ERS CO2, ERS Sound, ERS VOC, ...; Elsys payload).
 
 Sources: Elsys' generic decoder as shipped in TTN ``vendor/elsys/elsys.js`` (examples in
-``vendor/elsys/ers-sound-codec.yaml``), the ERS Sound operating manual, payload-formats.md::
+``vendor/elsys/ers-sound-codec.yaml``), the ERS Sound operating manual,
+docs/payload-formats.md#elsys-ers-and-ers-sound::
 
     repeated [type u8][value], value length fixed per type, big-endian; unknown type ends parsing
 
@@ -16,16 +17,17 @@ Sources: Elsys' generic decoder as shipped in TTN ``vendor/elsys/elsys.js`` (exa
     15   | 2   | sound: peak u8 dB(A), average u8 dB(A) | lamax_db, laeq_db
     1C   | 2   | TVOC, u16 BE ppb                      | tvoc_ppb
 
-Sound names (DESIGN.md notation L{A,C,Z}{F,S,I or none}{eq,max,min,peak}): Elsys documents the
-ERS Sound as measuring "sound levels (peak and average)" in dB(A) over each measurement period and
-sends both as whole decibels. In acoustics a peak level (Lpeak, LCpeak; IEC 61672-1) is the
-greatest instantaneous sound pressure, with no time weighting and normally C- or Z-weighted, the
-quantity impulse-noise limits use. An A-weighted 1 dB figure from a room sensor is the highest
-A-weighted level seen in the period, i.e. a maximum level: ``lamax_db``, with no time weighting in
-the name because Elsys states none. ``lapeak_db`` would invite comparison with LCpeak limits it
-cannot support. The average over the period is its equivalent level, ``laeq_db``; Elsys does not
-say whether it averages energies (an LAeq) or decibels (lower for fluctuating noise), so treat it
-as an approximate LAeq. The kind is ``noise`` when the sound record is present, else ``air``.
+Sound names (notation L{A,C,Z}{F,S,I or none}{eq,max,min,peak} of
+docs/architecture.md#quantity-names): Elsys documents the ERS Sound as measuring "sound levels (peak
+and average)" in dB(A) over each measurement period and sends both as whole decibels. In acoustics a
+peak level (Lpeak, LCpeak; IEC 61672-1) is the greatest instantaneous sound pressure, with no time
+weighting and normally C- or Z-weighted, the quantity impulse-noise limits use. An A-weighted 1 dB
+figure from a room sensor is the highest A-weighted level seen in the period, i.e. a maximum level:
+``lamax_db``, with no time weighting in the name because Elsys states none. ``lapeak_db`` would
+invite comparison with LCpeak limits it cannot support. The average over the period is its
+equivalent level, ``laeq_db``; Elsys does not say whether it averages energies (an LAeq) or decibels
+(lower for fluctuating noise), so treat it as an approximate LAeq. The kind is ``noise`` when the
+sound record is present, else ``air``.
 
 fPort: a device setting (NFC key ``Port``, 1..254). Accepted: 1 (the TTN example) and 5 (Elsys'
 usual factory setting, not confirmed by the sources above); devices configured otherwise need

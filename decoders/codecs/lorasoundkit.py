@@ -1,7 +1,7 @@
 """LoRaSoundkit open-hardware sound level meter (fPort 22, 19 bytes).
 
 Sources: meekm/LoRaSoundkit ``src/main.cpp`` (``composeMessage``), ``src/measurement.cpp`` and
-``ttn-payload/TTN-V3-payloadformatter.js``; payload-formats.md::
+``ttn-payload/TTN-V3-payloadformatter.js``; docs/payload-formats.md#lorasoundkit::
 
     byte  | content
     0     | scale s = round(largest of the LA, LC, LZ maxima), u8
@@ -9,10 +9,11 @@ Sources: meekm/LoRaSoundkit ``src/main.cpp`` (``composeMessage``), ``src/measure
     10..18| LZ octave bands 31.5, 63, 125, 250, 500, 1000, 2000, 4000, 8000 Hz
           | each value in dB = byte * s / 255
 
-Names: ``la``/``lc``/``lz`` + ``min``/``max``/``eq`` (DESIGN.md notation; the firmware's "avg" is
-the energy mean of the per-FFT-block levels over the send interval, 120 s by default, so it is an
-Leq), bands ``lz_<band>hz_db`` (``lz_31_5hz_db`` … ``lz_8000hz_db``). The min and max are over the
-firmware's FFT blocks, not a standard F or S time weighting, hence none in the name.
+Names: ``la``/``lc``/``lz`` + ``min``/``max``/``eq`` (the notation of
+docs/architecture.md#quantity-names; the firmware's "avg" is the energy mean of the per-FFT-block
+levels over the send interval, 120 s by default, so it is an Leq), bands ``lz_<band>hz_db``
+(``lz_31_5hz_db`` … ``lz_8000hz_db``). The min and max are over the firmware's FFT blocks, not a
+standard F or S time weighting, hence none in the name.
 
 Resolution is s / 255 dB (0.3 dB at s = 75). The firmware scales by 255 / max but sends round(max),
 which adds up to 0.5 dB of error on its own payloads; our encoder sends s = ceil(max) and scales by

@@ -27,9 +27,10 @@ current decoders and READMEs read it as an IAQ index * 100 (``087D2500`` gives 0
 IAQ index is not a mixing ratio, so ``08 7D`` is ``tvoc_iaq`` and never ``tvoc_ppb``; ``08 E6``
 is ``tvoc_ugm3`` (converting it to ppb would need a molar mass the sensor does not state).
 
-O3 is converted to mass concentration with DESIGN.md's factor (1 ppm O3 = 1996 µg/m³ at 20 °C,
-1013.25 hPa), so its resolution is 19.96 µg/m³. The pair ``05 6A`` (PIR activity count of the
-first firmware, in TTN's commented-out example) is not in the current tables and ends decoding.
+O3 is converted to mass concentration with the factor of docs/architecture.md#quantity-names (1 ppm
+O3 = 1996 µg/m³ at 20 °C, 1013.25 hPa), so its resolution is 19.96 µg/m³. The pair ``05 6A`` (PIR
+activity count of the first firmware, in TTN's commented-out example) is not in the current tables
+and ends decoding.
 """
 
 from __future__ import annotations

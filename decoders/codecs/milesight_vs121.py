@@ -1,7 +1,7 @@
 """Milesight VS121 AI occupancy sensor (fPort 85, Milesight TLV, up to 16 regions).
 
 Sources: Milesight-IoT/SensorDecoders ``vs-series/vs121/vs121-decoder.js`` and README
-(examples), payload-formats.md::
+(examples), docs/payload-formats.md#milesight-vs121::
 
     id type | len | content
     04 C9   | 4   | total people u8, region count u8, occupied mask u16 BE (bit i = region i+1)

@@ -7,11 +7,12 @@ Source: Milesight-IoT/SensorDecoders ``ws-series/ws302/ws302-decoder.js`` and it
     05 5B   | 7   | weighting u8, then three u16 LE / 10 dB: current level L, Leq, Lmax
 
 Weighting byte: bits 0-1 frequency weighting {0: Z, 1: A, 2: C}; bits 2-3 time weighting
-{0: I, 1: F, 2: S}. The vendor names the three levels ``L<f><t>``, ``L<f>eq`` and ``L<f><t>max``
-(weighting 0x05 gives LAF, LAeq, LAFmax), which is DESIGN.md's acoustic notation, so the canonical
-names follow the byte: ``l<f><t>_db``, ``l<f>eq_db``, ``l<f><t>max_db``. Leq has no time weighting.
-A weighting value the vendor does not define (3 in either field) is ``out_of_range``: naming the
-levels would be a guess. No minimum level is carried.
+{0: I, 1: F, 2: S}. The vendor names the three levels ``L<f><t>``, ``L<f>eq`` and
+``L<f><t>max`` (weighting 0x05 gives LAF, LAeq, LAFmax), which is the acoustic notation of
+docs/architecture.md#quantity-names, so the canonical names follow the byte: ``l<f><t>_db``,
+``l<f>eq_db``, ``l<f><t>max_db``. Leq has no time weighting. A weighting value the vendor does not
+define (3 in either field) is ``out_of_range``: naming the levels would be a guess. No minimum level
+is carried.
 """
 
 from __future__ import annotations

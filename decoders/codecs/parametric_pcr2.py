@@ -1,8 +1,8 @@
 """Parametric PCR2 radar traffic counter, application payload version 4.
 
 Source: Parametric's decoder ``vendor/parametric/pcr2.js`` (``decode_extended_v4``) and its example
-in ``vendor/parametric/pcr2-codec.yaml`` (TheThingsNetwork/lorawan-devices); payload-formats.md.
-fPort 14, exactly 17 bytes, big-endian:
+in ``vendor/parametric/pcr2-codec.yaml`` (TheThingsNetwork/lorawan-devices);
+docs/payload-formats.md#parametric-pcr2. fPort 14, exactly 17 bytes, big-endian:
 
 | bytes | content |
 |---|---|

@@ -1,8 +1,9 @@
 """TimescaleDB sink: Kafka measurement and aggregate topics → hypertables, exactly once.
 
-DESIGN.md sections 5.5, 5.6 and 7. Public surface: the component :class:`TimescaleSink`, its
-settings :class:`SinkSettings`, the migrations (:func:`migrate`, :func:`migration_status`) and the
-CLI entry points (:func:`run_sink`, :func:`db_migrate`, :func:`db_status`).
+docs/architecture.md#delivery-guarantees (rules 5, 6) and #storage. Public surface: the component
+:class:`TimescaleSink`, its settings :class:`SinkSettings`, the migrations (:func:`migrate`,
+:func:`migration_status`) and the CLI entry points (:func:`run_sink`, :func:`db_migrate`,
+:func:`db_status`).
 """
 
 from sinks.timescale._cli import db_migrate, db_status, run_sink, sink_settings

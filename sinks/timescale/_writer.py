@@ -25,8 +25,9 @@ without Python values at all. A batch is written as
    WHERE <the incoming revision wins>`` for aggregates;
 3. an upsert of the consumed offsets into ``consumer_offsets``,
 
-all in one transaction, so rows and offsets commit together (DESIGN.md section 5.5); the natural
-keys make the rows exactly-once whichever path wrote them.
+all in one transaction, so rows and offsets commit together
+(docs/architecture.md#delivery-guarantees, rule 5); the natural keys make the rows exactly-once
+whichever path wrote them.
 
 ``jsonb`` values are built as jsonb's binary wire format (a version byte ``1`` then the JSON
 text, PostgreSQL ``jsonb_recv``) and sent as ``bytea`` in the COPY, so the server reads them into

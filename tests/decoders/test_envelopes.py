@@ -39,7 +39,7 @@ from decoders.envelopes import (
 )
 from tests._source import plain_python
 
-# payload-formats.md, from the ChirpStack documentation (shortened).
+# docs/payload-formats.md, from the ChirpStack documentation (shortened).
 CHIRPSTACK_DOC = b"""{"deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
  "time": "2022-07-18T09:34:15.775023242+00:00",
  "deviceInfo": {"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
@@ -52,7 +52,7 @@ CHIRPSTACK_TOPIC = (
     "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/0101010101010101/event/up"
 )
 
-# payload-formats.md, from The Things Stack documentation (shortened).
+# docs/payload-formats.md, from The Things Stack documentation (shortened).
 TTS_DOC = b"""{"end_device_ids": {"device_id": "dev1",
    "application_ids": {"application_id": "app1"},
    "dev_eui": "0004A30B001C0530", "dev_addr": "00BCB929"},
