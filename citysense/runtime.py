@@ -3,7 +3,8 @@
 A stage is a list of :class:`Component` objects (explicit ``start``/``stop``, a ``ready`` check).
 ``run_components`` starts them in order, serves ``/metrics``, ``/healthz`` and ``/readyz``, waits
 for SIGTERM/SIGINT (or a component's failure), then stops them in reverse order within the
-configured deadline: intake first, sinks last, which is the drain order of DESIGN.md section 5.7.
+configured deadline: intake first, sinks last, which is the drain order of
+docs/architecture.md#delivery-guarantees, rule 7.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ingest stage: MQTT listeners → route/decode/validate → Avro → Kafka, PUBACK after ack.
 
-Drain order on stop (DESIGN.md section 5.7): stop reading MQTT, send what is queued to Kafka,
-release the PUBACKs, disconnect MQTT (the persistent session keeps anything unacknowledged), stop
-the producer.
+Drain order on stop (docs/architecture.md#delivery-guarantees, rule 7): stop reading MQTT, send what
+is queued to Kafka, release the PUBACKs, disconnect MQTT (the persistent session keeps anything
+unacknowledged), stop the producer.
 """
 
 from __future__ import annotations

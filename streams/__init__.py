@@ -1,4 +1,6 @@
-"""Streams: event-time windows, watermarks and city indicators (DESIGN.md section 6).
+"""Streams: event-time windows, watermarks and city indicators.
+
+Contract: docs/architecture.md#windows-and-indicators.
 
 :class:`AggregateService` is the ``citysense aggregate`` stage. The logic it runs is pure and
 tested on its own: :class:`WindowStage` (per-sensor windows from measurement columns),

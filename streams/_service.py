@@ -13,13 +13,13 @@ Two stages run in one process (``citysense aggregate``, also part of ``citysense
   member of its group holds every partition (:class:`AllToOneAssignor`); another member takes
   over when it leaves.
 
-Delivery (DESIGN.md sections 5.3, 5.4): results, late records and dead letters are acknowledged
-by Kafka before any offset is committed. Each stage commits, per partition, the lowest offset its
-kept windows still need, with the stage's watermark and read position as the commit's metadata.
-After a restart or a rebalance the partition is read again from that offset: records before the
-stored position rebuild state only (windows that had closed are not emitted twice, nothing is
-reported late twice), records after it are new. Outputs are deterministic, so a window emitted
-again after a crash between sending and committing is an identical record.
+Delivery (docs/architecture.md#delivery-guarantees, rules 3 and 4): results, late records and dead
+letters are acknowledged by Kafka before any offset is committed. Each stage commits, per partition,
+the lowest offset its kept windows still need, with the stage's watermark and read position as the
+commit's metadata. After a restart or a rebalance the partition is read again from that offset:
+records before the stored position rebuild state only (windows that had closed are not emitted
+twice, nothing is reported late twice), records after it are new. Outputs are deterministic, so a
+window emitted again after a crash between sending and committing is an identical record.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The window stage: one kind's measurement records → per-sensor window results, late records.
 
-Pure logic, no Kafka (the service in :mod:`streams._service` feeds it polled batches and sends
-what it returns), so every rule here is unit-tested with made-up clocks (DESIGN.md sections 5.3,
-5.4 and 6):
+Pure logic, no Kafka (the service in :mod:`streams._service` feeds it polled batches and sends what
+it returns), so every rule here is unit-tested with made-up clocks (docs/architecture.md: rules 3
+and 4 of #delivery-guarantees, and #windows-and-indicators):
 
 - event time is ``observed_at``; windows are tumbling, aligned to the Unix epoch in UTC,
   ``[start, start + size)``;

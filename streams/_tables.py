@@ -12,7 +12,7 @@ grows or a window is emitted. Nothing in a row depends on the order records arri
 window's result is the same whatever the shuffle (floating-point sums are rounded on output for
 that reason, see :func:`_rounded`).
 
-Per kind (DESIGN.md section 6):
+Per kind (docs/architecture.md#windows-and-indicators):
 
 - noise: Σ tᵢ·10^(Lᵢ/10) and Σ tᵢ over records with an LAeq, or else a spot A-weighted level
   ``la_db`` (tᵢ = the sensor's reporting interval from the registry, the period its level

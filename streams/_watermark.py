@@ -1,4 +1,6 @@
-"""Event-time watermarks: how far a consumer's input has certainly got (DESIGN.md section 6).
+"""Event-time watermarks: how far a consumer's input has certainly got.
+
+Contract: docs/architecture.md#windows-and-indicators.
 
 Each partition's watermark is the largest event time it has delivered minus the bounded
 out-of-orderness: a record older than that is assumed not to come any more, and one that still

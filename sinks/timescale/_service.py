@@ -1,6 +1,6 @@
 """The TimescaleDB sink: a consumer-group member writing Kafka records to TimescaleDB exactly once.
 
-One task consumes and writes (DESIGN.md section 5.5 and 5.6):
+One task consumes and writes (docs/architecture.md#delivery-guarantees, rules 5 and 6):
 
 - records are decoded into table rows as they are fetched and buffered until
   ``batch_max_records`` or ``batch_max_wait_s``;
@@ -271,7 +271,8 @@ class TimescaleSink:
                 session_timeout_ms=self._sink.session_timeout_ms,
                 heartbeat_interval_ms=self._sink.heartbeat_interval_ms,
                 max_poll_records=self._sink.batch_max_records,
-                # Out of range raises, so the sink can say so (DESIGN.md 5.5) and start over.
+                # Out of range raises, so the sink can say so
+                # (docs/architecture.md#delivery-guarantees, rule 5) and start over.
                 auto_offset_reset="none",
             )
             self._consumer.subscribe(list(self._sink.topics), listener=_Rebalance(self))
@@ -576,7 +577,8 @@ class TimescaleSink:
 
     async def _verify_positions(self) -> None:
         """A stored offset beyond the partition's high watermark: the broker lost its data (the
-        in-memory embedded broker restarted empty); DESIGN.md 5.5 says warn and start over."""
+        in-memory embedded broker restarted empty); docs/architecture.md#delivery-guarantees, rule 5
+        says warn and start over."""
         consumer = self._consumer
         assert consumer is not None
         beyond: set[TopicPartition] = set()
