@@ -358,7 +358,9 @@ class Stack:
         under a private home (``/root`` is mode 0700); the data then goes to
         :func:`system_postgres_dir` (``<system_dir>/<hash of root>``), owned by ``postgres``,
         and ``<root>/postgres.location`` records it so that later commands, and
-        :meth:`purge`, find it again.
+        :meth:`purge`, find it again. Such a directory found without that record belonged to a
+        stack directory deleted by hand, secrets included: its data cannot be opened any more
+        and is replaced.
         """
         location = self.root / POSTGRES_LOCATION_FILE
         if location.is_file():
@@ -372,7 +374,8 @@ class Stack:
             return self._dir("postgres")
         base = system_postgres_dir(self.root, self.system_dir)
         self.system_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        base.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(mode=0o700)
         self._pg_chown(base)
         # For whoever lists the system directory: which stack this data belongs to.
         (base / "STACK_DIR").write_text(f"{self.root}\n")
@@ -390,7 +393,7 @@ class Stack:
             raise StackError("TimescaleDB is not installed: run `make setup`")
         base = self.postgres_dir()
         self._pg_chown(base)
-        if not self._postgres_can_reach(base):
+        if os.geteuid() == 0 and not self._postgres_can_reach(base):
             raise StackError(
                 f"the postgres system user cannot reach {base} (a parent directory is not "
                 "world-executable); make it so, or choose another CITYSENSE_STACK_DIR"

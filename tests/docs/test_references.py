@@ -96,9 +96,7 @@ def test_nothing_points_outside_the_repository() -> None:
         for number, line in enumerate(text.splitlines(), 1)
         if _OUTSIDE.search(line)
     ]
-    assert not offenders, "references to documents outside the repository:\n" + "\n".join(
-        offenders
-    )
+    assert not offenders, "references to documents outside the repository:\n" + "\n".join(offenders)
 
 
 def test_every_cited_docs_page_and_heading_exists() -> None:

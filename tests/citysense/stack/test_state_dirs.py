@@ -56,3 +56,13 @@ def test_purge_never_deletes_a_directory_it_did_not_name(tmp_path: Path) -> None
 
     assert not root.exists()
     assert (precious / "keep").read_text() == "x"
+
+
+def test_outside_root_a_postgres_directory_is_found_again_through_its_record(
+    tmp_path: Path,
+) -> None:
+    root, system_dir = tmp_path / "clone" / ".stack", tmp_path / "system"
+    elsewhere = system_postgres_dir(root, system_dir)
+    root.mkdir(parents=True)
+    (root / "postgres.location").write_text(f"{elsewhere}\n")
+    assert _stack(root, system_dir).postgres_dir() == elsewhere
