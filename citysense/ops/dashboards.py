@@ -15,10 +15,12 @@ PostgreSQL query model (``rawSql``, ``format``, ``rawQuery``, ``editorMode``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
@@ -34,6 +36,9 @@ __all__ = [
     "TIMESCALEDB",
     "SqlQuery",
     "build_dashboards",
+    "expand_sql_macros",
+    "load",
+    "panels",
     "render_dashboards",
 ]
 
@@ -349,6 +354,7 @@ def _fleet() -> Dashboard:
 
 def _indicator(column: str, table_name: str, window_s: int, cast: str = "float") -> str:
     """Per-site series of one indicator from an aggregates table, for the time range shown."""
+    # Built from this module's constants only; Grafana sends it as it is.
     return f"""
         SELECT bucket AS time, substr(key, 6) AS metric,
                (indicators->>'{column}')::{cast} AS value
@@ -356,7 +362,7 @@ def _indicator(column: str, table_name: str, window_s: int, cast: str = "float")
         WHERE window_seconds = {window_s} AND key LIKE 'site:%'
           AND indicators ? '{column}' AND $__timeFilter(bucket)
         ORDER BY 1, 2
-    """
+    """  # noqa: S608
 
 
 def _city() -> Dashboard:
@@ -452,14 +458,36 @@ def render_dashboards() -> dict[str, str]:
     }
 
 
-def panels(dashboard: dict[str, object]) -> Iterator[dict[str, object]]:
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every panel of a dashboard's JSON, rows' nested panels included."""
-    for panel in dashboard.get("panels", []):  # type: ignore[union-attr]
+    for panel in dashboard.get("panels", []):
         yield panel
         yield from panel.get("panels", [])
 
 
-def load(name: str) -> dict[str, object]:
+def load(name: str) -> dict[str, Any]:
     """A generated dashboard's JSON as written to ``deploy/grafana/dashboards/``."""
-    loaded: dict[str, object] = json.loads((DASHBOARDS_DIR / name).read_text())
+    loaded: dict[str, Any] = json.loads((DASHBOARDS_DIR / name).read_text())
     return loaded
+
+
+def expand_sql_macros(sql: str, start: datetime, end: datetime) -> str:
+    """``sql`` with the Grafana PostgreSQL macros these dashboards use expanded as Grafana does.
+
+    ``$__timeFilter(col)`` becomes ``col BETWEEN '<start>' AND '<end>'`` (RFC 3339, UTC), as in
+    Grafana's PostgreSQL datasource documentation ("Macros"); any other macro is an error, so a
+    panel cannot use one that the tests do not expand.
+    """
+
+    def time_filter(match: re.Match[str]) -> str:
+        column = match.group(1).strip()
+        return f"{column} BETWEEN '{_rfc3339(start)}' AND '{_rfc3339(end)}'"
+
+    expanded = re.sub(r"\$__timeFilter\(([^)]+)\)", time_filter, sql)
+    if "$__" in expanded or "${" in expanded:
+        raise ValueError(f"unexpanded Grafana macro or variable in: {sql}")
+    return expanded
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
