@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system venv native lint test run bench clean
+.PHONY: help setup system venv native lint test run bench clean generate
 
 help:
 	@echo "make run    install everything, start the embedded stack, run the pipeline"
 	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
-	@echo "make setup | lint | bench | clean"
+	@echo "make setup | lint | bench | clean | generate"
 
 setup: system venv native
 
@@ -68,6 +68,12 @@ run: setup
 	@$(BIN)/citysense simulate --rate $(SIM_RATE) --duration 31536000 >.stack/logs/simulator.log 2>&1 & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/citysense run
+
+# Files generated from the code (the tests fail when they are stale): the metrics catalogue
+# (docs/metrics.md) and the Grafana dashboards (deploy/grafana/dashboards/).
+generate: venv
+	$(BIN)/python -m citysense.ops catalogue --write
+	$(BIN)/python -m citysense.ops dashboards --write
 
 bench: setup
 	$(BIN)/python -m benchmarks

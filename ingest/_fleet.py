@@ -1,0 +1,154 @@
+"""Sensor fleet health as bounded metrics: silent and low-battery sensors per kind and site.
+
+docs/architecture.md#observability forbids a per-sensor label (a city has tens of thousands of sensors, each
+label value is a time series forever), so per-sensor state stays here, in memory, and Prometheus
+sees counts per (kind, site) — sites come from the registry, a bounded set — plus RSSI and SNR
+histograms per kind. An operator who sees "3 silent noise sensors at nation" finds which ones in
+TimescaleDB (the ``<kind>_latest`` views).
+
+A sensor is silent when nothing arrived from it for ``silence_factor`` of its registry reporting
+interval (``interval_s``); three intervals tolerates two lost LoRaWAN uplinks, which a healthy
+device in a noisy street loses now and then. Low battery is below 20 %: a project choice (lithium
+primary cells hold their voltage until late in discharge, so the reported percentage falls fast
+at the end), early enough to plan a round of replacements.
+
+Wiring (one call per accepted measurement, one refresh every few seconds): see
+:class:`FleetHealth`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import Gauge, Histogram
+
+from citysense.registry import Registry, Sensor
+
+__all__ = [
+    "LOW_BATTERY",
+    "RSSI",
+    "SENSORS",
+    "SILENT",
+    "SNR",
+    "FleetCounts",
+    "FleetHealth",
+    "fleet_counts",
+]
+
+#: Site label of sensors the registry places nowhere.
+NO_SITE = "none"
+
+SENSORS = Gauge(
+    "citysense_fleet_sensors",
+    "Registered sensors, per kind and site (the denominator of the silent share).",
+    ["kind", "site"],
+)
+SILENT = Gauge(
+    "citysense_fleet_silent_sensors",
+    "Registered sensors heard from not once in the last 3 of their reporting intervals.",
+    ["kind", "site"],
+)
+LOW_BATTERY = Gauge(
+    "citysense_fleet_low_battery_sensors",
+    "Registered sensors whose last reported battery_pct is below 20.",
+    ["kind", "site"],
+)
+#: LoRaWAN receive levels: -120 dBm is near the SF12 sensitivity floor, above -70 is strong.
+RSSI = Histogram(
+    "citysense_fleet_rssi_dbm",
+    "Uplink received signal strength at the best gateway, per kind (LoRaWAN uplinks only).",
+    ["kind"],
+    buckets=(-125, -120, -115, -110, -105, -100, -95, -90, -80, -70, -60),
+)
+#: LoRa demodulates down to -20 dB SNR at SF12, -7.5 dB at SF7 (Semtech SX1276 datasheet, the
+#: spreading factor table).
+SNR = Histogram(
+    "citysense_fleet_snr_db",
+    "Uplink signal-to-noise ratio at the best gateway, per kind (LoRaWAN uplinks only).",
+    ["kind"],
+    buckets=(-20, -15, -10, -7.5, -5, -2.5, 0, 2.5, 5, 7.5, 10),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    sensors: int = 0
+    silent: int = 0
+    low_battery: int = 0
+
+
+def fleet_counts(
+    sensors: Iterable[Sensor],
+    last_seen: Mapping[str, float],
+    battery_pct: Mapping[str, float],
+    *,
+    now: float,
+    since: float,
+    silence_factor: float = 3.0,
+    low_battery_pct: float = 20.0,
+) -> dict[tuple[str, str], FleetCounts]:
+    """Counts per (kind, site). A sensor not heard from at all counts from ``since`` (start)."""
+    out: dict[tuple[str, str], FleetCounts] = {}
+    for sensor in sensors:
+        key = (sensor.kind, sensor.site or NO_SITE)
+        counts = out.get(key, FleetCounts())
+        heard = last_seen.get(sensor.id, since)
+        silent = now - heard > silence_factor * sensor.interval_s
+        battery = battery_pct.get(sensor.id)
+        low = battery is not None and battery < low_battery_pct
+        out[key] = FleetCounts(
+            counts.sensors + 1, counts.silent + int(silent), counts.low_battery + int(low)
+        )
+    return out
+
+
+class FleetHealth:
+    """Per-sensor last-seen and battery, published as the bounded gauges above.
+
+    Hook: ingest calls :meth:`observe` for every accepted measurement of a registered sensor
+    (a dict store and two histogram observations, no allocation per call beyond the float) and
+    :meth:`refresh` from a periodic task (every scrape interval is enough).
+    """
+
+    def __init__(self, registry: Registry, *, clock: float | None = None) -> None:
+        self._registry = registry
+        self._since = time.time() if clock is None else clock
+        self._last_seen: dict[str, float] = {}
+        self._battery: dict[str, float] = {}
+
+    def observe(
+        self,
+        sensor_id: str,
+        kind: str,
+        *,
+        received_at: float,
+        battery_pct: float | None = None,
+        rssi_dbm: float | None = None,
+        snr_db: float | None = None,
+    ) -> None:
+        """Record one measurement; unregistered sensors feed the histograms only."""
+        if sensor_id in self._registry.sensors:
+            self._last_seen[sensor_id] = received_at
+            if battery_pct is not None:
+                self._battery[sensor_id] = battery_pct
+        if rssi_dbm is not None:
+            RSSI.labels(kind).observe(rssi_dbm)
+        if snr_db is not None:
+            SNR.labels(kind).observe(snr_db)
+
+    def refresh(self, now: float | None = None) -> dict[tuple[str, str], FleetCounts]:
+        """Recompute the gauges; returns the counts (for logs and tests)."""
+        counts = fleet_counts(
+            self._registry.sensors.values(),
+            self._last_seen,
+            self._battery,
+            now=time.time() if now is None else now,
+            since=self._since,
+        )
+        for (kind, site), c in counts.items():
+            SENSORS.labels(kind, site).set(c.sensors)
+            SILENT.labels(kind, site).set(c.silent)
+            LOW_BATTERY.labels(kind, site).set(c.low_battery)
+        return counts
