@@ -1,10 +1,10 @@
 """Sensor fleet health as bounded metrics: silent and low-battery sensors per kind and site.
 
-docs/architecture.md#observability forbids a per-sensor label (a city has tens of thousands of sensors, each
-label value is a time series forever), so per-sensor state stays here, in memory, and Prometheus
-sees counts per (kind, site) — sites come from the registry, a bounded set — plus RSSI and SNR
-histograms per kind. An operator who sees "3 silent noise sensors at nation" finds which ones in
-TimescaleDB (the ``<kind>_latest`` views).
+docs/architecture.md#observability forbids a per-sensor label (a city has tens of thousands of
+sensors, each label value is a time series forever), so per-sensor state stays here, in memory, and
+Prometheus sees counts per (kind, site) — sites come from the registry, a bounded set — plus RSSI
+and SNR histograms per kind. An operator who sees "3 silent noise sensors at nation" finds which
+ones in TimescaleDB (the ``<kind>_latest`` views).
 
 A sensor is silent when nothing arrived from it for ``silence_factor`` of its registry reporting
 interval (``interval_s``); three intervals tolerates two lost LoRaWAN uplinks, which a healthy

@@ -1,9 +1,9 @@
 """End-to-end latency: a measurement's event time (``observed_at``) to its row's commit.
 
-docs/architecture.md#observability asks for it: the one number that says whether the city's data are fresh,
-covering the sensor's own buffering, the LoRaWAN network server, MQTT, ingest, Kafka and the
-sink's batching. It includes the device clock's error, so the lowest bucket is 100 ms; the
-highest, one hour, is where LoRaWAN devices replaying a backlog after an outage land.
+docs/architecture.md#observability asks for it: the one number that says whether the city's data are
+fresh, covering the sensor's own buffering, the LoRaWAN network server, MQTT, ingest, Kafka and the
+sink's batching. It includes the device clock's error, so the lowest bucket is 100 ms; the highest,
+one hour, is where LoRaWAN devices replaying a backlog after an outage land.
 
 Hook: the sink calls :func:`observe_committed` after each successful COMMIT, with the event times
 of the raw records the batch held (the aggregates topic has window times, not event times).
