@@ -34,6 +34,7 @@ __all__ = [
     "DISTRIBUTION_FORMATS",
     "HVD_CATEGORIES",
     "HVD_LEGISLATION",
+    "JSONLD_CONTEXT",
     "DistributionFormat",
     "catalog_graph",
 ]
@@ -48,6 +49,16 @@ _FILE_TYPE = Namespace(_AUTHORITY + "file-type/")
 _LANGUAGE = Namespace(_AUTHORITY + "language/")
 _IANA = "https://www.iana.org/assignments/media-types/"
 _HVD = Namespace("http://data.europa.eu/bna/")
+_PREFIXES = {
+    "dcat": DCAT,
+    "dct": DCTERMS,
+    "foaf": FOAF,
+    "vcard": VCARD,
+    "dcatap": DCATAP,
+    "rdfs": RDFS,
+}
+#: The prefixes as a JSON-LD @context, so the JSON-LD document is compact (``dcat:Dataset``).
+JSONLD_CONTEXT: dict[str, str] = {prefix: str(ns) for prefix, ns in _PREFIXES.items()}
 
 #: The HVD implementing regulation (ELI).
 HVD_LEGISLATION = URIRef("http://data.europa.eu/eli/reg_impl/2023/138/oj")
@@ -100,13 +111,7 @@ def catalog_graph(
     base = public_url.rstrip("/")
     api = f"{base}/api/explore/v2.1/"
     graph = Graph()
-    for prefix, namespace in (
-        ("dcat", DCAT),
-        ("dct", DCTERMS),
-        ("foaf", FOAF),
-        ("vcard", VCARD),
-        ("dcatap", DCATAP),
-    ):
+    for prefix, namespace in _PREFIXES.items():
         graph.bind(prefix, namespace)
 
     catalog_node = URIRef(f"{api}catalog/datasets")

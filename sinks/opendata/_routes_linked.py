@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from sinks.opendata._catalog import Catalog
-from sinks.opendata._dcat import catalog_graph
+from sinks.opendata._dcat import JSONLD_CONTEXT, catalog_graph
 from sinks.opendata._ngsild import (
     CORE_CONTEXT,
     ENTITY_TYPES,
@@ -129,7 +129,8 @@ def _quality(params: Sequence[str]) -> float:
 def _dcat_response(state: Publication, output: str) -> Response:
     serializer, media_type = RDF_FORMATS[output]
     graph = catalog_graph(state.catalog, state.settings, state.public_url)
-    body = graph.serialize(format=serializer, encoding="utf-8")
+    options: dict[str, Any] = {"context": JSONLD_CONTEXT} if serializer == "json-ld" else {}
+    body = graph.serialize(format=serializer, encoding="utf-8", **options)
     return Response(body, media_type=media_type)
 
 
