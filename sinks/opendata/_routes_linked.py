@@ -8,14 +8,20 @@ DCAT-AP (harvested by national and European portals):
 * ``GET /api/explore/v2.1/catalog/exports/ttl`` and ``.../exports/rdf``: Turtle and RDF/XML
   under the names OpenDataSoft portals give their catalogue exports.
 
-NGSI-LD (ETSI GS CIM 009, "Query Entities"): ``GET /ngsi-ld/v1/entities`` with ``type`` (one or
-more comma-separated entity types) and/or ``id`` (comma-separated entity ids), ``limit``
+NGSI-LD (ETSI GS CIM 009): "Query Entities" is ``GET /ngsi-ld/v1/entities`` with ``type`` (one
+or more comma-separated entity type names, short names only) and/or ``id`` (comma-separated
+entity ids), ``limit``
 (default 20, at most 1000; 0 with ``count=true`` for the count only), ``offset``, ``count=true``
 (the ``NGSILD-Results-Count`` header), ``options=keyValues`` or ``format=simplified`` (the
-key-values form). The answer is ``application/ld+json`` with each entity's ``@context`` when
+key-values form); "Retrieve Entity" is ``GET /ngsi-ld/v1/entities/<id>`` (404
+``ResourceNotFound`` when the id names no current entity). The answer is ``application/ld+json`` with each entity's ``@context`` when
 ``Accept`` asks for it, else ``application/json`` with the context in a ``Link`` header. An
 entity is the current state of its sensor or site: the newest row of the last
-:data:`CURRENT_WITHIN`. Errors are ProblemDetails bodies with the NGSI-LD error types.
+:data:`CURRENT_WITHIN`. Types from different Smart Data Models domains define some attributes
+differently (``dateObservedFrom``, ``capacity``), so one ``Link`` header cannot serve them
+together: mixing them needs ``application/ld+json``. Errors are ProblemDetails bodies with the
+NGSI-LD error types; parameters the server does not implement (``q``, ``attrs``, geo-queries…)
+are refused rather than ignored, since ignoring a filter would answer a different question.
 """
 
 from __future__ import annotations
@@ -342,12 +348,7 @@ async def entities(
         return _problem(400, "BadRequestData", "Bad request data", str(exc))
     media_type = negotiate(request.headers.get("accept"), [_JSON, _JSON_LD])
     if media_type is None:
-        return _problem(
-            406,
-            "InvalidRequest",
-            "Not acceptable",
-            f"this resource is served as {_JSON} or {_JSON_LD}",
-        )
+        return _not_acceptable()
     contexts = {t.context for t in query.types}
     if media_type == _JSON and len(contexts) > 1:
         return _problem(
@@ -374,27 +375,87 @@ async def entities(
             room -= len(rows)
         skip = max(0, skip - type_total) if several else 0
 
-    base = state.public_url.rstrip("/")
-    body: list[dict[str, Any]] = []
-    for entity_type, row in found:
-        dataset_id = published[entity_type.name]
-        source = EntitySource(
-            data_provider=state.settings.publisher,
-            source=f"{base}/api/explore/v2.1/catalog/datasets/{dataset_id}",
-        )
-        entity = entity_type.build(row, source)
-        if query.simplified:
-            entity = key_values(entity)
-        if media_type == _JSON_LD:
-            entity["@context"] = [entity_type.context, CORE_CONTEXT]
-        body.append(entity)
-
+    body = [
+        _render(state, published, entity_type, row, query.simplified, media_type)
+        for entity_type, row in found
+    ]
     headers: dict[str, str] = {}
     if query.count:
         headers["NGSILD-Results-Count"] = str(total)
     if media_type == _JSON:
         (context,) = contexts
-        headers["Link"] = (
-            f'<{context}>; rel="http://www.w3.org/ns/json-ld#context"; type="{_JSON_LD}"'
-        )
+        headers["Link"] = _link(context)
     return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/ngsi-ld/v1/entities/{entity_id}",
+    summary="NGSI-LD Retrieve Entity: one current observation by its id",
+)
+async def entity(
+    entity_id: str, request: Request, state: Annotated[Publication, Depends(publication)]
+) -> Response:
+    published = _published(state.catalog)
+    # The path names the entity: the query's own selection and paging do not apply.
+    params = {
+        name: value
+        for name, value in request.query_params.items()
+        if name not in ("type", "id", "limit", "offset", "count")
+    }
+    parsed = id_key(entity_id)
+    if parsed is None:
+        return _problem(
+            400,
+            "BadRequestData",
+            "Bad request data",
+            f"{entity_id!r} is not an entity id (urn:ngsi-ld:<Type>:<id>)",
+        )
+    try:
+        query = _entity_query({**params, "id": entity_id, "limit": "1"}, published)
+    except _BadRequestError as exc:
+        if parsed[0] not in published:
+            return _problem(404, "ResourceNotFound", "Not found", f"no entity {entity_id}")
+        return _problem(400, "BadRequestData", "Bad request data", str(exc))
+    media_type = negotiate(request.headers.get("accept"), [_JSON, _JSON_LD])
+    if media_type is None:
+        return _not_acceptable()
+    (entity_type,) = query.types
+    assert query.ids is not None
+    rows = await _rows(state, entity_type, query.ids[entity_type.name], 1, 0)
+    if not rows:
+        return _problem(404, "ResourceNotFound", "Not found", f"no entity {entity_id}")
+    body = _render(state, published, entity_type, rows[0], query.simplified, media_type)
+    headers = {"Link": _link(entity_type.context)} if media_type == _JSON else {}
+    return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+
+
+def _render(
+    state: Publication,
+    published: Mapping[str, str],
+    entity_type: EntityType,
+    row: Mapping[str, Any],
+    simplified: bool,
+    media_type: str,
+) -> dict[str, Any]:
+    base = state.public_url.rstrip("/")
+    source = EntitySource(
+        data_provider=state.settings.publisher,
+        source=f"{base}/api/explore/v2.1/catalog/datasets/{published[entity_type.name]}",
+    )
+    entity = entity_type.build(row, source)
+    if simplified:
+        entity = key_values(entity)
+    if media_type == _JSON_LD:
+        entity["@context"] = [entity_type.context, CORE_CONTEXT]
+    return entity
+
+
+def _link(context: str) -> str:
+    """The ``Link`` header carrying the @context of an ``application/json`` answer."""
+    return f'<{context}>; rel="http://www.w3.org/ns/json-ld#context"; type="{_JSON_LD}"'
+
+
+def _not_acceptable() -> Response:
+    return _problem(
+        406, "InvalidRequest", "Not acceptable", f"this resource is served as {_JSON} or {_JSON_LD}"
+    )

@@ -633,3 +633,26 @@ async def test_a_type_whose_dataset_is_not_published_is_unknown(settings: Settin
         assert response.status_code == 400
         assert "PointOfInterest" in response.json()["detail"]
         assert (await api.get("type=NoiseLevelObserved")).status_code == 200
+
+
+@pytest.mark.integration
+async def test_retrieve_one_entity_by_its_id(api: Api) -> None:
+    path = "/ngsi-ld/v1/entities/urn:ngsi-ld:ItemFlowObserved:pont:car"
+    response = await api.client.get(path, headers={"Accept": "application/ld+json"})
+    assert response.status_code == 200
+    entity = response.json()
+    assert entity["id"] == "urn:ngsi-ld:ItemFlowObserved:pont:car"
+    assert entity["intensity"]["value"] == 35
+    assert entity["@context"] == [ENTITY_TYPES["ItemFlowObserved"].context, CORE_CONTEXT]
+    simplified = await api.client.get(
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:NoiseLevelObserved:s1?options=keyValues&type=Other"
+    )
+    assert simplified.json()["LAeq"] == 54.0
+    assert simplified.headers["link"].startswith(f"<{ENTITY_TYPES['NoiseLevelObserved'].context}>")
+    for missing in ("urn:ngsi-ld:NoiseLevelObserved:s9", "urn:ngsi-ld:Vehicle:1"):
+        gone = await api.client.get(f"/ngsi-ld/v1/entities/{missing}")
+        assert gone.status_code == 404
+        assert gone.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
+    bad = await api.client.get("/ngsi-ld/v1/entities/s1")
+    assert bad.status_code == 400
+    assert bad.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
