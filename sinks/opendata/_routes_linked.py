@@ -8,20 +8,24 @@ DCAT-AP (harvested by national and European portals):
 * ``GET /api/explore/v2.1/catalog/exports/ttl`` and ``.../exports/rdf``: Turtle and RDF/XML
   under the names OpenDataSoft portals give their catalogue exports.
 
-NGSI-LD (ETSI GS CIM 009): "Query Entities" is ``GET /ngsi-ld/v1/entities`` with ``type`` (one
-or more comma-separated entity type names, short names only) and/or ``id`` (comma-separated
-entity ids), ``limit``
-(default 20, at most 1000; 0 with ``count=true`` for the count only), ``offset``, ``count=true``
-(the ``NGSILD-Results-Count`` header), ``options=keyValues`` or ``format=simplified`` (the
-key-values form); "Retrieve Entity" is ``GET /ngsi-ld/v1/entities/<id>`` (404
-``ResourceNotFound`` when the id names no current entity). The answer is ``application/ld+json`` with each entity's ``@context`` when
-``Accept`` asks for it, else ``application/json`` with the context in a ``Link`` header. An
-entity is the current state of its sensor or site: the newest row of the last
-:data:`CURRENT_WITHIN`. Types from different Smart Data Models domains define some attributes
-differently (``dateObservedFrom``, ``capacity``), so one ``Link`` header cannot serve them
-together: mixing them needs ``application/ld+json``. Errors are ProblemDetails bodies with the
-NGSI-LD error types; parameters the server does not implement (``q``, ``attrs``, geo-queries…)
-are refused rather than ignored, since ignoring a filter would answer a different question.
+NGSI-LD (ETSI GS CIM 009):
+
+* "Query Entities", ``GET /ngsi-ld/v1/entities``: ``type`` (one or more comma-separated entity
+  type names, short names only) and/or ``id`` (comma-separated entity ids), ``limit`` (default
+  20, at most 1000; 0 with ``count=true`` for the count only), ``offset``, ``count=true`` (the
+  ``NGSILD-Results-Count`` header), ``options=keyValues`` or ``format=simplified`` (the
+  key-values form).
+* "Retrieve Entity", ``GET /ngsi-ld/v1/entities/<id>``: 404 ``ResourceNotFound`` when the id
+  names no current entity.
+
+The answer is ``application/ld+json`` with each entity's ``@context`` when ``Accept`` asks for
+it, else ``application/json`` with the context in a ``Link`` header. An entity is the current
+state of its sensor or site: the newest row of the last :data:`CURRENT_WITHIN`. Types from
+different Smart Data Models domains define some attributes differently (``dateObservedFrom``,
+``capacity``), so one ``Link`` header cannot serve them together: mixing them needs
+``application/ld+json``. Errors are ProblemDetails bodies with the NGSI-LD error types;
+parameters the server does not implement (``q``, ``attrs``, geo-queries…) are refused rather
+than ignored, since ignoring a filter would answer a different question.
 """
 
 from __future__ import annotations
