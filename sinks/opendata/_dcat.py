@@ -11,8 +11,8 @@ a media type (IANA) and a file type (EU file-type authority), and points to the 
 High-value datasets (Commission Implementing Regulation (EU) 2023/138, "Earth observation and
 environment": noise and air quality measured by monitoring stations) also carry, as the DCAT-AP
 HVD annex asks, ``dcatap:applicableLegislation`` on the dataset, its distributions and the data
-service, and ``dcatap:hvdCategory`` (the EU high-value dataset category vocabulary) on the
-dataset and the data service.
+service (and on the catalogue holding them), and ``dcatap:hvdCategory`` (the EU vocabulary of
+high-value dataset categories) on the dataset and the data service.
 
 IRIs are the API's own URLs, so every node dereferences: the catalogue is the dataset list,
 a dataset its metadata, a distribution a fragment of it, the data service the API's base.
@@ -162,6 +162,7 @@ def catalog_graph(
     )
     graph.add((service, DCAT.endpointURL, URIRef(api)))
     graph.add((service, DCAT.endpointDescription, URIRef(f"{base}/openapi.json")))
+    graph.add((service, FOAF.page, URIRef(f"{base}/docs")))
     graph.add((service, DCTERMS.publisher, publisher))
     graph.add((service, DCAT.contactPoint, contact))
     graph.add((service, DCTERMS.license, default_licence))
@@ -180,7 +181,10 @@ def catalog_graph(
         for category in categories:
             graph.add((service, DCATAP.hvdCategory, category))
         if categories:
+            # The catalogue is marked as soon as it holds one high-value dataset (the reading
+            # of the DCAT-AP HVD annex discussed in SEMICeu/DCAT-AP issue 282).
             graph.add((service, DCATAP.applicableLegislation, HVD_LEGISLATION))
+            graph.add((catalog_node, DCATAP.applicableLegislation, HVD_LEGISLATION))
     return graph
 
 

@@ -165,6 +165,7 @@ def test_the_api_is_the_access_service_serving_every_dataset(graph: Graph) -> No
     (service,) = graph.subjects(RDF.type, DCAT.DataService)
     assert _only(graph, service, DCAT.endpointURL) == URIRef(API)
     assert _only(graph, service, DCAT.endpointDescription) == URIRef(f"{PUBLIC_URL}/openapi.json")
+    assert _only(graph, service, FOAF.page) == URIRef(f"{PUBLIC_URL}/docs")
     assert set(graph.objects(service, DCAT.servesDataset)) == {node(d.id) for d in CATALOG}
     (catalog,) = graph.subjects(RDF.type, DCAT.Catalog)
     assert _only(graph, catalog, DCAT.service) == service
@@ -195,6 +196,8 @@ def test_noise_and_air_carry_the_high_value_dataset_markers_and_only_they(graph:
         noise_category,
         air_category,
     }
+    (catalog,) = graph.subjects(RDF.type, DCAT.Catalog)
+    assert (catalog, DCATAP.applicableLegislation, HVD_LEGISLATION) in graph
     # The prefix DCAT-AP uses; a typo in the namespace would leave the markers unrecognised.
     assert str(DCATAP.hvdCategory) == "http://data.europa.eu/r5r/hvdCategory"
 
