@@ -138,10 +138,10 @@ def catalog_graph(
         graph,
         catalog_node,
         DCTERMS.description,
-        fr="Indicateurs calculés à partir des capteurs de la ville : bruit, qualité de l'air, "
-        "comptages des mobilités, affluence des piscines.",
-        en="Indicators computed from the city's sensors: noise, air quality, mobility counts, "
-        "swimming-pool attendance.",
+        fr="Jeux de données calculés à partir des réseaux de capteurs de la ville : des "
+        "indicateurs agrégés par fenêtre de temps, jamais de données individuelles.",
+        en="Datasets computed from the city's sensor networks: indicators aggregated over time "
+        "windows, never individual data.",
     )
     graph.add((catalog_node, DCTERMS.publisher, publisher))
     graph.add((catalog_node, DCAT.contactPoint, contact))
