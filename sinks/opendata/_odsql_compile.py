@@ -710,15 +710,18 @@ class Compiler:
     def distance_to(self, geo: Typed, point: GeomLiteral) -> Fragment:
         """Great-circle distance in metres by the haversine formula (R. W. Sinnott, "Virtues of
         the Haversine", Sky and Telescope 68(2), 1984) on the point's {"lon", "lat"} object;
-        ``least(1, …)`` keeps rounding from pushing asin out of its domain."""
+        ``least(1, …)`` keeps rounding from pushing asin out of its domain, and the CASE keeps a
+        missing position null (``least`` ignores nulls: it would make it half the globe away)."""
         lat = sql_fragment("(({}->>'lat')::float8)", geo.frag)
         lon = sql_fragment("(({}->>'lon')::float8)", geo.frag)
         lat0 = _param(point.lat, "float8")
         lon0 = _param(point.lon, "float8")
         return sql_fragment(
-            "(2 * {} * asin(least(1::float8, sqrt("
-            "power(sin(radians({} - {}) / 2), 2)"
-            " + cos(radians({})) * cos(radians({})) * power(sin(radians({} - {}) / 2), 2)))))",
+            "(CASE WHEN {} IS NOT NULL AND {} IS NOT NULL THEN 2 * {} * asin(least(1::float8, "
+            "sqrt(power(sin(radians({} - {}) / 2), 2)"
+            " + cos(radians({})) * cos(radians({})) * power(sin(radians({} - {}) / 2), 2)))) END)",
+            lat,
+            lon,
             _param(EARTH_RADIUS_M, "float8"),
             lat,
             lat0,
