@@ -135,6 +135,15 @@ def test_order_by_takes_select_and_group_aliases() -> None:
     assert 'ORDER BY count(*) DESC NULLS LAST, "_odsql_group_0" ASC NULLS LAST' in text
 
 
+def test_select_takes_group_aliases() -> None:
+    compiled = build_records(
+        DATASET,
+        RecordsRequest(select="sensor, count(*)", group_by="upper(sensor_id) as sensor"),
+    )
+    assert [c.name for c in compiled.columns] == ["sensor", "count(*)"]
+    assert compiled.query.as_string(None).startswith('SELECT "_odsql_group_0" AS "c0"')
+
+
 def test_aggregations_in_order_by_need_group_by() -> None:
     with pytest.raises(ODSQLError, match="needs group_by") as caught:
         build_records(DATASET, RecordsRequest(order_by="count(*)"))

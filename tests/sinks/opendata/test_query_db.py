@@ -373,3 +373,27 @@ def test_results_keep_types(db: ScratchDatabase) -> None:
     assert row["day"] == original.day
     assert row["geo_point_2d"] == {"lon": original.lon, "lat": original.lat}
     assert row["start_time"] - original.start_time == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "start_time > date'0001-01-01'",
+        "start_time < date'9999-12-31T23:59:59'",
+        "day > '0001/01/01' and day < date'9999-12-31T23:00+14:00'",
+        "start_time > now(years=-999) and start_time < now(years=999)",
+        "laeq_db / 0 is null and laeq_db * 0.000001 < 1e300",
+    ],
+)
+def test_extreme_values_run_without_database_errors(db: ScratchDatabase, where: str) -> None:
+    rows, total = records(db, where=where.replace("1e300", "1" + "0" * 300), limit=1)
+    assert total == len(ROWS) or total == sum(r.laeq_db is not None for r in ROWS)
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    "refine", ["start_time:9999", "start_time:9999/12", "day:9999/12/31", "start_time:0001/01/01"]
+)
+def test_refines_at_the_ends_of_the_calendar_run(db: ScratchDatabase, refine: str) -> None:
+    rows, total = records(db, refine=(refine,))
+    assert (rows, total) == ([], 0)
