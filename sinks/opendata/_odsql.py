@@ -47,7 +47,6 @@ __all__ = [
     "Arith",
     "BoolOp",
     "Call",
-    "Clause",
     "Compare",
     "Const",
     "DateLiteral",
@@ -72,8 +71,6 @@ __all__ = [
     "parse_select",
     "parse_where",
 ]
-
-Clause = Literal["select", "where", "group_by", "order_by", "refine", "exclude", "q", "sort"]
 
 #: Longest clause text accepted (the portal's URLs stay far below; the parser is linear anyway).
 MAX_CLAUSE_LENGTH = 10_000

@@ -65,7 +65,9 @@ __all__ = [
     "like_pattern",
     "output_type",
     "parse_date_text",
+    "safe_double",
     "sql_fragment",
+    "to_char_template",
 ]
 
 ValueType = Literal[
@@ -354,7 +356,6 @@ class Compiler:
     allow_aggregates: bool = False
     grouped: bool = False
     keys: Mapping[Expr, Typed] = field(default_factory=dict)
-    allow_range: bool = False
     #: The message for an aggregation where none is allowed (``{}`` is the function).
     aggregate_error: str = "{}() is only allowed in select and order_by"
 
@@ -366,12 +367,7 @@ class Compiler:
 
     def condition(self, node: Expr) -> Fragment:
         """A where-style condition: a bare string is a full-text search."""
-        if isinstance(node, Const) and isinstance(node.value, str):
-            return fulltext(node.value, self.text_columns())
-        typed = self.value(node)
-        if typed.type != "boolean":
-            raise self.error(node, f"a condition is expected here, not a {typed.type} value")
-        return typed.frag
+        return self.condition_in(node, in_aggregate=False).frag
 
     def text_columns(self) -> list[Fragment]:
         return [_ident(f.name) for f in self.dataset.fields if f.type == "text"]

@@ -572,7 +572,7 @@ def _grouped_plan(
 ) -> _Plan:
     """group_by: the group expressions are computed once per row in an inner query (so a
     parameterised expression is grouped by its column, not re-matched), then grouped."""
-    group_compiler = Compiler(dataset, timezone, "group_by", allow_range=True)
+    group_compiler = Compiler(dataset, timezone, "group_by")
     keys: dict[Expr, Typed] = {}
     key_columns: list[Fragment] = []
     group_aliases: dict[str, Expr] = {}
