@@ -127,7 +127,9 @@ async def write_windows(
 
 async def fetch(url: str, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Rows of ``query`` as dicts."""
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        async with conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(query, params)
-            return await cursor.fetchall()
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        conn.cursor(row_factory=dict_row) as cursor,
+    ):
+        await cursor.execute(query, params)
+        return await cursor.fetchall()

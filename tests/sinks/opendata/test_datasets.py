@@ -39,13 +39,17 @@ def test_the_builtin_catalogue_has_the_published_datasets_with_their_views() -> 
     catalog = default_catalog(PublishSettings())
     assert {d.id: (d.view, d.live) for d in catalog} == EXPECTED
     for dataset in catalog:
-        assert dataset.title.fr and dataset.title.en and dataset.title.fr != dataset.title.en
-        assert dataset.description.fr and dataset.description.en
+        assert dataset.title.fr
+        assert dataset.title.en
+        assert dataset.title.fr != dataset.title.en
+        assert dataset.description.fr
+        assert dataset.description.en
         assert dataset.keywords
         assert dataset.licence is None or dataset.licence in LICENCES
         assert dataset.key_fields, dataset.id
         for field in dataset.fields:
-            assert field.label.fr and field.label.en, (dataset.id, field.name)
+            assert field.label.fr, (dataset.id, field.name)
+            assert field.label.en, (dataset.id, field.name)
 
 
 def test_every_dataset_with_a_position_names_it_and_hourly_ones_are_ordered_by_start() -> None:
