@@ -7,6 +7,7 @@ CLI entry points (:func:`run_sink`, :func:`db_migrate`, :func:`db_status`).
 
 from sinks.timescale._cli import db_migrate, db_status, run_sink, sink_settings
 from sinks.timescale._migrations import (
+    API_ROLE,
     MIGRATIONS,
     READER_ROLE,
     WRITER_ROLE,
@@ -20,6 +21,7 @@ from sinks.timescale._service import TimescaleSink
 from sinks.timescale._settings import DEFAULT_TOPICS, SinkSettings
 
 __all__ = [
+    "API_ROLE",
     "DEFAULT_TOPICS",
     "MIGRATIONS",
     "READER_ROLE",
