@@ -16,7 +16,14 @@ from sinks.opendata._datasets import BUILTIN_DATASETS
 from sinks.timescale import API_ROLE, SinkSettings, db_migrate
 from sinks.timescale._registry import sync_sites
 from tests.sinks._helpers import fresh_database
-from tests.sinks.opendata._db import REGISTRY, fetch, opendata_database, window, write_windows
+from tests.sinks.opendata._db import (
+    REGISTRY,
+    count,
+    fetch,
+    opendata_database,
+    window,
+    write_windows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +118,8 @@ async def test_the_api_role_reads_the_dataset_views_and_no_table(settings: Setti
             "noise_latest",
             "consumer_offsets",
             "schema_migrations",
-            "mobility_channel_hours",
+            "mobility_channel_spans",
+            "mobility_measure_slots",
             "mobility_counters",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -134,6 +142,14 @@ async def test_the_api_role_reads_the_dataset_views_and_no_table(settings: Setti
         # The writer mirrors the registry's sites.
         await conn.execute("SET ROLE citysense_writer")
         await sync_sites(conn, Registry([], [Site(id="x", name="X", lat=1.0, lon=2.0)]))
+        # The writer has no right on the measure slots; its traffic results still fill them.
+        traffic = window("cam-a", "traffic", T, 3600, counts=[count(1, "in", "pedestrian", 4)])
+        await write_windows(conn, [traffic])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("SELECT * FROM mobility_measure_slots")
+        await conn.execute("RESET ROLE")
+        measures = await fetch(url, "SELECT channel_id, count FROM opendata.mobility_measures")
+        assert measures == [{"channel_id": "cam-a-1-in-pedestrian", "count": 4}]
 
 
 async def test_db_migrate_gives_the_api_role_a_login_and_syncs_the_sites(

@@ -24,7 +24,19 @@ from frictionless import Report, Resource, Schema, validate
 from citysense.settings import PublishSettings, Settings
 from sinks.opendata._catalog import Dataset
 from sinks.opendata._datasets import default_catalog
-from tests.sinks.opendata._db import HOUR, count, fetch, opendata_database, window, write_windows
+from sinks.timescale import MIGRATIONS
+from sinks.timescale import _migrations as migrations
+from sinks.timescale._registry import sync_registry
+from tests.sinks._helpers import fresh_database
+from tests.sinks.opendata._db import (
+    HOUR,
+    REGISTRY,
+    count,
+    fetch,
+    opendata_database,
+    window,
+    write_windows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -250,36 +262,92 @@ async def test_measures_have_every_slot_empty_when_unmeasured_and_zero_when_none
     assert f"radar-a-1-in-car,radar-a,{start},{hour(2).isoformat()},0.0" in lines
 
 
-async def test_empty_slots_take_the_position_of_the_hour_that_brought_them(
-    settings: Settings,
-) -> None:
-    """A live reader resumes after (txid, key): an hour written later, even one before hours
-    it already read, must come with every row it creates or changes above that position."""
+async def test_slots_change_position_only_when_their_count_changes(settings: Settings) -> None:
+    """A live reader resumes after (txid, key): every slot a write creates or changes must come
+    above the positions already read, and a slot a write leaves as it was must not come again."""
     query = (
         "SELECT start_datetime, count, _change_txid::text::bigint AS txid, _change_key "
-        "FROM opendata.mobility_measures ORDER BY start_datetime"
+        "FROM opendata.mobility_measures WHERE channel_id = 'cam-a-1-in-car' "
+        "ORDER BY start_datetime"
     )
+
+    def state(rows: list[dict[str, Any]]) -> list[tuple[float | None, int]]:
+        return [(r["count"], r["txid"]) for r in rows]
+
+    def car(i: int, n: int | None, revision: int = 1) -> dict[str, Any]:
+        record = hourly("cam-a", i, count(1, "in", "car", n), count(1, "out", "car", 1))
+        return {**record, "revision": revision}
+
     async with (
         opendata_database(settings) as db_url,
         await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
     ):
-        first = await write_windows(conn, [hourly("cam-a", 0, count(1, "in", "car", 1))])
-        third = await write_windows(conn, [hourly("cam-a", 3, count(1, "in", "car", 4))])
-        rows = await fetch(db_url, query)
-        assert [(r["count"], r["txid"]) for r in rows] == [
-            (1, first),
-            (None, third),
-            (None, third),
-            (4, third),
-        ]
+        first = await write_windows(conn, [car(0, 1)])
+        third = await write_windows(conn, [car(3, 4)])
+        rows = await fetch(db_url, query + " LIMIT 4")
+        assert state(rows) == [(1, first), (None, third), (None, third), (4, third)]
         position = max((r["txid"], r["_change_key"]) for r in rows)
-        late = await write_windows(conn, [hourly("cam-a", 1, count(1, "in", "car", 2))])
-        rows = await fetch(db_url, query)
-        assert [(r["count"], r["txid"]) for r in rows] == [
-            (1, first),
-            (2, late),
-            (None, late),
-            (4, third),
-        ]
-        after = [r["start_datetime"] for r in rows if (r["txid"], r["_change_key"]) > position]
-        assert after == [hour(1), hour(2)]
+
+        async def changed() -> list[datetime]:
+            rows = await fetch(db_url, query)
+            return [r["start_datetime"] for r in rows if (r["txid"], r["_change_key"]) > position]
+
+        # A late hour fills a gap: only its own slot changes.
+        late = await write_windows(conn, [car(1, 2)])
+        rows = await fetch(db_url, query + " LIMIT 4")
+        assert state(rows) == [(1, first), (2, late), (None, third), (4, third)]
+        assert await changed() == [hour(1)]
+        # A new revision with the same count changes nothing.
+        await write_windows(conn, [car(1, 2, revision=5)])
+        assert await changed() == [hour(1)]
+        # A revision that no longer counts the channel empties its slot.
+        emptied = await write_windows(conn, [{**hourly("cam-a", 1), "revision": 6}])
+        rows = await fetch(db_url, query + " LIMIT 4")
+        assert state(rows) == [(1, first), (None, emptied), (None, third), (4, third)]
+        # An hour before the channel's first brings the empty slots up to it.
+        earlier = await write_windows(conn, [car(-3, 0)])
+        rows = await fetch(db_url, query + " LIMIT 4")
+        assert state(rows) == [(0, earlier), (None, earlier), (None, earlier), (1, first)]
+
+
+@pytest.mark.parametrize("order", ["reversed", "interleaved"])
+async def test_any_arrival_order_gives_the_same_measures(settings: Settings, order: str) -> None:
+    records = list(reversed(WINDOWS)) if order == "reversed" else WINDOWS[1::2] + WINDOWS[::2]
+    async with (
+        opendata_database(settings) as db_url,
+        await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
+    ):
+        for record in records:
+            await write_windows(conn, [record])
+        rows = await rows_of(db_url, "comptage-mobilites-mesures", "channel_id, start_datetime")
+    found: dict[str, list[float | None]] = {}
+    for row in rows:
+        found.setdefault(row["channel_id"], []).append(row["count"])
+    assert found == EXPECTED_MEASURES
+
+
+async def test_results_stored_before_the_migration_get_their_slots(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0003 fills the slots of the traffic results already stored (in one pass, not
+    through the trigger): the same measures as if they had arrived afterwards."""
+    async with fresh_database(settings) as db:
+        db_url = db.database.url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:2])
+            await migrations.migrate(conn)
+            await write_windows(conn, WINDOWS)
+            monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+            assert [m.version for m in await migrations.migrate(conn)] == [3]
+            await sync_registry(conn, REGISTRY)
+        rows = await rows_of(db_url, "comptage-mobilites-mesures", "channel_id, start_datetime")
+        channels = await rows_of(db_url, "comptage-mobilites-canaux", "channel_id")
+    found: dict[str, list[float | None]] = {}
+    for row in rows:
+        assert row["start_datetime"] == hour(len(found.setdefault(row["channel_id"], [])))
+        found[row["channel_id"]].append(row["count"])
+    assert found == EXPECTED_MEASURES
+    assert [(c["channel_id"], c["last_updated_at"]) for c in channels][-2:] == [
+        ("radar-a-1-in-car", hour(2)),
+        ("radar-a-1-out-car", hour(1)),
+    ]
