@@ -304,10 +304,12 @@ class SinkSettings(_Section):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=100_000)
     #: Kafka's own group commit (informative only: the database holds the real offsets).
     kafka_commit_interval_s: float = Field(default=5.0, ge=0)
-    #: Passwords given to the writer and read-only roles by ``citysense db migrate`` (the roles
-    #: are created without login when unset). Sent to the server already SCRAM-hashed.
+    #: Passwords given to the writer, read-only and open-data API roles by ``citysense db
+    #: migrate`` (the roles are created without login when unset). Sent to the server already
+    #: SCRAM-hashed.
     writer_password: SecretStr | None = None
     reader_password: SecretStr | None = None
+    api_password: SecretStr | None = None
 
     @field_validator("topics", mode="before")
     @classmethod

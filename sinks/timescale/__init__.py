@@ -8,6 +8,7 @@ docs/architecture.md#delivery-guarantees (rules 5, 6) and #storage. Public surfa
 
 from sinks.timescale._cli import db_migrate, db_status, run_sink, sink_settings
 from sinks.timescale._migrations import (
+    API_ROLE,
     MIGRATIONS,
     READER_ROLE,
     WRITER_ROLE,
@@ -21,6 +22,7 @@ from sinks.timescale._service import TimescaleSink
 from sinks.timescale._settings import DEFAULT_TOPICS, SinkSettings
 
 __all__ = [
+    "API_ROLE",
     "DEFAULT_TOPICS",
     "MIGRATIONS",
     "READER_ROLE",

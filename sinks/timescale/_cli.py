@@ -20,7 +20,7 @@ from sinks.timescale._migrations import (
     set_role_passwords,
 )
 from sinks.timescale._policies import apply_policies
-from sinks.timescale._registry import sync_sensors
+from sinks.timescale._registry import sync_registry
 from sinks.timescale._settings import SinkSettings
 
 __all__ = ["db_migrate", "db_status", "run_sink", "sink_settings"]
@@ -51,7 +51,8 @@ def run_sink(settings: Settings, registry: Registry | None = None) -> int:
 def db_migrate(
     settings: Settings, out: TextIO | None = None, registry: Registry | None = None
 ) -> int:
-    """``citysense db migrate``: migrations, role passwords, storage policies, the registry."""
+    """``citysense db migrate``: migrations, role passwords, storage policies, the registry
+    (sites and sensors)."""
     sink = sink_settings(settings)
     out = out or sys.stdout
 
@@ -63,9 +64,10 @@ def db_migrate(
                 conn,
                 None if sink.writer_password is None else sink.writer_password.get_secret_value(),
                 None if sink.reader_password is None else sink.reader_password.get_secret_value(),
+                None if sink.api_password is None else sink.api_password.get_secret_value(),
             )
             report = await apply_policies(conn, sink)
-            synced = None if registry is None else await sync_sensors(conn, registry)
+            synced = None if registry is None else await sync_registry(conn, registry)
         finally:
             await conn.close()
         where = mask_url(settings.database.url.get_secret_value())
@@ -74,7 +76,12 @@ def db_migrate(
         for role in roles:
             print(f"password set for role {role}", file=out)
         if synced is not None:
-            print(f"sensors table: {synced} of {len(registry or ())} sensors changed", file=out)
+            sites = len(registry.sites) if registry is not None else 0
+            print(f"sites table: {synced.sites} of {sites} sites changed", file=out)
+            print(
+                f"sensors table: {synced.sensors} of {len(registry or ())} sensors changed",
+                file=out,
+            )
         retention = "policy jobs" if report.retention_by_jobs else "the sink (drop_chunks)"
         print(
             f"{where}: schema up to date ({len(applied)} applied now); licence {report.licence}, "

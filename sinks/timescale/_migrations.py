@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 __all__ = [
+    "API_ROLE",
     "MIGRATIONS",
     "Migration",
     "MigrationError",
@@ -33,6 +34,8 @@ _LOCK_KEY = int.from_bytes(b"citysens", "big", signed=True)
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 WRITER_ROLE = "citysense_writer"
 READER_ROLE = "citysense_reader"
+#: The open-data API's role: SELECT on the ``opendata`` views only (migration 0003).
+API_ROLE = "citysense_api"
 
 
 class MigrationError(Exception):
@@ -161,15 +164,18 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
 
 
 async def set_role_passwords(
-    conn: psycopg.AsyncConnection[Any], writer: str | None, reader: str | None
+    conn: psycopg.AsyncConnection[Any],
+    writer: str | None,
+    reader: str | None,
+    api: str | None = None,
 ) -> list[str]:
-    """Give the writer/reader roles LOGIN and a password; returns the roles changed.
+    """Give the writer/reader/API roles LOGIN and a password; returns the roles changed.
 
     The password is SCRAM-hashed by libpq before it is sent (``PQencryptPasswordConn``), so the
     plain text never reaches the server, its statement log or ours.
     """
     changed: list[str] = []
-    for role, password in ((WRITER_ROLE, writer), (READER_ROLE, reader)):
+    for role, password in ((WRITER_ROLE, writer), (READER_ROLE, reader), (API_ROLE, api)):
         if password is None:
             continue
         hashed = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")

@@ -1,15 +1,17 @@
-"""The ``sensors`` table mirrors the registry file, so analysts can join measurements to places."""
+"""The ``sensors`` and ``sites`` tables mirror the registry file, so analysts can join
+measurements to places and the open-data views can name sites and read pool capacities."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from citysense.registry import Registry
 
-__all__ = ["sync_sensors"]
+__all__ = ["RegistrySync", "sync_registry", "sync_sensors", "sync_sites"]
 
 _UPSERT = """
 INSERT INTO sensors (id, kind, codec, site, lat, lon, capacity, dev_eui,
@@ -27,6 +29,47 @@ WHERE (sensors.kind, sensors.codec, sensors.site, sensors.lat, sensors.lon, sens
        EXCLUDED.capacity, EXCLUDED.dev_eui, EXCLUDED.line_classes, EXCLUDED.regions,
        EXCLUDED.calibration)
 """
+
+
+_UPSERT_SITE = """
+INSERT INTO sites (id, name, lat, lon, capacity, opening_hours, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, now())
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon, capacity = EXCLUDED.capacity,
+    opening_hours = EXCLUDED.opening_hours, updated_at = now()
+WHERE (sites.name, sites.lat, sites.lon, sites.capacity, sites.opening_hours)
+      IS DISTINCT FROM
+      (EXCLUDED.name, EXCLUDED.lat, EXCLUDED.lon, EXCLUDED.capacity, EXCLUDED.opening_hours)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySync:
+    """Rows changed by :func:`sync_registry`."""
+
+    sites: int
+    sensors: int
+
+
+async def sync_registry(conn: psycopg.AsyncConnection[Any], registry: Registry) -> RegistrySync:
+    """Upsert every registry site, then every sensor; how many rows of each changed."""
+    sites = await sync_sites(conn, registry)
+    return RegistrySync(sites=sites, sensors=await sync_sensors(conn, registry))
+
+
+async def sync_sites(conn: psycopg.AsyncConnection[Any], registry: Registry) -> int:
+    """Upsert every registry site; returns how many rows changed. Sites are never deleted: old
+    window results keep pointing at them (``site:<id>`` keys)."""
+    rows = [
+        (site.id, site.name, site.lat, site.lon, site.capacity, list(site.opening_hours))
+        for site in registry.sites.values()
+    ]
+    async with conn.cursor() as cursor:
+        changed = 0
+        for row in rows:
+            await cursor.execute(_UPSERT_SITE, row)
+            changed += cursor.rowcount
+    return changed
 
 
 async def sync_sensors(conn: psycopg.AsyncConnection[Any], registry: Registry) -> int:

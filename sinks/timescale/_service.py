@@ -49,7 +49,7 @@ from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
 from sinks.timescale._migrations import migrate, set_role_passwords
 from sinks.timescale._policies import apply_policies, drop_old_chunks
-from sinks.timescale._registry import sync_sensors
+from sinks.timescale._registry import sync_registry
 from sinks.timescale._settings import SinkSettings
 from sinks.timescale._writer import (
     Record,
@@ -530,10 +530,14 @@ class TimescaleSink:
                     conn,
                     _secret(self._sink.writer_password),
                     _secret(self._sink.reader_password),
+                    _secret(self._sink.api_password),
                 )
             if self._registry is not None:
-                changed = await sync_sensors(conn, self._registry)
-                log.info("sensors table synced with the registry", extra={"changed": changed})
+                synced = await sync_registry(conn, self._registry)
+                log.info(
+                    "sites and sensors tables synced with the registry",
+                    extra={"sites_changed": synced.sites, "sensors_changed": synced.sensors},
+                )
             try:
                 report = await apply_policies(conn, self._sink)
             except psycopg.errors.InsufficientPrivilege as exc:
