@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]  # no stubs installed (types-jsonschema)
+import jsonschema  # no stubs installed (types-jsonschema)
 import psycopg
 import pytest
 from fastapi import FastAPI

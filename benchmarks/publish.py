@@ -1,0 +1,310 @@
+"""Publication API: records latency under 200 concurrent clients, export rows/s against COPY.
+
+Starts its own embedded stack in a temporary directory, migrates a fresh database, syncs the
+``nation`` registry and writes a year of hourly noise windows for its sound meters the way the
+sink does (Avro ``Aggregate`` records through the sink's writer). Then ``citysense publish`` runs
+as its own process (as in production; the rate limit raised out of the way) and this process
+measures, with aiohttp clients:
+
+- ``records``: 200 clients, each sending ``/records`` requests back to back for a fixed time
+  (a mix of the newest page, a ``where`` on a sensor and an hour range, and a ``group_by``
+  with ``avg``), latency p50/p99 and requests/s; the same three SQL statements run directly
+  with psycopg, one client, give the database's own time (the floor);
+- ``exports``: the whole dataset as CSV and as Parquet, rows/s from the first request byte to
+  the last response byte, beside ``COPY (SELECT … FROM opendata.noise_hourly) TO STDOUT (FORMAT
+  csv)`` of the same rows read by psycopg: the ceiling. Median of 3 runs each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+from benchmarks import table
+from citysense.registry import load_registry, scenario_path
+from citysense.stack import Stack, free_port
+from schemas import encode
+from sinks.timescale import migrate
+from sinks.timescale._registry import sync_registry
+from sinks.timescale._writer import Rows, add_record, decode_record, write_rows
+
+__all__ = ["main"]
+
+CLIENTS = 200
+DURATION_S = 15.0
+HOURS = 24 * 365
+RUNS = 3
+RECORDS = "/api/explore/v2.1/catalog/datasets/bruit-horaire/records"
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _queries(sensors: list[str]) -> list[dict[str, str]]:
+    mid = START + timedelta(hours=HOURS // 2)
+    return [
+        {"limit": "100"},
+        {
+            "where": f"sensor_id = \"{sensors[0]}\" and start_time >= date'{mid:%Y-%m-%d}' "
+            f"and start_time < date'{mid + timedelta(days=7):%Y-%m-%d}'",
+            "limit": "100",
+        },
+        {"select": "sensor_id, avg(laeq_db) as mean", "group_by": "sensor_id", "limit": "100"},
+    ]
+
+
+async def _fill(url: str) -> list[str]:
+    registry = load_registry(scenario_path("nation"))
+    sensors = sorted(s.id for s in registry.sensors.values() if s.kind == "noise")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await migrate(conn)
+        await sync_registry(conn, registry)
+        for sensor in sensors:
+            rows = Rows()
+            for h in range(HOURS):
+                level = 45.0 + (h * 7 + len(sensor)) % 300 / 10
+                record = {
+                    "key": sensor,
+                    "kind": "noise",
+                    "window_start": START + timedelta(hours=h),
+                    "window_end": START + timedelta(hours=h + 1),
+                    "window_size_seconds": 3600,
+                    "revision": 60,
+                    "final": True,
+                    "values": {"laeq_db": level, "lamax_db": level + 12.0, "l50_db": level - 2},
+                    "sample_count": 60,
+                    "counts": [],
+                    "regions": [],
+                }
+                name, decoded = decode_record(encode("Aggregate", record))
+                add_record(rows, name, decoded)
+            async with conn.transaction():
+                await write_rows(conn, rows.tables())
+    return sensors
+
+
+def _start_api(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CITYSENSE_DATABASE_URL": url,
+        "CITYSENSE_PUBLISH_PORT": str(port),
+        "CITYSENSE_PUBLISH_RATE_LIMIT": "1000000/second",
+        "CITYSENSE_PUBLISH_POOL_MAX": "16",
+        "CITYSENSE_HTTP_PORT": str(free_port()),
+        "CITYSENSE_STACK_DIR": str(workdir / "none"),
+        "CITYSENSE_LOG_LEVEL": "WARNING",
+    }
+    citysense = Path(sys.executable).with_name("citysense")
+    log = (workdir / "publish.log").open("wb")
+    return subprocess.Popen([str(citysense), "publish"], env=env, stdout=log, stderr=log)
+
+
+async def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"citysense publish exited with {process.returncode}")
+            try:
+                async with session.get(f"{base}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError("the API did not become ready")
+
+
+async def _load(base: str, queries: list[dict[str, str]]) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + DURATION_S
+    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(index: int) -> None:
+            nonlocal errors
+            i = index
+            while time.monotonic() < stop_at:
+                params = queries[i % len(queries)]
+                i += 1
+                started = time.perf_counter()
+                async with session.get(f"{base}{RECORDS}", params=params) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.monotonic()
+        await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
+
+
+async def _direct_sql(url: str, sensors: list[str]) -> float:
+    """Median ms of the three record queries' SQL run directly (one connection)."""
+    mid = START + timedelta(hours=HOURS // 2)
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        ("SELECT * FROM opendata.noise_hourly ORDER BY start_time DESC LIMIT 100", ()),
+        (
+            "SELECT * FROM opendata.noise_hourly WHERE sensor_id = %s AND start_time >= %s "
+            "AND start_time < %s ORDER BY start_time DESC LIMIT 100",
+            (sensors[0], mid, mid + timedelta(days=7)),
+        ),
+        ("SELECT sensor_id, avg(laeq_db) FROM opendata.noise_hourly GROUP BY sensor_id", ()),
+    ]
+    times: list[float] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(20):
+            for query, params in statements:
+                started = time.perf_counter()
+                await (await conn.execute(query, params)).fetchall()
+                times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+async def _export_rate(base: str, fmt: str, rows: int) -> float:
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = time.perf_counter()
+        async with session.get(
+            f"{base}/api/explore/v2.1/catalog/datasets/bruit-horaire/exports/{fmt}"
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{fmt} export answered {response.status}")
+            async for _chunk in response.content.iter_chunked(1 << 16):
+                pass
+        return rows / (time.perf_counter() - started)
+
+
+async def _copy_rate(url: str, rows: int) -> float:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        async with conn.cursor().copy(
+            "COPY (SELECT * FROM opendata.noise_hourly) TO STDOUT (FORMAT csv, HEADER)"
+        ) as copy:
+            async for _data in copy:
+                pass
+        return rows / (time.perf_counter() - started)
+
+
+async def _measure(url: str, workdir: Path) -> dict[str, Any]:
+    sensors = await _fill(url)
+    rows = len(sensors) * HOURS
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = _start_api(url, port, workdir)
+    try:
+        await _wait_ready(base, process)
+        records = await _load(base, _queries(sensors))
+        floor_ms = await _direct_sql(url, sensors)
+        exports: dict[str, float] = {}
+        for name in ("csv", "parquet", "copy_csv"):
+            rates = []
+            for _ in range(RUNS):
+                if name == "copy_csv":
+                    rates.append(await _copy_rate(url, rows))
+                else:
+                    rates.append(await _export_rate(base, name, rows))
+            exports[name] = statistics.median(rates)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return {
+        "rows": rows,
+        "clients": CLIENTS,
+        "records": records,
+        "direct_sql_median_ms": floor_ms,
+        "exports_rows_per_s": exports,
+    }
+
+
+def _report(figures: dict[str, Any]) -> None:
+    records = figures["records"]
+    exports = figures["exports_rows_per_s"]
+    print(
+        table(
+            ["measure", "value", "peer / ceiling", "ratio"],
+            [
+                [
+                    "records p50",
+                    f"{records['p50_ms']:.1f} ms",
+                    f"direct SQL {figures['direct_sql_median_ms']:.1f} ms",
+                    f"{records['p50_ms'] / figures['direct_sql_median_ms']:.1f}x",
+                ],
+                ["records p99", f"{records['p99_ms']:.1f} ms", "", ""],
+                [
+                    "records throughput",
+                    f"{records['requests_per_s']:,.0f} req/s",
+                    f"{records['errors']} errors / {records['requests']:,}",
+                    "",
+                ],
+                [
+                    "CSV export",
+                    f"{exports['csv']:,.0f} rows/s",
+                    f"COPY TO STDOUT {exports['copy_csv']:,.0f} rows/s",
+                    f"{exports['csv'] / exports['copy_csv']:.2f}",
+                ],
+                [
+                    "Parquet export",
+                    f"{exports['parquet']:,.0f} rows/s",
+                    f"COPY TO STDOUT {exports['copy_csv']:,.0f} rows/s",
+                    f"{exports['parquet'] / exports['copy_csv']:.2f}",
+                ],
+            ],
+            f"publication API, {figures['rows']:,} hourly noise rows, {figures['clients']} clients",
+        )
+    )
+
+
+def main() -> dict[str, Any]:
+    """Run the benchmark on a private stack; print a table and return the figures."""
+    root = Path(tempfile.mkdtemp(prefix="citysense-bench-publish-"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user when we are root
+    stack = Stack(
+        root=root / "stack",
+        mqtt_port=free_port(),
+        kafka_port=free_port(),
+        postgres_port=free_port(),
+        prometheus_port=free_port(),
+        metrics_port=free_port(),
+    )
+    (root / "stack").mkdir()
+    (root / "stack").chmod(0o755)
+    try:
+        stack.up()
+        admin = stack.env()["CITYSENSE_DATABASE_URL"]
+        url = admin.rsplit("/", 1)[0] + "/bench"
+
+        async def run() -> dict[str, Any]:
+            async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+                await conn.execute("CREATE DATABASE bench")
+            return await _measure(url, root)
+
+        figures = asyncio.run(run())
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+    _report(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Values as the portal writes them: JSON for the records API, text for CSV, Arrow for Parquet.
+
+OpenDataSoft's conventions, which reusers' code expects:
+
+- ``datetime`` fields are ISO 8601 with the offset of the request's ``timezone`` (UTC by
+  default): ``2026-01-01T10:00:00+01:00``; ``date`` fields are ``YYYY-MM-DD``;
+- ``geo_point_2d`` is ``{"lon": 2.39, "lat": 48.85}`` in JSON and ``48.85, 2.39`` (latitude
+  first) in CSV;
+- CSV exports use ``;`` as the separator, a header row of field names, an empty cell for null;
+- booleans are JSON booleans, and ``True``/``False`` in CSV.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import date, datetime, tzinfo
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from sinks.opendata._catalog import FieldType
+
+__all__ = ["arrow_schema", "csv_value", "json_value"]
+
+
+def json_value(value: Any, field_type: FieldType, tz: tzinfo) -> Any:
+    """``value`` from the database as the records API returns it."""
+    if value is None:
+        return None
+    if field_type == "datetime" and isinstance(value, datetime):
+        return value.astimezone(tz).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    return value
+
+
+def csv_value(value: Any, field_type: FieldType, tz: tzinfo) -> str:
+    """``value`` as one CSV cell."""
+    if value is None:
+        return ""
+    if field_type == "geo_point_2d" and isinstance(value, dict):
+        return f"{value.get('lat')}, {value.get('lon')}"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    converted = json_value(value, field_type, tz)
+    if converted is None:
+        return ""
+    if isinstance(converted, dict | list):
+        import orjson
+
+        return orjson.dumps(converted).decode()
+    return str(converted)
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "int": pa.int64(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "geo_point_2d": pa.struct([("lon", pa.float64()), ("lat", pa.float64())]),
+}
+
+
+def arrow_schema(columns: Sequence[tuple[str, FieldType]]) -> pa.Schema:
+    """The Parquet schema of an export: datetimes as UTC microsecond timestamps, points as
+    ``struct<lon, lat>`` (what GeoParquet readers expect before a geometry column exists)."""
+    fields = []
+    for name, field_type in columns:
+        arrow_type = (
+            pa.timestamp("us", tz="UTC") if field_type == "datetime" else _ARROW_TYPES[field_type]
+        )
+        fields.append(pa.field(name, arrow_type))
+    return pa.schema(fields)
+
+
+def arrow_value(value: Any, field_type: FieldType) -> Any:
+    """``value`` as pyarrow accepts it for the column type of :func:`arrow_schema`."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return int(value) if field_type == "int" else float(value)
+    if field_type == "int" and isinstance(value, float):
+        return int(value)
+    if field_type == "double" and isinstance(value, int):
+        return float(value)
+    return value

@@ -1,0 +1,156 @@
+"""``citysense publish``: the publication API served by uvicorn inside the stage's event loop.
+
+A :class:`~citysense.runtime.Component` like the other stages: ``start`` opens the read-only
+connection pool, builds the application and starts the server (port in use, database missing or
+wrong password fail here, before anything is served); ``stop`` stops accepting, lets requests in
+flight finish, then closes the pool. Every connection runs as the API role
+(``publish.role``, which can read the ``opendata`` views and nothing else), read-only, with
+``publish.statement_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from citysense.settings import Settings, mask_url
+from sinks.opendata._catalog import Catalog
+from sinks.opendata._state import Publication
+
+__all__ = ["PublishService"]
+
+log = logging.getLogger("citysense.publish")
+
+#: The database role every API connection takes (created by the sink's migrations).
+API_ROLE = "citysense_api"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the stage's runtime owns SIGTERM and SIGINT and stops
+    the server through :meth:`PublishService.stop` (uvicorn's own would end the server on a
+    signal and raise it again afterwards)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class PublishService:
+    """The API server as a stage component."""
+
+    name = "publish"
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog, *, routers: tuple[Any, ...] = ()
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._routers = routers
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self.app: FastAPI | None = None
+        #: The bound port (useful when ``publish.port`` is 0).
+        self.port: int | None = None
+
+    def _conninfo(self) -> str:
+        url = self._settings.publish.database_url or self._settings.database.url
+        return url.get_secret_value()
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        """Each pooled connection: the API role, read-only, the statement timeout."""
+        publish = self._settings.publish
+        async with conn.transaction():
+            await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(API_ROLE)))
+            await conn.execute("SET default_transaction_read_only = on")
+            await conn.execute(
+                sql.SQL("SET statement_timeout = {}").format(
+                    sql.Literal(publish.statement_timeout_ms)
+                )
+            )
+        await conn.set_autocommit(False)
+
+    async def start(self) -> None:
+        publish = self._settings.publish
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self._conninfo(),
+            min_size=1,
+            max_size=publish.pool_max,
+            open=False,
+            configure=self._configure,
+            kwargs={"autocommit": True},
+            name="publish",
+        )
+        try:
+            await pool.open(wait=True, timeout=15.0)
+        except Exception:
+            await pool.close()
+            where = mask_url(self._conninfo())
+            raise ConnectionError(f"publish: cannot connect to the database at {where}") from None
+        self._pool = pool
+        public_url = (publish.public_url or f"http://{publish.host}:{publish.port}").rstrip("/")
+        from sinks.opendata._app import create_app
+
+        state = Publication(
+            settings=publish, catalog=self._catalog, pool=pool, public_url=public_url
+        )
+        self.app = create_app(state, routers=self._routers)
+        config = uvicorn.Config(
+            self.app,
+            host=publish.host,
+            port=publish.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
+        server = _Server(config)
+        self._server = server
+        self._serving = asyncio.create_task(server.serve(), name="publish-http")
+        while not server.started:
+            if self._serving.done():
+                # uvicorn logs the bind error and exits with SystemExit(1).
+                with contextlib.suppress(BaseException):
+                    self._serving.result()
+                await self.stop()
+                raise OSError(
+                    f"publish: cannot listen on {publish.host}:{publish.port} "
+                    "(in use? set publish.port / CITYSENSE_PUBLISH_PORT)"
+                )
+            await asyncio.sleep(0.02)
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        self.port = sockets[0].getsockname()[1] if sockets else publish.port
+        log.info("publication API listening", extra={"host": publish.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._serving, 15.0)
+        self._server = None
+        self._serving = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def ready(self) -> bool:
+        return (
+            self._serving is not None
+            and not self._serving.done()
+            and self._pool is not None
+            and not self._pool.closed
+        )
+
+    async def wait_failed(self) -> None:
+        if self._serving is None:
+            raise RuntimeError("publication API server not started")
+        await asyncio.shield(self._serving)
+        raise RuntimeError("publication API server stopped unexpectedly")
