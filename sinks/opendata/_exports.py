@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sinks.opendata import _metrics as metrics
 from sinks.opendata._catalog import Dataset, FieldType
 from sinks.opendata._format import arrow_schema, arrow_value, csv_value, json_value
 from sinks.opendata._state import Publication
@@ -73,8 +74,9 @@ class CompiledExport(Protocol):
 
 
 async def _blocks(
-    state: Publication, compiled: CompiledExport, tz: tzinfo
+    state: Publication, compiled: CompiledExport, tz: tzinfo, export_format: str
 ) -> AsyncIterator[list[tuple[Any, ...]]]:
+    rows = metrics.EXPORTED_ROWS.labels(format=export_format)
     async with state.pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT set_config('TimeZone', %s, true)", [str(tz)])
         async with conn.cursor(name="citysense_export") as cursor:
@@ -83,6 +85,7 @@ async def _blocks(
                 block = await cursor.fetchmany(BLOCK_ROWS)
                 if not block:
                     return
+                rows.inc(len(block))
                 yield block
 
 
@@ -95,7 +98,7 @@ async def stream_export(
 ) -> AsyncIterator[bytes]:
     """The export's bytes, block by block."""
     columns: list[tuple[str, FieldType]] = [(c.name, c.type) for c in compiled.columns]
-    blocks = _blocks(state, compiled, options.tz)
+    blocks = _blocks(state, compiled, options.tz, export_format)
     if export_format == "csv":
         async for chunk in _csv(blocks, columns, options):
             yield chunk
