@@ -1,4 +1,4 @@
--- The open-data publication's storage side (DESIGN.md section 8): the registry's sites, change
+-- The open-data publication's storage side (docs/architecture.md#publication): the registry's sites, change
 -- positions on the window results for the live feed, one read-only view per published dataset
 -- in schema `opendata`, and the API role that can read those views and nothing else.
 --
@@ -380,7 +380,7 @@ FROM mobility_counters AS c
 GROUP BY c.site_id;
 
 -- Channels (schema-comptage-mobilites-channel). Traffic classes map onto the schema's
--- mobility types (DESIGN.md section 3); `direction` is a compass heading the registry does not
+-- mobility types (docs/architecture.md#canonical-measurement); `direction` is a compass heading the registry does not
 -- know, so it stays empty and the sensor's in/out goes to provider_direction_code/_name, as the
 -- schema's description of those fields says. Counter types follow the codecs' devices: the
 -- Milesight VS133/VS135 is a time-of-flight camera, the Parametric PCR2 a radar.
