@@ -49,7 +49,7 @@ def _stack() -> Stack:
     from citysense.stack import default_stack
 
     settings = _settings()
-    return default_stack(settings.stack, settings.http)
+    return default_stack(settings.stack, settings.metrics_ports())
 
 
 @stack_app.command("up")

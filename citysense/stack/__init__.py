@@ -6,9 +6,9 @@ import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from citysense.settings import HttpSettings, StackSettings
+from citysense.settings import StackSettings
 from citysense.stack._process import StackError, free_port, port_open
-from citysense.stack._services import SERVICE_NAMES, ServiceStatus, Stack
+from citysense.stack._services import SERVICE_NAMES, ServiceStatus, Stack, prometheus_config
 
 __all__ = [
     "SERVICE_NAMES",
@@ -18,20 +18,22 @@ __all__ = [
     "default_stack",
     "free_port",
     "port_open",
+    "prometheus_config",
     "temporary_stack",
 ]
 
 
-def default_stack(stack: StackSettings, http: HttpSettings) -> Stack:
-    """The project's stack in ``CITYSENSE_STACK_DIR`` (default ``./.stack``) on its ports."""
+def default_stack(stack: StackSettings, metrics_ports: dict[str, int]) -> Stack:
+    """The project's stack in ``CITYSENSE_STACK_DIR`` (default ``./.stack``) on its ports;
+    Prometheus scrapes ``metrics_ports`` (``Settings.metrics_ports()``)."""
     return Stack(
         root=stack.dir.resolve(),
         mqtt_port=stack.mqtt_port,
         kafka_port=stack.kafka_port,
         postgres_port=stack.postgres_port,
         prometheus_port=stack.prometheus_port,
-        metrics_port=http.port,
         mqtt_max_queued_messages=stack.mqtt_max_queued_messages,
+        metrics_ports=metrics_ports,
     )
 
 
@@ -52,7 +54,6 @@ def temporary_stack(
         kafka_port=free_port(),
         postgres_port=free_port(),
         prometheus_port=free_port(),
-        metrics_port=free_port(),
     )
     try:
         stack.up(only=only)
