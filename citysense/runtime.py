@@ -32,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from citysense.errors import StartupError
-from citysense.settings import HttpSettings
+from citysense.settings import HttpSettings, Settings
 
 __all__ = [
     "Component",
@@ -41,6 +41,7 @@ __all__ = [
     "StageFailedError",
     "run",
     "run_components",
+    "run_stage",
 ]
 
 log = logging.getLogger("citysense.runtime")
@@ -82,8 +83,9 @@ class Lifecycle:
       :class:`StageFailedError`.
     """
 
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
+    def __init__(self, name: str) -> None:
+        #: The component's name, as in its ``name`` attribute and the health checks.
+        self.name = name
         self.failure: str | None = None
         self.error: BaseException | None = None
         self._undo: list[tuple[str, Callable[[], Awaitable[object]]]] = []
@@ -150,7 +152,7 @@ class Lifecycle:
             if self._stopping:
                 log.error(
                     "task failed while stopping",
-                    extra={"stage": self.stage, "task": task.get_name(), "error": repr(error)},
+                    extra={"component": self.name, "task": task.get_name(), "error": repr(error)},
                 )
             else:
                 self.fail(f"task {task.get_name()} failed: {_describe(error)}", error)
@@ -163,13 +165,13 @@ class Lifecycle:
             return
         self.failure = reason
         self.error = error
-        log.error("stage failed", extra={"stage": self.stage, "reason": reason}, exc_info=error)
+        log.error("stage failed", extra={"component": self.name, "reason": reason}, exc_info=error)
         self._failed.set()
 
     async def wait_failed(self) -> None:
         """Raise :class:`StageFailedError` once the stage has failed."""
         await self._failed.wait()
-        raise StageFailedError(f"{self.stage}: {self.failure}") from self.error
+        raise StageFailedError(f"{self.name}: {self.failure}") from self.error
 
     # --- stop ----------------------------------------------------------------------------------
 
@@ -196,7 +198,7 @@ class Lifecycle:
             except Exception as exc:
                 log.warning(
                     "could not stop cleanly",
-                    extra={"stage": self.stage, "what": what, "error": _describe(exc)},
+                    extra={"component": self.name, "what": what, "error": _describe(exc)},
                 )
 
 
@@ -432,3 +434,18 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def run_stage(settings: Settings, stage: str, components: Sequence[Component]) -> int:
+    """Run ``components`` as ``stage`` (its metrics port, the shutdown deadline) on uvloop; the
+    exit status. A start that fails raises its error (see :func:`run_components`)."""
+
+    async def main() -> int:
+        return await run_components(
+            components,
+            settings.http,
+            stage=stage,
+            shutdown_deadline_s=settings.shutdown_deadline_s,
+        )
+
+    return run(main)

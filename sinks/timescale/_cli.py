@@ -32,20 +32,12 @@ def sink_settings(settings: Settings) -> SinkSettings:
 
 
 def run_sink(settings: Settings, registry: Registry | None = None) -> int:
-    """``citysense sink``: run the TimescaleDB sink until SIGTERM/SIGINT; the exit status."""
-    from citysense.logs import configure_logging
-    from citysense.runtime import run, run_components
+    """Run the TimescaleDB sink alone until SIGTERM/SIGINT; the exit status (``citysense sink``
+    adds logging and the one-line start-up errors). A start that fails raises its error."""
+    from citysense.runtime import run_stage
     from sinks.timescale._service import TimescaleSink
 
-    configure_logging(settings.log_level)
-    sink = TimescaleSink(settings, sink_settings(settings), registry)
-
-    async def main() -> int:
-        return await run_components(
-            [sink], settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
-        )
-
-    return run(main)
+    return run_stage(settings, "sink", [TimescaleSink(settings, sink_settings(settings), registry)])
 
 
 def db_migrate(
