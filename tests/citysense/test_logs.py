@@ -1,4 +1,4 @@
-"""Log lines: the console formatter, the JSON formatter, the terminal switch (through a real pty)."""
+"""Log lines: console and JSON formatters, and the terminal switch (checked through a real pty)."""
 
 from __future__ import annotations
 

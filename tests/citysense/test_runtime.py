@@ -99,7 +99,7 @@ async def test_a_failed_start_undoes_its_steps_newest_first_even_when_one_undo_r
     lifecycle = Lifecycle("demo")
     undone: list[str] = []
 
-    def undo(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+    def undo(name: str, fail: bool = False):
         async def step() -> None:
             undone.append(name)
             if fail:
@@ -107,16 +107,20 @@ async def test_a_failed_start_undoes_its_steps_newest_first_even_when_one_undo_r
 
         return step
 
-    background = None
-    with pytest.raises(ConnectionError, match="third step"):
+    spawned: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
         async with lifecycle.starting():
             lifecycle.started("producer", undo("producer"))
             lifecycle.started("batcher", undo("batcher", fail=True))
-            background = lifecycle.spawn(_forever(), name="flusher")
+            spawned.append(lifecycle.spawn(_forever(), name="flusher"))
             lifecycle.started("listener", undo("listener"))
             raise ConnectionError("third step")
+
+    with pytest.raises(ConnectionError, match="third step"):
+        await start()
     assert undone == ["listener", "batcher", "producer"]
-    assert background is not None and background.cancelled()
+    assert spawned[0].cancelled()
     assert lifecycle.failure is None
     assert any("could not stop cleanly" in r.getMessage() for r in caplog.records)
     await lifecycle.close()  # twice is harmless
@@ -126,18 +130,18 @@ async def test_a_failed_start_undoes_its_steps_newest_first_even_when_one_undo_r
 class _Component:
     """A stage double: one background task in a Lifecycle; ``stop`` may wait for the test."""
 
-    def __init__(self, name: str, job=_forever, release: asyncio.Event | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, name: str, job=_forever, release: asyncio.Event | None = None) -> None:
         self.name = name
         self.lifecycle = Lifecycle(name)
         self._job = job
         self.release = release
         self.stopping = asyncio.Event()
         self.stopped = False
-        self.started = False
+        self.started = asyncio.Event()
 
     async def start(self) -> None:
         self.lifecycle.spawn(self._job(), name=f"{self.name}-task")
-        self.started = True
+        self.started.set()
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -148,7 +152,7 @@ class _Component:
         self.stopped = True
 
     def ready(self) -> bool:
-        return self.started and not self.lifecycle.failed
+        return self.started.is_set() and not self.lifecycle.failed
 
     async def wait_failed(self) -> None:
         await self.lifecycle.wait_failed()
@@ -161,7 +165,7 @@ class _FailingStart(_Component):
 
 def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -192,7 +196,8 @@ async def test_a_dying_task_makes_probes_503_and_the_exit_status_1() -> None:
     assert readyz[1]["ready"] is False
     assert readyz[1]["failed"] == failed
     assert status == 1
-    assert dying.stopped and holder.stopped
+    assert dying.stopped
+    assert holder.stopped
 
 
 async def test_a_signal_stops_cleanly_with_status_0_and_probes_say_stopping() -> None:
@@ -205,8 +210,7 @@ async def test_a_signal_stops_cleanly_with_status_0_and_probes_say_stopping() ->
             [component], HttpSettings(port=port), shutdown_deadline_s=30, stop_event=stop
         )
     )
-    while not component.started:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(component.started.wait(), 10)
     before = await asyncio.to_thread(_get, port, "/readyz")
     stop.set()
     await asyncio.wait_for(component.stopping.wait(), 10)
@@ -227,8 +231,7 @@ async def test_a_stop_that_hangs_is_abandoned_at_the_deadline_with_status_1() ->
     run = asyncio.create_task(
         run_components([component], HttpSettings(port=0), shutdown_deadline_s=0.5, stop_event=stop)
     )
-    while not component.started:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(component.started.wait(), 10)
     stop.set()
     assert await asyncio.wait_for(run, 10) == 1
 
@@ -239,18 +242,17 @@ async def test_a_failed_start_stops_the_started_components_in_reverse_and_raises
     for component in (first, second):
         original = component.stop
 
-        async def stop(original=original, name=component.name) -> None:  # type: ignore[no-untyped-def]
+        async def stop(original=original, name=component.name) -> None:
             order.append(name)
             await original()
 
         component.stop = stop  # type: ignore[method-assign]
     failing = _FailingStart("third")
     with pytest.raises(StartupError, match="wrong password"):
-        await run_components(
-            [first, second, failing], HttpSettings(port=0), shutdown_deadline_s=5
-        )
+        await run_components([first, second, failing], HttpSettings(port=0), shutdown_deadline_s=5)
     assert order == ["second", "first"]
-    assert first.stopped and second.stopped
+    assert first.stopped
+    assert second.stopped
 
 
 async def test_a_metrics_port_in_use_is_one_line_naming_the_setting() -> None:
@@ -260,13 +262,11 @@ async def test_a_metrics_port_in_use_is_one_line_naming_the_setting() -> None:
         port = taken.getsockname()[1]
         component = _Component("never-started")
         with pytest.raises(StartupError) as raised:
-            await run_components(
-                [component], HttpSettings(port=port), shutdown_deadline_s=5
-            )
+            await run_components([component], HttpSettings(port=port), shutdown_deadline_s=5)
     assert str(raised.value) == (
         f"metrics port {port} is in use; set CITYSENSE_HTTP_PORT or http.port"
     )
-    assert not component.started
+    assert not component.started.is_set()
 
 
 def test_each_stage_has_its_own_default_port_unless_one_is_set() -> None:
