@@ -88,8 +88,4 @@ def run_cli_with_fault(
 
 def json_logs(stderr: str) -> list[dict[str, Any]]:
     """The JSON log lines of ``stderr`` (other lines skipped)."""
-    entries = []
-    for line in stderr.splitlines():
-        if line.startswith("{"):
-            entries.append(json.loads(line))
-    return entries
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
