@@ -69,7 +69,7 @@ class _Producers:
             self.stopped.append(producer)
             await stop()
 
-        producer.stop = tracked_stop  # type: ignore[method-assign]
+        producer.stop = tracked_stop
         self.made.append(producer)
         return producer
 
