@@ -77,6 +77,8 @@ class IngestService:
         #: Start steps and background tasks (the Kafka flusher, each broker's keepalive and
         #: reconnect): one dying fails the stage.
         self._lifecycle = Lifecycle(self.name)
+        #: Started completely (a start that failed part way leaves it False).
+        self._running = False
         self._stopped = False
         self._count = 0
         # Counts per message are kept here and added to the Prometheus counters once per MQTT
@@ -134,6 +136,7 @@ class IngestService:
                 await listener.start()  # releases its own client if it fails
                 self._listeners.append(listener)
                 lifecycle.started(f"mqtt listener {listener.name}", listener.stop)
+        self._running = True
 
     @property
     def unacknowledged(self) -> int:
@@ -146,7 +149,7 @@ class IngestService:
         return self._lifecycle.failure
 
     def ready(self) -> bool:
-        if self._lifecycle.failed or self._stopped:
+        if not self._running or self._stopped or self._lifecycle.failed:
             return False
         batcher_ok = self._batcher is not None and self._batcher.healthy
         return batcher_ok and bool(self._listeners) and all(m.ready() for m in self._listeners)

@@ -440,6 +440,8 @@ class AggregateService:
         #: Start steps and the two runners' tasks: one dying fails the stage.
         self._lifecycle = Lifecycle(self.name)
         self._started = False
+        #: Started completely (a start that failed part way leaves it False).
+        self._running = False
         self._stopped = False
 
     # --- Component ---------------------------------------------------------------------------
@@ -478,19 +480,22 @@ class AggregateService:
             window = _WindowRunner(self)
             self._runners.append(window)
             consumers = [window.build()]
+            # Closed even if never started (aiokafka warns about an unclosed consumer).
+            lifecycle.started("window consumer", consumers[0].stop)
             rollup = self._rollup_runner()
             if rollup is not None:
                 self._runners.append(rollup)
                 consumers.append(rollup.build(partition_assignment_strategy=(AllToOneAssignor,)))
+                lifecycle.started("rollup consumer", consumers[1].stop)
             for runner in self._runners:
                 for side in (runner.side_position, runner.side_watermark):
                     lifecycle.started(f"side group {side.group_id}", side.stop)
                     await side.start()
-            for runner, consumer in zip(self._runners, consumers, strict=True):
-                lifecycle.started(f"{runner.name} consumer", consumer.stop)
+            for consumer in consumers:
                 await consumer.start()
         for runner in self._runners:
             self._tasks.append(lifecycle.spawn(runner.run(), name=f"aggregate-{runner.name}"))
+        self._running = True
         metrics.READY.set(1)
 
     def _rollup_runner(self) -> _StageRunner | None:
@@ -522,7 +527,7 @@ class AggregateService:
         return self._lifecycle.failure
 
     def ready(self) -> bool:
-        return self._started and not self._stopped and not self._lifecycle.failed
+        return self._running and not self._stopped and not self._lifecycle.failed
 
     async def wait_failed(self) -> None:
         await self._lifecycle.wait_failed()

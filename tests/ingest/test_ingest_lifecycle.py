@@ -261,6 +261,7 @@ async def test_a_second_broker_failing_stops_the_first_listener_too(
     service = IngestService(config, nation, producer_factory=producers)
     with pytest.raises(StartupError, match="refused the connection"):
         await service.start()
+    assert not service.ready()
     # The first broker's listener had connected: its tasks are gone and the producer closed.
     assert _ingest_tasks() == []
     assert producers.stopped == producers.made
