@@ -105,7 +105,8 @@ async def test_a_consumer_that_cannot_start_closes_what_had_started(
     settings: Settings, registry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dead = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
-    real = service_module.kafka_consumer
+    from citysense.clients import kafka_consumer as real
+
     built: list[str | None] = []
 
     def consumer(kafka: KafkaSettings, *topics: str, group_id: str | None, **options: Any) -> Any:
