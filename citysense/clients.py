@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citysense.errors import StartupError
@@ -100,10 +100,15 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
     try:
         try:
             await admin.start()
+        except KafkaConnectionError as exc:
+            raise StartupError(
+                f"Kafka at {settings.bootstrap} is unreachable; "
+                "check CITYSENSE_KAFKA_BOOTSTRAP or kafka.bootstrap"
+            ) from exc
         except KafkaError as exc:
             raise StartupError(
-                f"Kafka at {settings.bootstrap} is unreachable ({_first_line(exc)}); "
-                "check CITYSENSE_KAFKA_BOOTSTRAP or kafka.bootstrap"
+                f"Kafka at {settings.bootstrap} cannot be used ({_first_line(exc)}); check "
+                "kafka.bootstrap, kafka.security_protocol and kafka.sasl_* (CITYSENSE_KAFKA_*)"
             ) from exc
         existing = set(await admin.list_topics())
         missing = [
