@@ -50,6 +50,8 @@ _STAGE_LOGGERS = (
 _RECORD_FIELDS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "stage", "taskName"}
+    # uvicorn's copy of its message with terminal colours.
+    | {"color_message"}
 )
 
 

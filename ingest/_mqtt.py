@@ -71,6 +71,10 @@ _PAHO_INTERNALS = (
 )
 
 
+#: CONNACK reason codes that say "later", not "never" (MQTT 5.0 section 3.2.2.2): Server
+#: unavailable, Server busy, Quota exceeded, Connection rate exceeded.
+_TRANSIENT_REFUSALS = frozenset({0x88, 0x89, 0x97, 0x9F})
+
 #: paho's clock for ``_last_bytes_received`` (``time.monotonic`` on every current platform).
 _paho_time: Callable[[], float] = getattr(mqtt, "time_func", time.monotonic)
 
@@ -124,6 +128,8 @@ class MqttListener:
         #: Set when the broker answered a connection: subscribed, or refused (``_refusal``).
         self._answered = asyncio.Event()
         self._refusal: str | None = None
+        #: The broker is busy or unavailable (retried at start too), not refusing us.
+        self._refusal_transient = False
         #: During ``start`` the connection is retried by ``start`` itself, not a reconnect task.
         self._starting = False
         self._received = 0
@@ -192,6 +198,7 @@ class MqttListener:
         while not self._stopping:
             self._answered.clear()
             self._refusal = None
+            self._refusal_transient = False
             try:
                 self._acks.reset(self._client, _lean_supported(self._client))
                 # A blocking TCP connect (paho's ``connect_timeout``, 5 s, bounds it): on
@@ -219,7 +226,8 @@ class MqttListener:
             if self._subscribed.is_set():
                 return
             if self._refusal is not None:
-                if deadline is not None:
+                elapsed = self._loop.time() - started
+                if deadline is not None and (not self._refusal_transient or elapsed > deadline):
                     # Wrong credentials or ACL: retrying cannot help, the user must change them.
                     raise StartupError(
                         f"MQTT broker {broker} {self._refusal}; check the user and password in "
@@ -283,6 +291,7 @@ class MqttListener:
         if reason.is_failure:
             log.error("mqtt connection refused", extra={"reason": str(reason)})
             self._refusal = f"refused the connection ({reason})"
+            self._refusal_transient = reason.value in _TRANSIENT_REFUSALS
             self._answered.set()
             return
         self._connected.set()
