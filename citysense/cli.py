@@ -231,18 +231,28 @@ app.add_typer(db_app, name="db")
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations, role passwords and storage policies."""
+    from citysense.errors import StartupError
     from sinks.timescale import db_migrate as migrate
 
     settings = _settings()
-    raise typer.Exit(migrate(settings, registry=_registry(settings)))
+    try:
+        status = migrate(settings, registry=_registry(settings))
+    except StartupError as exc:
+        _fail_with(exc, str(exc), 2)
+    raise typer.Exit(status)
 
 
 @db_app.command("status")
 def db_status() -> None:
     """List migrations; exit status 1 if one is pending or was changed after it was applied."""
+    from citysense.errors import StartupError
     from sinks.timescale import db_status as status
 
-    raise typer.Exit(status(_settings()))
+    try:
+        code = status(_settings())
+    except StartupError as exc:
+        _fail_with(exc, str(exc), 2)
+    raise typer.Exit(code)
 
 
 @app.command()

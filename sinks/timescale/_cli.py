@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import TextIO
 
-from citysense.clients import connect_database
+from citysense.clients import check_database, connect_database
 from citysense.registry import Registry
 from citysense.settings import Settings, mask_url
 from sinks.timescale._migrations import (
@@ -48,6 +48,7 @@ def db_migrate(
     out = out or sys.stdout
 
     async def main() -> int:
+        await check_database(settings.database)  # StartupError: one line, not a traceback
         conn = await connect_database(settings.database, autocommit=True)
         try:
             applied = await migrate(conn)
@@ -87,6 +88,7 @@ def db_status(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
 
     async def main() -> int:
+        await check_database(settings.database)  # StartupError: one line, not a traceback
         conn = await connect_database(settings.database, autocommit=True)
         try:
             statuses = await migration_status(conn)

@@ -138,10 +138,13 @@ def test_a_wrong_database_password_is_one_line_without_the_password(
     assert wrong not in result.stderr
 
 
-def test_a_missing_database_is_one_line(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["sink"], ["db", "migrate"], ["db", "status"]])
+def test_a_missing_database_is_one_line(
+    settings: Settings, tmp_path: Path, command: list[str]
+) -> None:
     parts = urlsplit(settings.database.url.get_secret_value())
     url = urlunsplit(parts._replace(path=f"/absent_{uuid.uuid4().hex[:8]}"))
-    result = _citysense(["sink"], _stage_env(settings, tmp_path, CITYSENSE_DATABASE_URL=url))
+    result = _citysense(command, _stage_env(settings, tmp_path, CITYSENSE_DATABASE_URL=url))
     assert "the database does not exist" in _one_line(result)
 
 
