@@ -288,7 +288,6 @@ def main() -> dict[str, Any]:
         kafka_port=free_port(),
         postgres_port=free_port(),
         prometheus_port=free_port(),
-        metrics_port=free_port(),
     )
     (root / "stack").mkdir()
     (root / "stack").chmod(0o755)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -30,9 +31,33 @@ stack_app = typer.Typer(help="The embedded service stack on loopback.", no_args_
 app.add_typer(stack_app, name="stack")
 
 
+class _Options:
+    """Global options (before the command): ``citysense --debug sink``."""
+
+    debug = False
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a start-up error.")
+    ] = False,
+) -> None:
+    _Options.debug = debug
+
+
 def _fail(message: str, status: int = 2) -> NoReturn:
     typer.echo(f"citysense: {message}", err=True)
     raise typer.Exit(status)
+
+
+def _fail_with(error: BaseException, message: str, status: int) -> NoReturn:
+    """One line; the traceback before it only with ``--debug``."""
+    if _Options.debug:
+        traceback.print_exception(error, file=sys.stderr)
+    elif status != 2:
+        message += " (--debug shows the traceback)"
+    _fail(message, status)
 
 
 def _settings() -> Settings:
@@ -49,7 +74,7 @@ def _stack() -> Stack:
     from citysense.stack import default_stack
 
     settings = _settings()
-    return default_stack(settings.stack, settings.http)
+    return default_stack(settings.stack, settings.metrics_ports())
 
 
 @stack_app.command("up")
@@ -124,16 +149,17 @@ def run() -> None:
     from streams import AggregateService
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, stage="run")
     for stage, issue in PENDING_STAGES.items():
         logging.getLogger("citysense").warning(
-            "stage not implemented yet", extra={"stage": stage, "comes_with": issue}
+            "stage not implemented yet", extra={"pending": stage, "comes_with": issue}
         )
     registry = _registry(settings)
     # Start order is drain order reversed: the sink starts first and stops last, the
     # aggregator drains before it and after ingest.
     _run_stage(
         settings,
+        "run",
         [
             TimescaleSink(settings, settings.sink, registry),
             AggregateService(settings, registry),
@@ -151,16 +177,19 @@ def _registry(settings: Settings) -> Registry:
         _fail(str(exc))
 
 
-def _run_stage(settings: Settings, components: list[Component]) -> NoReturn:
-    from citysense.runtime import run as run_loop
-    from citysense.runtime import run_components
+def _run_stage(settings: Settings, stage: str, components: list[Component]) -> NoReturn:
+    """Run ``components`` as ``stage``; a start-up error is one line (exit 2, or 1 for a fault
+    of ours), a failure while running exits 1 after a clean shutdown, a signal exits 0."""
+    from citysense.errors import StartupError
+    from citysense.runtime import run_stage
 
-    async def main() -> int:
-        return await run_components(
-            components, settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
-        )
-
-    raise typer.Exit(run_loop(main))
+    try:
+        status = run_stage(settings, stage, components)
+    except StartupError as exc:
+        _fail_with(exc, str(exc), 2)
+    except Exception as exc:
+        _fail_with(exc, f"{stage} could not start: {type(exc).__name__}: {exc}", 1)
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -174,9 +203,13 @@ def ingest(
     from ingest import IngestService
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, stage="ingest")
     registry = _registry(settings)
-    _run_stage(settings, [IngestService(settings, registry, client_id_suffix=client_id_suffix)])
+    _run_stage(
+        settings,
+        "ingest",
+        [IngestService(settings, registry, client_id_suffix=client_id_suffix)],
+    )
 
 
 @app.command()
@@ -186,17 +219,20 @@ def aggregate() -> None:
     from streams import AggregateService
 
     settings = _settings()
-    configure_logging(settings.log_level)
-    _run_stage(settings, [AggregateService(settings, _registry(settings))])
+    configure_logging(settings.log_level, settings.log_format, stage="aggregate")
+    _run_stage(settings, "aggregate", [AggregateService(settings, _registry(settings))])
 
 
 @app.command()
 def sink() -> None:
     """Kafka → TimescaleDB, exactly-once rows (offsets stored with the rows)."""
-    from sinks.timescale import run_sink
+    from citysense.logs import configure_logging
+    from sinks.timescale import TimescaleSink
 
     settings = _settings()
-    raise typer.Exit(run_sink(settings, _registry(settings)))
+    configure_logging(settings.log_level, settings.log_format, stage="sink")
+    registry = _registry(settings)
+    _run_stage(settings, "sink", [TimescaleSink(settings, settings.sink, registry)])
 
 
 db_app = typer.Typer(help="TimescaleDB schema migrations.", no_args_is_help=True)
@@ -206,18 +242,28 @@ app.add_typer(db_app, name="db")
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations, role passwords and storage policies."""
+    from citysense.errors import StartupError
     from sinks.timescale import db_migrate as migrate
 
     settings = _settings()
-    raise typer.Exit(migrate(settings, registry=_registry(settings)))
+    try:
+        status = migrate(settings, registry=_registry(settings))
+    except StartupError as exc:
+        _fail_with(exc, str(exc), 2)
+    raise typer.Exit(status)
 
 
 @db_app.command("status")
 def db_status() -> None:
     """List migrations; exit status 1 if one is pending or was changed after it was applied."""
+    from citysense.errors import StartupError
     from sinks.timescale import db_status as status
 
-    raise typer.Exit(status(_settings()))
+    try:
+        code = status(_settings())
+    except StartupError as exc:
+        _fail_with(exc, str(exc), 2)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -15,12 +15,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings
+from citysense.errors import StartupError
+from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings, mask_url
 
 __all__ = [
+    "check_database",
     "connect_database",
     "ensure_topics",
     "kafka_consumer",
@@ -89,10 +91,25 @@ def kafka_consumer(
 
 
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
-    """Create the topics that do not exist yet with the configured partitions."""
+    """Create the topics that do not exist yet with the configured partitions.
+
+    Every stage calls it first at start, so a Kafka it cannot use (unreachable, refusing the
+    credentials) is reported here as a :class:`StartupError` naming the setting.
+    """
     admin = AIOKafkaAdminClient(**settings.client_options())
-    await admin.start()
     try:
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            raise StartupError(
+                f"Kafka at {settings.bootstrap} is unreachable; "
+                "check CITYSENSE_KAFKA_BOOTSTRAP or kafka.bootstrap"
+            ) from exc
+        except KafkaError as exc:
+            raise StartupError(
+                f"Kafka at {settings.bootstrap} cannot be used ({_first_line(exc)}); check "
+                "kafka.bootstrap, kafka.security_protocol and kafka.sasl_* (CITYSENSE_KAFKA_*)"
+            ) from exc
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(
@@ -118,3 +135,39 @@ async def connect_database(
     return await psycopg.AsyncConnection.connect(
         settings.url.get_secret_value(), autocommit=autocommit
     )
+
+
+#: What libpq says (its messages are not localised for these: the server's are, but the
+#: stack's and managed servers' default to English) and what to tell the user.
+_CONNECT_PROBLEMS = (
+    ("password authentication failed", "wrong password or user"),
+    ("no password supplied", "no password given"),
+    ("does not exist", "the database does not exist"),
+    ("no pg_hba.conf entry", "the server does not accept this user from this host"),
+)
+
+
+async def check_database(
+    settings: DatabaseSettings,
+    *,
+    setting: str = "CITYSENSE_DATABASE_URL or database.url",
+    timeout_s: float = 5.0,
+) -> None:
+    """Connect once, as a stage does at start; a :class:`StartupError` naming ``setting`` when
+    the database cannot be used (unreachable, wrong password, database missing)."""
+    url = settings.url.get_secret_value()
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, round(timeout_s)))
+    except psycopg.OperationalError as exc:
+        message = str(exc)
+        problem = next((say for hint, say in _CONNECT_PROBLEMS if hint in message), None)
+        where = mask_url(url)
+        if problem is None:
+            problem = f"cannot reach it ({_first_line(exc)})"
+        raise StartupError(f"database {where}: {problem}; check {setting}") from exc
+    await conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -38,6 +38,7 @@ from decoders import KINDS
 from schemas import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
 
 __all__ = [
+    "STAGE_HTTP_PORTS",
     "AggregateSettings",
     "DailySettings",
     "DatabaseSettings",
@@ -64,8 +65,18 @@ DEFAULT_MQTT_PORT = 21883
 DEFAULT_KAFKA_PORT = 29092
 DEFAULT_POSTGRES_PORT = 25432
 DEFAULT_PROMETHEUS_PORT = 29090
+#: ``citysense run`` serves /metrics for all its stages on this port.
 DEFAULT_HTTP_PORT = 28080
 DEFAULT_PUBLISH_PORT = 28084
+#: Each stage's default /metrics, /healthz, /readyz port, so that stages started as separate
+#: processes on one host (the production layout) never collide (docs/runtime.md). The
+#: publication API serves its own /metrics on ``publish.port`` (28084).
+STAGE_HTTP_PORTS: dict[str, int] = {
+    "run": DEFAULT_HTTP_PORT,
+    "ingest": 28081,
+    "aggregate": 28082,
+    "sink": 28083,
+}
 
 
 class SettingsError(Exception):
@@ -202,10 +213,20 @@ class PrometheusSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """Where a stage serves /metrics, /healthz and /readyz."""
+    """Where a stage serves /metrics, /healthz and /readyz.
+
+    ``port`` None (the default) gives each stage its own port (:data:`STAGE_HTTP_PORTS`); a
+    number is used by whichever stage runs (0: any free port).
+    """
 
     host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_HTTP_PORT, ge=0, le=65535)
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+    def port_for(self, stage: str) -> int:
+        """The port ``stage`` listens on: the configured one, else the stage's default."""
+        if self.port is not None:
+            return self.port
+        return STAGE_HTTP_PORTS[stage]
 
 
 class StackSettings(_Section):
@@ -544,6 +565,8 @@ class Settings(BaseSettings):
     aggregate: AggregateSettings = AggregateSettings()
     publish: PublishSettings = PublishSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``auto``: short human lines when stderr is a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)
 
@@ -561,6 +584,12 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Every stage's /metrics port (the publication API's included), for scrapers."""
+        ports = {stage: self.http.port_for(stage) for stage in STAGE_HTTP_PORTS}
+        ports["publish"] = self.publish.port
+        return ports
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked, for printing and logs."""

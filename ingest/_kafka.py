@@ -28,6 +28,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
+from citysense.runtime import Lifecycle
 from ingest._metrics import METRICS
 from ingest._records import KafkaRecord
 
@@ -80,8 +81,12 @@ class KafkaBatcher:
         max_records: int,
         linger_s: float,
         backoff_max_s: float,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self._producer = producer
+        #: The stage's lifecycle: a flusher that dies fails the stage (every later record would
+        #: wait for an acknowledgement that never comes).
+        self._lifecycle = lifecycle or Lifecycle("kafka-batcher")
         self._max_records = max_records
         self._linger_s = linger_s
         self._backoff_max_s = backoff_max_s
@@ -135,9 +140,7 @@ class KafkaBatcher:
             slot = _Partition(topic, partition, METRICS.produced.labels(topic))
             self._partitions[(topic, partition)] = slot
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(
-                self._flush_rounds(), name="kafka-flusher"
-            )
+            self._flusher = self._lifecycle.spawn(self._flush_rounds(), name="kafka-flusher")
         keys[key] = slot
         return slot
 
@@ -282,7 +285,9 @@ class KafkaBatcher:
         self._wake.set()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
-        while self.pending and loop.time() < end:  # noqa: ASYNC110  (acks arrive as callbacks)
+        while self.pending and loop.time() < end:
+            if self._flusher is not None and self._flusher.done():
+                return False  # it died (the stage failed): nothing more will be sent
             await asyncio.sleep(0.01)
         return not self.pending
 
@@ -292,9 +297,7 @@ class KafkaBatcher:
             if slot.retry is not None:
                 slot.retry.cancel()
                 slot.retry = None
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._lifecycle.cancel(self._flusher)
 
 
 def _ignore(future: asyncio.Future[object]) -> None:

@@ -40,7 +40,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from citysense.clients import mqtt_client
-from citysense.settings import MqttSettings
+from citysense.errors import StartupError
+from citysense.runtime import Lifecycle
+from citysense.settings import MqttSettings, mask_url
 from ingest._acks import AckQueue
 from ingest._metrics import METRICS
 from ingest._router import Incoming
@@ -69,6 +71,10 @@ _PAHO_INTERNALS = (
 )
 
 
+#: CONNACK reason codes that say "later", not "never" (MQTT 5.0 section 3.2.2.2): Server
+#: unavailable, Server busy, Quota exceeded, Connection rate exceeded.
+_TRANSIENT_REFUSALS = frozenset({0x88, 0x89, 0x97, 0x9F})
+
 #: paho's clock for ``_last_bytes_received`` (``time.monotonic`` on every current platform).
 _paho_time: Callable[[], float] = getattr(mqtt, "time_func", time.monotonic)
 
@@ -90,6 +96,7 @@ class MqttListener:
         subscriptions: list[str],
         receive_maximum: int,
         handler: Handler,
+        lifecycle: Lifecycle,
         backoff_max_s: float = 5.0,
         name: str = "mqtt",
         on_read: Callable[[], None] | None = None,
@@ -102,6 +109,8 @@ class MqttListener:
         self._subscriptions = subscriptions
         self._receive_maximum = receive_maximum
         self._handler = handler
+        #: The stage's lifecycle: the keepalive and reconnect tasks fail the stage if they die.
+        self._lifecycle = lifecycle
         self._backoff_max_s = backoff_max_s
         self._client: mqtt.Client | None = None
         self._acks = AckQueue(self._resume_if_drained)
@@ -116,6 +125,13 @@ class MqttListener:
         self._stopping = False
         self._connected = asyncio.Event()
         self._subscribed = asyncio.Event()
+        #: Set when the broker answered a connection: subscribed, or refused (``_refusal``).
+        self._answered = asyncio.Event()
+        self._refusal: str | None = None
+        #: The broker is busy or unavailable (retried at start too), not refusing us.
+        self._refusal_transient = False
+        #: During ``start`` the connection is retried by ``start`` itself, not a reconnect task.
+        self._starting = False
         self._received = 0
         #: Bytes read from the socket and not yet handed to paho (see ``_buffered_recv``).
         self._inbuf = bytearray()
@@ -157,8 +173,15 @@ class MqttListener:
             setattr(client, "_handle_publish", lambda: self._lean_publish(client, paho_publish))  # noqa: B010
         self._client = client
         self._host, self._port = host, port
-        self._misc_task = self._loop.create_task(self._misc(), name=f"{self.name}-misc")
-        await self._connect_with_retry(deadline=connect_timeout)
+        self._misc_task = self._lifecycle.spawn(self._misc(), name=f"{self.name}-misc")
+        self._starting = True
+        try:
+            await self._connect_with_retry(deadline=connect_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        finally:
+            self._starting = False
 
     def _connect_properties(self) -> Properties:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -171,10 +194,15 @@ class MqttListener:
         assert self._loop is not None
         backoff = 0.2
         started = self._loop.time()
+        broker = f"{self._host}:{self._port}"
         while not self._stopping:
+            self._answered.clear()
+            self._refusal = None
+            self._refusal_transient = False
             try:
                 self._acks.reset(self._client, _lean_supported(self._client))
-                # A blocking TCP connect: on loopback or a LAN broker it takes microseconds.
+                # A blocking TCP connect (paho's ``connect_timeout``, 5 s, bounds it): on
+                # loopback or a LAN broker it takes microseconds.
                 self._client.connect(
                     self._host,
                     self._port,
@@ -184,24 +212,41 @@ class MqttListener:
                 )
             except OSError as exc:
                 if deadline is not None and self._loop.time() - started > deadline:
-                    raise ConnectionError(
-                        f"MQTT broker {self._host}:{self._port} unreachable: {exc}"
+                    raise StartupError(
+                        f"MQTT broker {broker} is unreachable ({exc}); check {self._url_setting()}"
                     ) from exc
                 log.warning(
-                    "mqtt connect failed; retrying",
-                    extra={"broker": f"{self._host}:{self._port}", "error": repr(exc)},
+                    "mqtt connect failed; retrying", extra={"broker": broker, "error": repr(exc)}
                 )
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self._backoff_max_s)
                 continue
-            try:
-                await asyncio.wait_for(self._subscribed.wait(), 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), 10)
+            if self._subscribed.is_set():
                 return
-            except TimeoutError:
-                if deadline is not None and self._loop.time() - started > deadline:
-                    raise ConnectionError(
-                        f"MQTT broker {self._host}:{self._port} did not accept the session"
-                    ) from None
+            if self._refusal is not None:
+                elapsed = self._loop.time() - started
+                if deadline is not None and (not self._refusal_transient or elapsed > deadline):
+                    # Wrong credentials or ACL: retrying cannot help, the user must change them.
+                    raise StartupError(
+                        f"MQTT broker {broker} {self._refusal}; check the user and password in "
+                        f"{self._url_setting()}, and the broker's ACL"
+                    )
+                self._client.disconnect()
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, self._backoff_max_s)
+                continue
+            if deadline is not None and self._loop.time() - started > deadline:
+                raise StartupError(
+                    f"MQTT broker {broker} did not accept the session within {deadline:.0f} s; "
+                    f"check {self._url_setting()}"
+                )
+
+    def _url_setting(self) -> str:
+        """The settings that name this broker, for error messages (URL masked)."""
+        url = mask_url(self._settings.url.get_secret_value())
+        return f"CITYSENSE_MQTT_URL or mqtt.url (now {url})"
 
     def pause(self) -> None:
         """Stop reading new messages (SIGTERM: stop intake first)."""
@@ -230,10 +275,8 @@ class MqttListener:
             with contextlib.suppress(Exception):
                 client.loop_write()
         for task in (self._misc_task, self._reconnect_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await self._lifecycle.cancel(task)
+        self._misc_task = self._reconnect_task = None
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._loop.remove_writer(self._sock)
@@ -247,6 +290,9 @@ class MqttListener:
     ) -> None:
         if reason.is_failure:
             log.error("mqtt connection refused", extra={"reason": str(reason)})
+            self._refusal = f"refused the connection ({reason})"
+            self._refusal_transient = reason.value in _TRANSIENT_REFUSALS
+            self._answered.set()
             return
         self._connected.set()
         METRICS.mqtt_connected.inc()
@@ -262,8 +308,11 @@ class MqttListener:
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
             log.error("mqtt subscription refused", extra={"reasons": failed})
+            self._refusal = f"refused the subscriptions ({', '.join(sorted(set(failed)))})"
+            self._answered.set()
             return
         self._subscribed.set()
+        self._answered.set()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _u: Any, _flags: Any, reason: ReasonCode, _props: Any
@@ -272,13 +321,13 @@ class MqttListener:
             METRICS.mqtt_connected.dec()
         self._connected.clear()
         self._subscribed.clear()
-        if self._stopping or self._loop is None:
+        if self._stopping or self._starting or self._loop is None:
             return
         log.warning("mqtt disconnected; reconnecting", extra={"reason": str(reason)})
         METRICS.mqtt_reconnects.inc()
         if self._reconnect_task is None or self._reconnect_task.done():
-            self._reconnect_task = self._loop.create_task(
-                self._connect_with_retry(), name=f"{self.name}-reconnect"
+            self._reconnect_task = self._lifecycle.spawn(
+                self._connect_with_retry(), name=f"{self.name}-reconnect", finite=True
             )
 
     def _on_message(self, _client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

@@ -7,7 +7,6 @@ unacknowledged), stop the producer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 import schemas
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.registry import Registry
+from citysense.runtime import Lifecycle
 from citysense.settings import Settings
 from ingest._kafka import KafkaBatcher
 from ingest._metrics import METRICS
@@ -74,7 +74,12 @@ class IngestService:
         window = settings.ingest.duplicate_window
         self._recent: set[int] = set()
         self._recent_ring: deque[int] = deque(maxlen=window or 1)
-        self._failed: asyncio.Future[None] | None = None
+        #: Start steps and background tasks (the Kafka flusher, each broker's keepalive and
+        #: reconnect): one dying fails the stage.
+        self._lifecycle = Lifecycle(self.name)
+        #: Started completely (a start that failed part way leaves it False).
+        self._running = False
+        self._stopped = False
         self._count = 0
         # Counts per message are kept here and added to the Prometheus counters once per MQTT
         # read (``flush_metrics``, after the messages of a wake-up): an increment takes a lock
@@ -92,52 +97,72 @@ class IngestService:
     # --- Component ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._failed = loop.create_future()
+        """Kafka topics, producer and batcher, then one listener per broker; a step that fails
+        undoes the earlier ones, newest first (the producer is closed if MQTT refuses us)."""
+        lifecycle = self._lifecycle
         kafka = self._settings.kafka
         topics = [schemas.measurement_topic(k) for k in schemas.MEASUREMENT_SCHEMAS]
         topics.append(schemas.DEADLETTER_TOPIC)
-        await ensure_topics(kafka, topics)
-        self._producer = self._producer_factory()
-        await self._producer.start()
-        ingest = self._settings.ingest
-        self._batcher = KafkaBatcher(
-            self._producer,
-            max_records=ingest.batch_max_records,
-            linger_s=ingest.linger_ms / 1000,
-            backoff_max_s=ingest.retry_backoff_max_s,
-        )
-        await self._batcher.prepare(topics)
-        brokers = [self._settings.mqtt, *ingest.extra_brokers]
-        for index, broker in enumerate(brokers):
-            client_id = f"{broker.client_id}{self._client_id_suffix}"
-            listener = MqttListener(
-                broker,
-                client_id=client_id,
-                subscriptions=ingest.subscriptions(),
-                receive_maximum=ingest.max_inflight,
-                handler=self.handle,
-                on_read=self.flush_metrics,
+        async with lifecycle.starting():
+            await ensure_topics(kafka, topics)
+            producer = self._producer = self._producer_factory()
+            # Registered first: a producer whose start fails half way is closed too.
+            lifecycle.started("kafka producer", producer.stop)
+            await producer.start()
+            ingest = self._settings.ingest
+            batcher = self._batcher = KafkaBatcher(
+                producer,
+                max_records=ingest.batch_max_records,
+                linger_s=ingest.linger_ms / 1000,
                 backoff_max_s=ingest.retry_backoff_max_s,
-                name=f"mqtt-{index}",
+                lifecycle=lifecycle,
             )
-            await listener.start()
-            self._listeners.append(listener)
+            lifecycle.started("kafka batcher", batcher.cancel)
+            await batcher.prepare(topics)
+            brokers = [self._settings.mqtt, *ingest.extra_brokers]
+            for index, broker in enumerate(brokers):
+                client_id = f"{broker.client_id}{self._client_id_suffix}"
+                listener = MqttListener(
+                    broker,
+                    client_id=client_id,
+                    subscriptions=ingest.subscriptions(),
+                    receive_maximum=ingest.max_inflight,
+                    handler=self.handle,
+                    lifecycle=lifecycle,
+                    on_read=self.flush_metrics,
+                    backoff_max_s=ingest.retry_backoff_max_s,
+                    name=f"mqtt-{index}",
+                )
+                await listener.start()  # releases its own client if it fails
+                self._listeners.append(listener)
+                lifecycle.started(f"mqtt listener {listener.name}", listener.stop)
+        self._running = True
 
     @property
     def unacknowledged(self) -> int:
         """MQTT messages received and not yet acknowledged, over all brokers."""
         return sum(listener.unacknowledged for listener in self._listeners)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the stage failed (a background task died), or None."""
+        return self._lifecycle.failure
+
     def ready(self) -> bool:
+        if not self._running or self._stopped or self._lifecycle.failed:
+            return False
         batcher_ok = self._batcher is not None and self._batcher.healthy
         return batcher_ok and bool(self._listeners) and all(m.ready() for m in self._listeners)
 
     async def wait_failed(self) -> None:
-        assert self._failed is not None
-        await self._failed
+        await self._lifecycle.wait_failed()
 
     async def stop(self) -> None:
+        """Stop intake, drain to Kafka, release the PUBACKs, then undo the start steps."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._lifecycle.begin_stop()
         deadline = self._settings.shutdown_deadline_s
         for listener in self._listeners:
             listener.pause()
@@ -150,14 +175,11 @@ class IngestService:
                 )
         for listener in self._listeners:
             await listener.wait_acknowledged(1.0)
-            await listener.stop()
+        # Listeners disconnect (newest first), then the batcher and the producer stop.
+        await self._lifecycle.close()
         self._listeners.clear()
-        if self._batcher is not None:
-            await self._batcher.cancel()
-            self._batcher = None
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        self._batcher = None
+        self._producer = None
         self.flush_metrics()
 
     # --- hot path ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from aiokafka.errors import KafkaError
 
 from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
 from citysense.registry import Registry
+from citysense.runtime import Lifecycle
 from citysense.settings import Settings
 from schemas import SchemaError, aggregate_topic, decode, encode, epoch_micros, measurement_topic
 from streams import _metrics as metrics
@@ -231,7 +232,7 @@ class _StageRunner:
                 log.warning(
                     "cannot read the last checkpoint; windows closed before the restart may be "
                     "emitted again",
-                    extra={"stage": self.name, "error": str(exc)},
+                    extra={"runner": self.name, "error": str(exc)},
                 )
         resumed = []
         for tp in assigned:
@@ -245,7 +246,7 @@ class _StageRunner:
         log.info(
             "partitions assigned",
             extra={
-                "stage": self.name,
+                "runner": self.name,
                 "partitions": len(assigned),
                 "resumed": len(resumed),
                 "watermark": min(resumed, default=None),
@@ -310,7 +311,7 @@ class _StageRunner:
         await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
         log.debug(
             "checkpoint committed",
-            extra={"stage": self.name, "watermark": watermark, "partitions": len(offsets)},
+            extra={"runner": self.name, "watermark": watermark, "partitions": len(offsets)},
         )
 
     async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
@@ -436,10 +437,12 @@ class AggregateService:
         self._runners: list[_StageRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: list[tuple[asyncio.Future[Any], float | None]] = []
-        self._failure: asyncio.Future[None] | None = None
+        #: Start steps and the two runners' tasks: one dying fails the stage.
+        self._lifecycle = Lifecycle(self.name)
         self._started = False
+        #: Started completely (a start that failed part way leaves it False).
+        self._running = False
         self._stopped = False
-        self._healthy = True
 
     # --- Component ---------------------------------------------------------------------------
 
@@ -447,9 +450,9 @@ class AggregateService:
         if self._started:
             return
         self._started = True
-        self._failure = asyncio.get_running_loop().create_future()
         settings, aggregate = self.settings, self.settings.aggregate
         kinds = aggregate.kinds
+        lifecycle = self._lifecycle
         log.info(
             "aggregator starting",
             extra={
@@ -458,7 +461,7 @@ class AggregateService:
                 "group_id": aggregate.group_id,
             },
         )
-        try:
+        async with lifecycle.starting():
             await ensure_topics(
                 settings.kafka,
                 [
@@ -468,29 +471,31 @@ class AggregateService:
                     aggregate.dead_letter_topic,
                 ],
             )
-            self._admin = AIOKafkaAdminClient(**settings.kafka.client_options())
-            await self._admin.start()
-            self._producer = kafka_producer(settings.kafka)
-            await self._producer.start()
+            admin = self._admin = AIOKafkaAdminClient(**settings.kafka.client_options())
+            lifecycle.started("kafka admin client", admin.close)
+            await admin.start()
+            producer = self._producer = kafka_producer(settings.kafka)
+            lifecycle.started("kafka producer", producer.stop)
+            await producer.start()
             window = _WindowRunner(self)
             self._runners.append(window)
             consumers = [window.build()]
+            # Closed even if never started (aiokafka warns about an unclosed consumer).
+            lifecycle.started("window consumer", consumers[0].stop)
             rollup = self._rollup_runner()
             if rollup is not None:
                 self._runners.append(rollup)
                 consumers.append(rollup.build(partition_assignment_strategy=(AllToOneAssignor,)))
+                lifecycle.started("rollup consumer", consumers[1].stop)
             for runner in self._runners:
-                await runner.side_position.start()
-                await runner.side_watermark.start()
+                for side in (runner.side_position, runner.side_watermark):
+                    lifecycle.started(f"side group {side.group_id}", side.stop)
+                    await side.start()
             for consumer in consumers:
                 await consumer.start()
-        except BaseException:
-            await self.stop()
-            raise
         for runner in self._runners:
-            task = asyncio.create_task(runner.run(), name=f"aggregate-{runner.name}")
-            task.add_done_callback(self._task_done)
-            self._tasks.append(task)
+            self._tasks.append(lifecycle.spawn(runner.run(), name=f"aggregate-{runner.name}"))
+        self._running = True
         metrics.READY.set(1)
 
     def _rollup_runner(self) -> _StageRunner | None:
@@ -507,31 +512,25 @@ class AggregateService:
         if self._stopped:
             return
         self._stopped = True
+        self._lifecycle.begin_stop()
         self.stopping.set()
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 await task
-        for runner in self._runners:
-            if runner.consumer is not None:
-                with contextlib.suppress(Exception):
-                    await runner.consumer.stop()
-            await runner.side_position.stop()
-            await runner.side_watermark.stop()
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-        if self._admin is not None:
-            with contextlib.suppress(Exception):
-                await self._admin.close()
+        # Consumers leave their groups, then the side groups, the producer and the admin client.
+        await self._lifecycle.close()
         metrics.READY.set(0)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the stage failed (a runner's task died), or None."""
+        return self._lifecycle.failure
+
     def ready(self) -> bool:
-        return self._started and not self._stopped and self._healthy
+        return self._running and not self._stopped and not self._lifecycle.failed
 
     async def wait_failed(self) -> None:
-        if self._failure is None:
-            raise RuntimeError("wait_failed() before start()")
-        await asyncio.shield(self._failure)
+        await self._lifecycle.wait_failed()
 
     async def __aenter__(self) -> AggregateService:
         await self.start()
@@ -544,18 +543,6 @@ class AggregateService:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._failure is None or self._failure.done():
-            return
-        if task.cancelled():
-            self._failure.set_exception(RuntimeError(f"{task.get_name()} cancelled"))
-        elif (error := task.exception()) is not None:
-            log.error("aggregator stage failed", exc_info=error)
-            self._healthy = False
-            self._failure.set_exception(error)
-        elif not self.stopping.is_set():
-            self._failure.set_exception(RuntimeError(f"{task.get_name()} ended"))
 
     def admin(self) -> AIOKafkaAdminClient:
         assert self._admin is not None

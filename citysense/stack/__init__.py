@@ -5,8 +5,9 @@ import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from citysense.settings import HttpSettings, StackSettings
+from citysense.settings import StackSettings
 from citysense.stack._process import StackError, free_port, port_open
+from citysense.stack._prometheus import prometheus_config
 from citysense.stack._services import (
     SERVICE_NAMES,
     SYSTEM_STATE_DIR,
@@ -24,21 +25,23 @@ __all__ = [
     "default_stack",
     "free_port",
     "port_open",
+    "prometheus_config",
     "system_postgres_dir",
     "temporary_stack",
 ]
 
 
-def default_stack(stack: StackSettings, http: HttpSettings) -> Stack:
-    """The project's stack in ``CITYSENSE_STACK_DIR`` (default ``./.stack``) on its ports."""
+def default_stack(stack: StackSettings, metrics_ports: dict[str, int]) -> Stack:
+    """The project's stack in ``CITYSENSE_STACK_DIR`` (default ``./.stack``) on its ports;
+    Prometheus scrapes ``metrics_ports`` (``Settings.metrics_ports()``)."""
     return Stack(
         root=stack.dir.resolve(),
         mqtt_port=stack.mqtt_port,
         kafka_port=stack.kafka_port,
         postgres_port=stack.postgres_port,
         prometheus_port=stack.prometheus_port,
-        metrics_port=http.port,
         mqtt_max_queued_messages=stack.mqtt_max_queued_messages,
+        metrics_ports=metrics_ports,
     )
 
 
@@ -59,7 +62,10 @@ def temporary_stack(
         kafka_port=free_port(),
         postgres_port=free_port(),
         prometheus_port=free_port(),
-        metrics_port=free_port(),
+        # Free ports, nothing listening: Prometheus has a (down) target per stage.
+        metrics_ports={
+            stage: free_port() for stage in ("run", "ingest", "aggregate", "sink", "publish")
+        },
     )
     try:
         stack.up(only=only)

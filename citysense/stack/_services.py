@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from citysense.stack._process import (
     stop_pid,
     wait_port,
 )
-from citysense.stack._prometheus import STAGE_PORTS, prometheus_config, rules_dir
+from citysense.stack._prometheus import prometheus_config, rules_dir
 
 __all__ = ["SERVICE_NAMES", "SYSTEM_STATE_DIR", "ServiceStatus", "Stack", "system_postgres_dir"]
 
@@ -92,14 +92,12 @@ class Stack:
     kafka_port: int
     postgres_port: int
     prometheus_port: int
-    #: The pipeline's /metrics port, Prometheus's scrape target.
-    metrics_port: int
     mqtt_max_queued_messages: int = 2_000_000
     #: As root, the parent of the PostgreSQL directory when ``root`` is private (see
     #: :meth:`postgres_dir`).
     system_dir: Path = SYSTEM_STATE_DIR
-    #: Each stage's own /metrics port, also scraped (down unless that stage runs on its own).
-    stage_ports: Mapping[str, int] = field(default_factory=lambda: dict(STAGE_PORTS))
+    #: Each stage's /metrics port (stage name → port), Prometheus's scrape targets.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     # --- secrets -------------------------------------------------------------------------------
 
@@ -480,10 +478,7 @@ class Stack:
         conf = base / "prometheus.yml"
         rules = rules_dir()
         conf.write_text(
-            prometheus_config(
-                {"all": self.metrics_port, **self.stage_ports},
-                [rules / "*.yml"] if rules is not None else [],
-            )
+            prometheus_config(self.metrics_ports, [rules / "*.yml"] if rules is not None else [])
         )
         data = base / "data"
         data.mkdir(exist_ok=True)

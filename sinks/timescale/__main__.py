@@ -1,19 +1,6 @@
-"""``python -m sinks.timescale``: run the sink alone (what ``citysense sink`` will call)."""
+"""``python -m sinks.timescale``: the sink stage alone (same as ``citysense sink``)."""
 
-import sys
-
-from citysense.settings import SettingsError, load_settings
-from sinks.timescale._cli import run_sink
-
-
-def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"citysense: {exc}", file=sys.stderr)
-        return 2
-    return run_sink(settings)
-
+from citysense.cli import app
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app(["sink"])

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import TextIO
 
-from citysense.clients import connect_database
+from citysense.clients import check_database, connect_database
 from citysense.registry import Registry
 from citysense.settings import Settings, mask_url
 from sinks.timescale._migrations import (
@@ -32,20 +32,12 @@ def sink_settings(settings: Settings) -> SinkSettings:
 
 
 def run_sink(settings: Settings, registry: Registry | None = None) -> int:
-    """``citysense sink``: run the TimescaleDB sink until SIGTERM/SIGINT; the exit status."""
-    from citysense.logs import configure_logging
-    from citysense.runtime import run, run_components
+    """Run the TimescaleDB sink alone until SIGTERM/SIGINT; the exit status (``citysense sink``
+    adds logging and the one-line start-up errors). A start that fails raises its error."""
+    from citysense.runtime import run_stage
     from sinks.timescale._service import TimescaleSink
 
-    configure_logging(settings.log_level)
-    sink = TimescaleSink(settings, sink_settings(settings), registry)
-
-    async def main() -> int:
-        return await run_components(
-            [sink], settings.http, shutdown_deadline_s=settings.shutdown_deadline_s
-        )
-
-    return run(main)
+    return run_stage(settings, "sink", [TimescaleSink(settings, sink_settings(settings), registry)])
 
 
 def db_migrate(
@@ -57,6 +49,7 @@ def db_migrate(
     out = out or sys.stdout
 
     async def main() -> int:
+        await check_database(settings.database)  # StartupError: one line, not a traceback
         conn = await connect_database(settings.database, autocommit=True)
         try:
             applied = await migrate(conn)
@@ -102,6 +95,7 @@ def db_status(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
 
     async def main() -> int:
+        await check_database(settings.database)  # StartupError: one line, not a traceback
         conn = await connect_database(settings.database, autocommit=True)
         try:
             statuses = await migration_status(conn)

@@ -42,8 +42,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from citysense.clients import connect_database, ensure_topics, kafka_consumer, kafka_producer
+from citysense.clients import (
+    check_database,
+    connect_database,
+    ensure_topics,
+    kafka_consumer,
+    kafka_producer,
+)
+from citysense.logs import partition_summary
 from citysense.registry import Registry
+from citysense.runtime import Lifecycle
 from citysense.settings import Settings, mask_url
 from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
@@ -213,7 +221,9 @@ class TimescaleSink:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
-        self._failure: asyncio.Future[None] | None = None
+        #: Start steps and background tasks (consume, write, retention): one dying fails the
+        #: stage, and a start failing part way undoes what it did.
+        self._lifecycle = Lifecycle(self.name)
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         #: Records being taken in; the batch being written (or waiting to be written again).
@@ -240,20 +250,22 @@ class TimescaleSink:
         if self._started:
             return
         self._started = True
-        loop = asyncio.get_running_loop()
-        self._failure = loop.create_future()
         kafka = self._settings.kafka
+        lifecycle = self._lifecycle
         log.info(
             "sink starting",
             extra={
                 "database": mask_url(self._settings.database.url.get_secret_value()),
-                "topics": list(self._sink.topics),
+                "topics": len(self._sink.topics),
                 "group_id": self._sink.group_id,
             },
         )
-        try:
+        async with lifecycle.starting():
             await ensure_topics(kafka, [*self._sink.topics, self._sink.dead_letter_topic])
-            self._pool = AsyncConnectionPool(
+            # Wrong password, missing database, bad URL: said at start, not retried forever.
+            # An outage later is retried (docs/architecture.md#delivery-guarantees).
+            await check_database(self._settings.database)
+            pool = self._pool = AsyncConnectionPool(
                 self._settings.database.url.get_secret_value(),
                 min_size=self._settings.database.pool_min,
                 max_size=self._settings.database.pool_max,
@@ -262,10 +274,12 @@ class TimescaleSink:
                 kwargs={"connect_timeout": 5, "application_name": "citysense-sink"},
                 name="citysense-sink",
             )
-            await self._pool.open(wait=False)
-            self._producer = kafka_producer(kafka)
-            await self._producer.start()
-            self._consumer = kafka_consumer(
+            lifecycle.started("database pool", pool.close)
+            await pool.open(wait=False)
+            producer = self._producer = kafka_producer(kafka)
+            lifecycle.started("kafka producer", producer.stop)
+            await producer.start()
+            consumer = self._consumer = kafka_consumer(
                 kafka,
                 group_id=self._sink.group_id,
                 session_timeout_ms=self._sink.session_timeout_ms,
@@ -275,44 +289,41 @@ class TimescaleSink:
                 # (docs/architecture.md#delivery-guarantees, rule 5) and start over.
                 auto_offset_reset="none",
             )
-            self._consumer.subscribe(list(self._sink.topics), listener=_Rebalance(self))
-            await self._consumer.start()
-        except BaseException:
-            await self.stop()
-            raise
-        self._task = asyncio.create_task(self._run(), name="sink-timescale-consume")
-        self._task.add_done_callback(self._task_done)
+            consumer.subscribe(list(self._sink.topics), listener=_Rebalance(self))
+            lifecycle.started("kafka consumer", consumer.stop)
+            await consumer.start()
+        self._task = lifecycle.spawn(self._run(), name="sink-timescale-consume")
 
     async def stop(self) -> None:
         """Stop consuming, write what is buffered (one attempt), leave the group, close."""
         if self._stopped:
             return
         self._stopped = True
+        self._lifecycle.begin_stop()
         self._stopping.set()
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(BaseException):
-                await self._maintenance
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        # The retention task is cancelled; the consumer, producer and pool close, in that order.
+        await self._lifecycle.close()
         metrics.READY.set(0)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the stage failed (a background task died), or None."""
+        return self._lifecycle.failure
+
     def ready(self) -> bool:
-        return self._started and not self._stopped and self._prepared and not self._failing
+        return (
+            self._started
+            and not self._stopped
+            and self._prepared
+            and not self._failing
+            and not self._lifecycle.failed
+        )
 
     async def wait_failed(self) -> None:
-        if self._failure is None:
-            raise RuntimeError("wait_failed() before start()")
-        await asyncio.shield(self._failure)
+        await self._lifecycle.wait_failed()
 
     async def __aenter__(self) -> TimescaleSink:
         await self.start()
@@ -326,15 +337,6 @@ class TimescaleSink:
     ) -> None:
         await self.stop()
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._failure is None or self._failure.done():
-            return
-        if task.cancelled():
-            self._failure.set_exception(RuntimeError("sink task cancelled"))
-        elif (error := task.exception()) is not None:
-            log.error("sink failed", exc_info=error)
-            self._failure.set_exception(error)
-
     # --- rebalance ---------------------------------------------------------------------------
 
     def _forget(self, revoked: set[TopicPartition]) -> None:
@@ -346,14 +348,14 @@ class TimescaleSink:
             self._unpositioned.discard(tp)
             self._unverified.discard(tp)
             self._positions.pop(tp, None)
-        log.info("partitions revoked", extra={"partitions": sorted(map(str, revoked))})
+        log.info("partitions revoked", extra=_partitions_extra(revoked))
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         self._unpositioned |= assigned
         if assigned and self._consumer is not None:
             # No record before the partition is positioned at the stored offset.
             self._consumer.pause(*assigned)
-        log.info("partitions assigned", extra={"partitions": sorted(map(str, assigned))})
+        log.info("partitions assigned", extra=_partitions_extra(assigned))
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -398,8 +400,8 @@ class TimescaleSink:
             if not self._buffer.count or not (self._failing or self._due()):
                 return
             self._pending, self._buffer = self._buffer, _Batch()
-        self._writing = asyncio.create_task(
-            self._attempt(self._flush, "write"), name="sink-timescale-write"
+        self._writing = self._lifecycle.spawn(
+            self._attempt(self._flush, "write"), name="sink-timescale-write", finite=True
         )
         self._writing.add_done_callback(self._write_done)
 
@@ -547,7 +549,9 @@ class TimescaleSink:
         self._prepared = True
         metrics.READY.set(1)
         if report is not None and not report.retention_by_jobs and self._maintenance is None:
-            self._maintenance = asyncio.create_task(self._retention_loop(), name="sink-retention")
+            self._maintenance = self._lifecycle.spawn(
+                self._retention_loop(), name="sink-retention", finite=True
+            )
 
     async def _position(self) -> None:
         consumer = self._consumer
@@ -574,9 +578,14 @@ class TimescaleSink:
                     self._unverified.add(tp)
                 self._positions[tp] = offset or 0
                 self._unpositioned.discard(tp)
+            stored_count = sum(1 for tp in partitions if (tp.topic, tp.partition) in stored)
             log.info(
                 "partitions positioned at the stored offsets",
-                extra={"positions": {str(tp): self._positions[tp] for tp in partitions}},
+                extra={
+                    "partitions": len(partitions),
+                    "from_stored": stored_count,
+                    "from_beginning": len(partitions) - stored_count,
+                },
             )
 
     async def _verify_positions(self) -> None:
@@ -827,6 +836,18 @@ class TimescaleSink:
             except psycopg.Error as exc:
                 log.warning("retention run failed", extra={"error": _describe(exc)})
             await asyncio.sleep(self._sink.maintenance_interval_s)
+
+
+def _partitions_extra(partitions: set[TopicPartition]) -> dict[str, object]:
+    """Log fields for a set of partitions: counts, and the ranges only at DEBUG (a sink reads
+    dozens of partitions; one line must not list them all)."""
+    extra: dict[str, object] = {
+        "partitions": len(partitions),
+        "topics": len({tp.topic for tp in partitions}),
+    }
+    if log.isEnabledFor(logging.DEBUG):
+        extra["ranges"] = partition_summary((tp.topic, tp.partition) for tp in partitions)
+    return extra
 
 
 def _transient_db_error(exc: psycopg.Error) -> bool:

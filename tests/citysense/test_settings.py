@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from citysense.settings import SettingsError, load_settings, mask_url
+from citysense.settings import Settings, SettingsError, load_settings, mask_url
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +106,27 @@ def test_aggregate_settings_name_the_bad_field() -> None:
             aggregate={"windows": [{"name": "a", "size_s": 60}, {"name": "a", "size_s": 120}]}
         )
     assert [w.name for w in load_settings().aggregate.windows] == ["1m", "15m", "1h"]
+
+
+def test_every_stage_has_its_own_metrics_port_unless_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CITYSENSE_HTTP_PORT", "CITYSENSE_PUBLISH_PORT", "CITYSENSE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().metrics_ports() == {
+        "run": 28080,
+        "ingest": 28081,
+        "aggregate": 28082,
+        "sink": 28083,
+        "publish": 28084,
+    }
+    monkeypatch.setenv("CITYSENSE_HTTP_PORT", "9100")
+    shared = Settings().metrics_ports()
+    assert {shared[stage] for stage in ("run", "ingest", "aggregate", "sink")} == {9100}
+    assert shared["publish"] == 28084  # the API's own port
+
+
+def test_log_format_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYSENSE_LOG_FORMAT", "fancy")
+    with pytest.raises(SettingsError, match="log_format"):
+        load_settings()

@@ -83,7 +83,7 @@ def test_embedded_config_is_valid_and_loads_the_same_rules(tmp_path: Path) -> No
     rules = rules_dir()
     assert rules == PROMETHEUS / "rules"
     config = tmp_path / "prometheus.yml"
-    config.write_text(prometheus_config({"all": 28080, **STAGE_PORTS}, [rules / "*.yml"]))
+    config.write_text(prometheus_config({"run": 28080, **STAGE_PORTS}, [rules / "*.yml"]))
     result = promtool("check", "config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     rule_count = sum(

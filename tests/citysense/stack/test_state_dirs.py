@@ -15,7 +15,6 @@ def _stack(root: Path, system_dir: Path) -> Stack:
         kafka_port=2,
         postgres_port=3,
         prometheus_port=4,
-        metrics_port=5,
         system_dir=system_dir,
     )
 
