@@ -13,7 +13,8 @@ on it, nothing dies silently.
 within ``shutdown_deadline_s``: intake first, sinks last, the drain order of
 docs/architecture.md#delivery-guarantees (rule 7). A failure makes ``/healthz`` and ``/readyz``
 answer 503 naming it while the stage shuts down, and the exit status 1. A start that fails
-shuts down what had started, then raises: the CLI reports a :class:`~citysense.errors.StartupError` as one line (exit 2).
+shuts down what had started, then raises: the CLI reports a
+:class:`~citysense.errors.StartupError` as one line (exit 2).
 """
 
 from __future__ import annotations
