@@ -275,6 +275,28 @@ def publish() -> None:
     _run_stage(settings, "publish", _publication(settings), health=False)
 
 
+@app.command()
+def status(
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.2, max=60, help="Seconds between refreshes (and rate span).")
+    ] = 2.0,
+) -> None:
+    """Live view of the running pipeline: rates, lag, dead letters, late records, sites."""
+    import asyncio
+    import logging
+
+    from citysense.status import run_status
+
+    settings = _settings()
+    # An unreachable broker is a line in the view; aiokafka's own error lines would garble it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(run_status(settings, once=once, interval_s=interval))
+    except KeyboardInterrupt:
+        return
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings as JSON, secrets masked."""
