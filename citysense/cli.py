@@ -278,6 +278,9 @@ def publish() -> None:
 @app.command()
 def status(
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one snapshot as a JSON line and exit.")
+    ] = False,
     interval: Annotated[
         float, typer.Option(min=0.2, max=60, help="Seconds between refreshes (and rate span).")
     ] = 2.0,
@@ -292,7 +295,7 @@ def status(
     # An unreachable broker is a line in the view; aiokafka's own error lines would garble it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        asyncio.run(run_status(settings, once=once, interval_s=interval))
+        asyncio.run(run_status(settings, once=once, interval_s=interval, as_json=as_json))
     except KeyboardInterrupt:
         return
 

@@ -13,6 +13,7 @@ exception: the view must keep showing what it can while a dependency is down.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from citysense.status._lag import GroupLag, group_lag, high_watermarks, kafka_po
 from citysense.status._metrics import Scrape, StageRate, counter_rate, merge_scrapes, stage_rates
 from schemas import aggregate_topic, measurement_topic
 
-__all__ = ["Snapshot", "collect", "metrics_endpoints", "scrape"]
+__all__ = ["Snapshot", "collect", "metrics_endpoints", "scrape", "snapshot_as_json"]
 
 _HTTP_TIMEOUT_S = 2.0
 _KAFKA_TIMEOUT_S = 10.0
@@ -226,6 +227,17 @@ async def collect(
         problems=problems,
     )
     return snapshot, current
+
+
+def snapshot_as_json(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-ready data (times in ISO 8601), for scripts and benchmarks."""
+    data: dict[str, Any] = dataclasses.asdict(snapshot)
+    data["taken_at"] = snapshot.taken_at.isoformat()
+    for site in data["sites"]:
+        site["bucket_end"] = site["bucket_end"].isoformat()
+    for lag in data["lags"]:
+        lag["topics"] = list(lag["topics"])
+    return data
 
 
 def _sum(values: list[float | None]) -> float | None:
