@@ -178,14 +178,20 @@ def _reason(exc: BaseException) -> str:
 
 
 async def collect(
-    settings: Settings, previous: Scrape | None = None, interval_s: float = 2.0
+    settings: Settings,
+    previous: Scrape | None = None,
+    interval_s: float = 2.0,
+    endpoints: Mapping[str, str] | None = None,
 ) -> tuple[Snapshot, Scrape]:
     """One snapshot and the scrape it ended with (the ``previous`` of the next call).
 
     Without ``previous``, the endpoints are scraped once, then again ``interval_s`` later
     while Kafka and the database are read; with it, once, and rates cover the time since.
+    ``endpoints`` (name → ``/metrics`` URL) replaces the settings' ports, for stages on other
+    ports (the benchmarks run each stage on a free one).
     """
-    endpoints = metrics_endpoints(settings)
+    if endpoints is None:
+        endpoints = metrics_endpoints(settings)
     problems: list[str] = []
     if previous is None:
         previous = await scrape(endpoints)
