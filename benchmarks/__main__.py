@@ -3,8 +3,10 @@
 Every module ``benchmarks/<name>.py`` not starting with ``_`` that defines ``main()`` is a
 benchmark; they run in name order (or in the order given). Each prints its own table; a failing
 one is reported with its traceback and the others still run. All results go to
-``bench-results/<UTC timestamp>.json`` and a summary ends the output. Exit status 1 if any
-benchmark failed, 2 for an unknown name.
+``bench-results/<UTC timestamp>.json`` and a summary ends the output. A run of every benchmark
+(no NAME given), or ``--markdown``, also rewrites ``BENCHMARKS.md`` and its plot
+(:mod:`benchmarks.report`): a partial run never replaces the page of a full one by accident.
+Exit status 1 if any benchmark failed, 2 for an unknown name.
 """
 
 from __future__ import annotations
@@ -70,11 +72,14 @@ def _cpu_model() -> str:
 
 
 def _host() -> dict[str, Any]:
+    import psutil
+
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
+        "memory_bytes": psutil.virtual_memory().total,
     }
 
 
@@ -120,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="rewrite BENCHMARKS.md even when only some benchmarks run",
+    )
     args = parser.parse_args(argv)
 
     available = discover()
@@ -170,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"\nresults: {out}")
+    if (not args.names or args.markdown) and not interrupted:
+        from benchmarks.report import write_report
+
+        page = write_report(document, f"bench-results/{out.name}")
+        print(f"report: {page.name} (with its plot when the end-to-end run has samples)")
     failed = [name for name, entry in results.items() if entry["status"] != "ok"]
     if interrupted:
         return 130

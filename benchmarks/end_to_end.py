@@ -1,0 +1,772 @@
+"""End to end: simulator → Mosquitto → ingest → Kafka → aggregate → sink → TimescaleDB, at a rate.
+
+In one run on a private stack (the project's ``Stack``: Mosquitto, Tansu, PostgreSQL+TimescaleDB
+on free loopback ports, in a temporary directory, a fresh database):
+
+1. the pipeline as in production, each stage its own process on a free port (``citysense sink``,
+   ``publish``, ``aggregate``, ``ingest``; ``CITYSENSE_BENCH_E2E_LAYOUT=run`` runs ``citysense run``
+   instead, every stage in one process), started in that order, each waited for on ``/readyz``;
+2. ``citysense simulate`` (the ``nation`` fleet) at ``RATE`` messages/s for ``DURATION_S``
+   (``CITYSENSE_BENCH_E2E_RATE``, default 10,000; ``CITYSENSE_BENCH_E2E_SECONDS``, default 120:
+   the issue's 10-minute run is ``CITYSENSE_BENCH_E2E_SECONDS=600``), ``--processes``
+   ``CITYSENSE_BENCH_E2E_SIM_PROCESSES`` (default 1);
+3. every ``SAMPLE_S`` seconds (``CITYSENSE_BENCH_E2E_SAMPLE_S``, default 5), what ``citysense
+   status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
+   consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
+   (psutil, children included), kept for the plot;
+4. after the simulator stops, the drain: sampling goes on until the sink has consumed every valid
+   message's record (its ``citysense_sink_records_total`` on the measurement topics) and the
+   groups have no lag, or ``DRAIN_TIMEOUT_S``;
+5. zero loss, counted independently of the stages' own metrics, in two steps. Kafka: the records
+   of each measurement topic (a fresh broker) against the simulator's summary (valid messages the
+   broker acknowledged, per kind), the dead-letter topic's against the malformed ones it sent
+   (none by default). TimescaleDB: ``count(*)`` of each raw table against the distinct natural
+   keys (``sensor_id``, ``observed_at``) of that kind's records, read back from Kafka. The two
+   differ because a measurement sent twice is one row (DESIGN.md 5.5): above one message per
+   sensor per second the simulator repeats a sensor's payload within the second, and codecs whose
+   payload carries the device's own clock (to the second) then give the same ``observed_at``;
+6. latency from ``observed_at`` to the commit of the row in TimescaleDB: the sink's histogram
+   ``citysense_sink_end_to_end_latency_seconds`` over the whole run (p50 and p99 interpolated in
+   the buckets as Prometheus' ``histogram_quantile`` does; the share at or under 2 s is exact, 2 s
+   being a bucket bound; the maximum is known only as the bound of the highest non-empty bucket).
+
+Sustained rate: per stage, the median of its sampled rates over the load phase without the first
+and last samples; the pipeline's is the lowest of ingest's, the aggregator's and the sink's, next
+to the simulator's offered rate. Flat memory: for each pipeline process, the largest RSS of the
+last quarter of the load phase is at most 10 % above that of the second quarter.
+
+Targets (the product issue): at least 10,000 msg/s through every stage for 10 minutes, zero
+loss, p99 under 2 s, flat memory. Every process shares the machine's cores with the broker,
+Kafka, PostgreSQL and the simulator itself.
+
+``python -m benchmarks.end_to_end --soak`` (``make soak``) is the soak: 5,000 msg/s for 10
+minutes (``CITYSENSE_BENCH_SOAK_MINUTES``), sampled every 10 s, written to
+``bench-results/soak-<time>.json`` with its plot ``soak-<time>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+import schemas
+from benchmarks import table
+from citysense.clients import kafka_consumer
+from citysense.settings import DatabaseSettings, KafkaSettings, Settings
+from citysense.stack import Stack, free_port, temporary_stack
+from citysense.status import Scrape, collect
+from citysense.status._lag import high_watermarks
+from decoders import KINDS
+from schemas import DEADLETTER_TOPIC, measurement_topic
+
+__all__ = ["histogram_quantile", "main", "run_pipeline", "steady_rate"]
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The command line of this checkout's ``citysense`` (not whichever the PATH has).
+CITYSENSE = [sys.executable, "-c", "from citysense.cli import main; main()"]
+
+RATE = float(os.environ.get("CITYSENSE_BENCH_E2E_RATE", "10000"))
+DURATION_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SECONDS", "120"))
+SAMPLE_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SAMPLE_S", "5"))
+SIM_PROCESSES = int(os.environ.get("CITYSENSE_BENCH_E2E_SIM_PROCESSES", "1"))
+LAYOUT = os.environ.get("CITYSENSE_BENCH_E2E_LAYOUT", "stages")
+SOAK_RATE = 5000.0
+SOAK_MINUTES = float(os.environ.get("CITYSENSE_BENCH_SOAK_MINUTES", "10"))
+SOAK_SAMPLE_S = 10.0
+
+TARGET_RATE = 10_000.0
+TARGET_SECONDS = 600.0
+TARGET_P99_S = 2.0
+FLAT_TOLERANCE = 1.10
+DRAIN_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 90.0
+RAW_TABLES = {kind: f"{kind}_measurements" for kind in KINDS}
+LATENCY = "citysense_sink_end_to_end_latency_seconds"
+RESULTS_DIR = ROOT / "bench-results"
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One ``citysense`` process of the pipeline, its metrics port and its log file."""
+
+    name: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, args: list[str], env: Mapping[str, str]) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*CITYSENSE, *args], env=dict(env), cwd=ROOT, stdout=log, stderr=log
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while _http_status(f"http://127.0.0.1:{self.port}/readyz") != 200:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310  (loopback)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _http_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (loopback)
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a process and its children, in MiB; None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+    except psutil.Error:
+        return None
+    return total / (1024 * 1024)
+
+
+# --- figures (pure) ---------------------------------------------------------------------------
+
+
+def histogram_quantile(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
+    """Quantile ``q`` of a cumulative histogram ((upper bound, count) pairs), interpolated
+    linearly within its bucket as Prometheus' ``histogram_quantile`` does
+    (https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile);
+    None when the histogram is empty. A quantile in the ``+Inf`` bucket is the highest finite
+    bound."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            share = (rank - below) / (count - below) if count > below else 0.0
+            return lower + (bound - lower) * share
+        lower, below = bound, count
+    return lower
+
+
+def latency_figures(buckets: list[tuple[float, float]]) -> dict[str, Any]:
+    """p50, p99, the share at or under the target, and the highest non-empty bucket's bound."""
+    ordered = sorted(buckets)
+    count = ordered[-1][1] if ordered else 0.0
+    within = max((c for b, c in ordered if b <= TARGET_P99_S), default=0.0)
+    highest = None
+    previous = 0.0
+    for bound, cumulative in ordered:
+        if cumulative > previous:
+            highest = bound
+        previous = cumulative
+    return {
+        "count": count,
+        "p50_s": histogram_quantile(ordered, 0.5),
+        "p99_s": histogram_quantile(ordered, 0.99),
+        "share_within_target": within / count if count else None,
+        "max_at_most_s": highest,
+    }
+
+
+def steady_rate(rates: list[float | None]) -> float | None:
+    """Median of a stage's sampled rates without the first and last (ramp-up and the partial
+    sample at the end); all of them when there are fewer than four."""
+    known = [r for r in rates if r is not None]
+    if len(known) >= 4:
+        known = known[1:-1]
+    return statistics.median(known) if known else None
+
+
+def flat_memory(series: list[tuple[float, float]], load_s: float) -> dict[str, Any]:
+    """Largest RSS (MiB) of the second and the last quarter of the load phase, and whether the
+    latter is within :data:`FLAT_TOLERANCE` of the former (None with too few samples)."""
+    second = [mb for t, mb in series if load_s / 4 <= t < load_s / 2]
+    last = [mb for t, mb in series if load_s * 3 / 4 <= t <= load_s]
+    if not second or not last:
+        return {"second_quarter_mb": None, "last_quarter_mb": None, "flat": None}
+    early, late = max(second), max(last)
+    return {"second_quarter_mb": early, "last_quarter_mb": late, "flat": late <= early * 1.10}
+
+
+def histogram_buckets(text: str, name: str) -> list[tuple[float, float]]:
+    """Cumulative (bound, count) of histogram ``name`` summed over its labels."""
+    sums: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                sums[bound] = sums.get(bound, 0.0) + float(sample.value)
+    return sorted(sums.items())
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Observation:
+    """The samples of one run and the moments that split it."""
+
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    load_s: float = 0.0
+    drain_s: float | None = None
+
+
+def _pipeline(workdir: Path, env: dict[str, str]) -> list[Stage]:
+    """Start the stages, sink first (it migrates the database the API checks)."""
+    stages: list[Stage] = []
+    if LAYOUT == "run":
+        run = Stage("run", free_port(), workdir / "run.log")
+        api = free_port()
+        run.start(
+            ["run"],
+            {**env, "CITYSENSE_HTTP_PORT": str(run.port), "CITYSENSE_PUBLISH_PORT": str(api)},
+        )
+        stages.append(run)
+        run.wait_ready()
+        return stages
+    for name in ("sink", "publish", "aggregate", "ingest"):
+        stage = Stage(name, free_port(), workdir / f"{name}.log")
+        port_env = (
+            {"CITYSENSE_PUBLISH_PORT": str(stage.port)}
+            if name == "publish"
+            else {"CITYSENSE_HTTP_PORT": str(stage.port)}
+        )
+        stage.start([name], {**env, **port_env})
+        stages.append(stage)
+        stage.wait_ready()
+    return stages
+
+
+def _sample(
+    at: float,
+    phase: str,
+    snapshot: Any,
+    pids: Mapping[str, int | None],
+) -> dict[str, Any]:
+    return {
+        "t": round(at, 2),
+        "phase": phase,
+        "rate": {s.stage: s.rate_in for s in snapshot.stages if s.running},
+        "total": {s.stage: s.total_in for s in snapshot.stages if s.running},
+        "lag": {lag.stage: lag.records for lag in snapshot.lags},
+        "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+        "dead_letters": snapshot.dead_letters,
+        "problems": list(snapshot.problems),
+    }
+
+
+async def _observe(
+    settings: Settings,
+    stages: list[Stage],
+    services: Mapping[str, int | None],
+    simulator: subprocess.Popen[bytes],
+    sample_s: float,
+    expected_rows: Any,
+) -> Observation:
+    """Sample while the simulator runs, then through the drain."""
+    endpoints = {f"{s.name}@{s.port}": f"http://127.0.0.1:{s.port}/metrics" for s in stages}
+    pids: dict[str, int | None] = {s.name: s.pid for s in stages}
+    pids["simulator"] = simulator.pid
+    pids.update(services)
+    observation = Observation()
+    started = time.monotonic()
+    previous: Scrape | None = None
+    load_end: float | None = None
+    while True:
+        began = time.monotonic()
+        snapshot, previous = await collect(settings, previous, sample_s, endpoints=endpoints)
+        now = time.monotonic() - started
+        running = simulator.poll() is None
+        if not running and load_end is None:
+            load_end = now
+            observation.load_s = now
+        observation.samples.append(_sample(now, "load" if running else "drain", snapshot, pids))
+        if not running:
+            done = expected_rows() and all(
+                lag.records == 0 for lag in snapshot.lags if lag.records is not None
+            )
+            if done:
+                assert load_end is not None
+                observation.drain_s = now - load_end
+                return observation
+            if load_end is not None and now - load_end > DRAIN_TIMEOUT_S:
+                return observation
+        await asyncio.sleep(max(0.0, sample_s - (time.monotonic() - began)))
+
+
+def _sink_consumed(stages: list[Stage]) -> float:
+    """Measurement records the sink has committed so far, from its own counter (cheap to poll
+    during the drain)."""
+    total = 0.0
+    topics = {measurement_topic(kind) for kind in KINDS}
+    for stage in stages:
+        if stage.name not in ("sink", "run"):
+            continue
+        text = _http_text(f"http://127.0.0.1:{stage.port}/metrics")
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "citysense_sink_records_total"
+                    and sample.labels.get("topic") in topics
+                ):
+                    total += float(sample.value)
+    return total
+
+
+async def _count_rows(url: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for kind, name in RAW_TABLES.items():
+            row = await (await conn.execute(f"SELECT count(*) FROM {name}")).fetchone()  # noqa: S608
+            counts[kind] = int(row[0]) if row else 0
+    return counts
+
+
+async def _kafka_counts(kafka: KafkaSettings) -> tuple[dict[str, int], dict[str, int], int]:
+    """Per kind, the records of its measurement topic and their distinct (sensor_id,
+    observed_at); and the dead-letter topic's records. Reads every measurement record once."""
+    topics = {measurement_topic(kind): kind for kind in KINDS}
+    ends = await high_watermarks(kafka, [*topics, DEADLETTER_TOPIC])
+    records: dict[str, int] = dict.fromkeys(KINDS, 0)
+    keys: dict[str, set[tuple[str, datetime]]] = {kind: set() for kind in KINDS}
+    wanted = {tp: end for tp, end in ends.items() if tp.topic in topics and end > 0}
+    consumer = kafka_consumer(kafka, group_id=None, max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        for tp in wanted:
+            consumer.seek(tp, 0)
+        while wanted:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+            for tp, batch in batches.items():
+                kind = topics[tp.topic]
+                seen = keys[kind]
+                for message in batch:
+                    if message.offset >= ends[tp]:
+                        continue
+                    _name, record = schemas.decode(message.value)
+                    records[kind] += 1
+                    seen.add((record["sensor_id"], record["observed_at"]))
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    wanted.pop(tp, None)
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    distinct = {kind: len(found) for kind, found in keys.items()}
+    dead = sum(end for tp, end in ends.items() if tp.topic == DEADLETTER_TOPIC)
+    return records, distinct, dead
+
+
+def run_pipeline(rate: float, duration_s: float, sample_s: float) -> dict[str, Any]:
+    """One end-to-end run on a private stack; the figures, samples included."""
+    workdir = Path(tempfile.mkdtemp(prefix="citysense-bench-e2e-"))
+    stages: list[Stage] = []
+    try:
+        with temporary_stack(
+            "citysense-bench-e2e-", only=("mosquitto", "kafka", "postgres")
+        ) as stack:
+            return _run(stack, workdir, stages, rate, duration_s, sample_s)
+    finally:
+        for stage in reversed(stages):
+            stage.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    stack: Stack,
+    workdir: Path,
+    stages: list[Stage],
+    rate: float,
+    duration_s: float,
+    sample_s: float,
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    env.update(stack.env())
+    env.update(
+        CITYSENSE_STACK_DIR=str(workdir / "no-stack"),
+        CITYSENSE_LOG_LEVEL="WARNING",
+        CITYSENSE_LOG_FORMAT="json",
+    )
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap=env["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False),
+        database=DatabaseSettings(url=env["CITYSENSE_DATABASE_URL"]),
+    )
+    services = {s.name: s.pid for s in stack.status() if s.running}
+    started = time.monotonic()
+    stages.extend(_pipeline(workdir, env))
+    startup_s = time.monotonic() - started
+    print(
+        f"pipeline ready in {startup_s:.1f} s ({LAYOUT}); simulating {rate:,.0f} msg/s for "
+        f"{duration_s:.0f} s",
+        flush=True,
+    )
+    summary_path = workdir / "simulator.json"
+    with summary_path.open("wb") as out, (workdir / "simulator.log").open("wb") as log:
+        simulator = subprocess.Popen(
+            [
+                *CITYSENSE,
+                "simulate",
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration_s),
+                "--processes",
+                str(SIM_PROCESSES),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=log,
+        )
+    expected: dict[str, float] = {}
+
+    def all_rows_written() -> bool:
+        return bool(expected) and _sink_consumed(stages) >= expected["rows"]
+
+    async def observe() -> Observation:
+        task = asyncio.create_task(
+            _observe(settings, stages, services, simulator, sample_s, all_rows_written)
+        )
+        # The expected row count is known once the simulator has said what it sent.
+        while simulator.poll() is None:  # noqa: ASYNC110  (a process, not an event)
+            await asyncio.sleep(0.5)
+        summary = _simulator_summary(summary_path, workdir)
+        expected["rows"] = float(sum(summary["by_kind"].values()))
+        return await task
+
+    observation = asyncio.run(observe())
+    summary = _simulator_summary(summary_path, workdir)
+    latency_text = "".join(
+        _http_text(f"http://127.0.0.1:{s.port}/metrics")
+        for s in stages
+        if s.name in ("sink", "run")
+    )
+    latency = latency_figures(histogram_buckets(latency_text, LATENCY))
+    exits = {stage.name: stage.stop() for stage in reversed(stages)}
+    rows = asyncio.run(_count_rows(env["CITYSENSE_DATABASE_URL"]))
+    counted = time.monotonic()
+    in_kafka, distinct, dead = asyncio.run(_kafka_counts(settings.kafka))
+    print(f"read back {sum(in_kafka.values()):,} records in {time.monotonic() - counted:.0f} s")
+    loss = loss_figures(summary, in_kafka, distinct, rows, dead)
+    return _figures(
+        rate, duration_s, sample_s, startup_s, summary, observation, latency, loss, exits
+    )
+
+
+def loss_figures(
+    summary: Mapping[str, Any],
+    in_kafka: Mapping[str, int],
+    distinct: Mapping[str, int],
+    rows: Mapping[str, int],
+    dead_letters: int,
+) -> dict[str, Any]:
+    """The zero-loss verdict (see the module docstring, step 5), per kind and in all."""
+    sent = {kind: int(summary.get("by_kind", {}).get(kind, 0)) for kind in RAW_TABLES}
+    malformed = int(summary.get("malformed", 0))
+    kafka_ok = dict(in_kafka) == sent and dead_letters == malformed
+    rows_ok = dict(rows) == dict(distinct)
+    return {
+        "acknowledged": sent,
+        "malformed_sent": malformed,
+        "in_kafka": dict(in_kafka),
+        "dead_letters": dead_letters,
+        "distinct_measurements": dict(distinct),
+        "rows": dict(rows),
+        "missing_in_kafka": sum(sent.values()) - sum(in_kafka.values()),
+        "missing_rows": sum(distinct.values()) - sum(rows.values()),
+        "repeated_measurements": sum(in_kafka.values()) - sum(distinct.values()),
+        "zero_loss": kafka_ok and rows_ok,
+    }
+
+
+def _simulator_summary(path: Path, workdir: Path) -> dict[str, Any]:
+    lines = path.read_text().strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"the simulator printed no summary:\n{_tail(workdir / 'simulator.log')}")
+    return dict(json.loads(lines[-1]))
+
+
+def _figures(
+    rate: float,
+    duration_s: float,
+    sample_s: float,
+    startup_s: float,
+    summary: dict[str, Any],
+    observation: Observation,
+    latency: dict[str, Any],
+    loss: dict[str, Any],
+    exits: dict[str, int | None],
+) -> dict[str, Any]:
+    load = [s for s in observation.samples if s["phase"] == "load"]
+    stage_names = [
+        name for name in ("ingest", "aggregate", "sink") if any(name in s["rate"] for s in load)
+    ]
+    rates = {name: steady_rate([s["rate"].get(name) for s in load]) for name in stage_names}
+    sustained = min((r for r in rates.values() if r is not None), default=None)
+    # The simulator's own rate: messages acknowledged over its run, the last acks included.
+    offered = _num(summary.get("rate"))
+    zero_loss = bool(loss["zero_loss"])
+    missing = int(loss["missing_in_kafka"]) + int(loss["missing_rows"])
+    processes = sorted({name for s in observation.samples for name in s["rss_mb"]})
+    series = {
+        name: [
+            (s["t"], s["rss_mb"][name])
+            for s in observation.samples
+            if s["rss_mb"].get(name) is not None
+        ]
+        for name in processes
+    }
+    peaks = {name: max((mb for _t, mb in points), default=None) for name, points in series.items()}
+    pipeline = [
+        name for name in processes if name in ("ingest", "aggregate", "sink", "publish", "run")
+    ]
+    flat = {name: flat_memory(series[name], observation.load_s) for name in pipeline}
+    flat_ok = all(f["flat"] is not False for f in flat.values())
+    p99 = latency["p99_s"]
+    kept_up = observation.drain_s is not None
+    targets = {
+        "rate": sustained is not None and sustained >= TARGET_RATE and kept_up,
+        "duration": duration_s >= TARGET_SECONDS,
+        "zero_loss": zero_loss,
+        "p99": latency["share_within_target"] is not None
+        and latency["share_within_target"] >= 0.99,
+        "flat_memory": flat_ok,
+    }
+    figures: dict[str, Any] = {
+        "layout": LAYOUT,
+        "rate_asked_per_s": rate,
+        "duration_s": duration_s,
+        "sample_s": sample_s,
+        "startup_s": startup_s,
+        "simulator": summary,
+        "offered_per_s": offered,
+        "stage_rates_per_s": rates,
+        "sustained_per_s": sustained,
+        "load_s": observation.load_s,
+        "drain_s": observation.drain_s,
+        "loss": loss,
+        "zero_loss": zero_loss,
+        "latency": latency,
+        "peak_rss_mb": peaks,
+        "rss": flat,
+        "exit_codes": exits,
+        "targets": targets,
+        "samples": observation.samples,
+    }
+    figures["comparisons"] = comparisons(figures)
+    figures["target_met"] = all(targets.values())
+    figures["summary"] = (
+        f"{_n(sustained)} msg/s sustained of {_n(offered)} offered for {duration_s / 60:.0f} min, "
+        f"{'zero loss' if zero_loss else f'{missing:,} rows missing'}, p99 "
+        f"{'-' if p99 is None else f'{p99:.2f}'} s, memory {'flat' if flat_ok else 'growing'}"
+    )
+    return figures
+
+
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each headline figure beside its peer, ceiling or target (for the report)."""
+    out: list[dict[str, Any]] = []
+
+    def add(
+        figure: str, value: float | None, unit: str, versus: str, reference: float | None
+    ) -> None:
+        ratio = value / reference if value is not None and reference else None
+        out.append(
+            {
+                "figure": figure,
+                "value": value,
+                "unit": unit,
+                "versus": versus,
+                "versus_value": reference,
+                "ratio": ratio,
+            }
+        )
+
+    offered = figures["offered_per_s"]
+    for stage, rate in figures["stage_rates_per_s"].items():
+        add(f"{stage} rate", rate, "msg/s", "simulator, offered", offered)
+    add("sustained (slowest stage)", figures["sustained_per_s"], "msg/s", "target", TARGET_RATE)
+    add("offered by the simulator", offered, "msg/s", "asked", figures["rate_asked_per_s"])
+    add("run length", figures["duration_s"], "s", "target", TARGET_SECONDS)
+    loss = figures["loss"]
+    add(
+        "measurement records in Kafka",
+        float(sum(loss["in_kafka"].values())),
+        "records",
+        "valid messages acknowledged by MQTT",
+        float(sum(loss["acknowledged"].values())),
+    )
+    add(
+        "dead letters",
+        float(loss["dead_letters"]),
+        "records",
+        "malformed messages sent",
+        float(loss["malformed_sent"]),
+    )
+    add(
+        "rows in TimescaleDB",
+        float(sum(loss["rows"].values())),
+        "rows",
+        "distinct (sensor, observed_at) in Kafka",
+        float(sum(loss["distinct_measurements"].values())),
+    )
+    latency = figures["latency"]
+    add("latency p50 observed_at → row", latency["p50_s"], "s", "target p99", TARGET_P99_S)
+    add("latency p99 observed_at → row", latency["p99_s"], "s", "target p99", TARGET_P99_S)
+    add("latency max (bucket bound)", latency["max_at_most_s"], "s", "target p99", TARGET_P99_S)
+    add("share of rows within 2 s", latency["share_within_target"], "", "target", 0.99)
+    if figures["drain_s"] is not None:
+        add(
+            "drain after the simulator stopped",
+            figures["drain_s"],
+            "s",
+            "run length",
+            figures["load_s"],
+        )
+    for name, rss in figures["rss"].items():
+        add(
+            f"RSS {name}, last quarter",
+            rss["last_quarter_mb"],
+            "MiB",
+            "second quarter",
+            rss["second_quarter_mb"],
+        )
+    return out
+
+
+def report(figures: dict[str, Any]) -> None:
+    """Print the comparison table."""
+    print(
+        table(
+            ["figure", "value", "unit", "versus", "its value", "ratio"],
+            [
+                [c["figure"], c["value"], c["unit"], c["versus"], c["versus_value"], c["ratio"]]
+                for c in figures["comparisons"]
+            ],
+            title=(
+                f"end to end, {figures['layout']} layout, {figures['rate_asked_per_s']:,.0f} msg/s "
+                f"asked for {figures['duration_s']:.0f} s"
+            ),
+        )
+    )
+    print(
+        "targets: "
+        + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in figures["targets"].items())
+    )
+
+
+def main() -> dict[str, Any]:
+    """The end-to-end run of ``make bench``."""
+    figures = run_pipeline(RATE, DURATION_S, SAMPLE_S)
+    report(figures)
+    return figures
+
+
+def soak() -> Path:
+    """``make soak``: 5,000 msg/s for ``SOAK_MINUTES``; JSON and PNG in ``bench-results/``."""
+    from benchmarks._plot import plot_run
+
+    started = datetime.now(UTC)
+    figures = run_pipeline(SOAK_RATE, SOAK_MINUTES * 60, SOAK_SAMPLE_S)
+    report(figures)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stem = RESULTS_DIR / f"soak-{started.strftime('%Y%m%dT%H%M%SZ')}"
+    stem.with_suffix(".json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    plot_run(
+        figures["samples"],
+        stem.with_suffix(".png"),
+        f"soak: {SOAK_RATE:,.0f} msg/s for {SOAK_MINUTES:.0f} min ({started:%Y-%m-%d %H:%M} UTC)",
+    )
+    print(f"\nresults: {stem.with_suffix('.json')}\nplot: {stem.with_suffix('.png')}")
+    return stem
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end")
+    parser.add_argument("--soak", action="store_true", help="5,000 msg/s for 10 minutes")
+    args = parser.parse_args(argv)
+    if args.soak:
+        soak()
+    else:
+        main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

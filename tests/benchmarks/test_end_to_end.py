@@ -1,0 +1,85 @@
+"""The end-to-end benchmark's pure figures: quantiles, steady rates, flat memory, loss."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.end_to_end import (
+    flat_memory,
+    histogram_buckets,
+    histogram_quantile,
+    latency_figures,
+    loss_figures,
+    steady_rate,
+)
+
+# 100 observations: 50 at or under 0.5 s, 40 more under 1 s, 9 under 2 s, 1 under 5 s.
+BUCKETS = [(0.5, 50.0), (1.0, 90.0), (2.0, 99.0), (5.0, 100.0), (float("inf"), 100.0)]
+
+
+def test_quantile_interpolates_within_the_bucket() -> None:
+    assert histogram_quantile(BUCKETS, 0.5) == 0.5
+    # Rank 70 is halfway through the (0.5, 1] bucket's 40 observations.
+    assert histogram_quantile(BUCKETS, 0.7) == pytest.approx(0.75)
+    assert histogram_quantile(BUCKETS, 0.99) == 2.0
+    assert histogram_quantile([], 0.5) is None
+    assert histogram_quantile([(1.0, 0.0), (float("inf"), 0.0)], 0.5) is None
+
+
+def test_latency_figures_share_within_target_and_max_bucket() -> None:
+    figures = latency_figures(BUCKETS)
+    assert figures["count"] == 100
+    assert figures["share_within_target"] == 0.99
+    assert figures["max_at_most_s"] == 5.0
+
+
+def test_histogram_buckets_sum_the_kinds() -> None:
+    text = "\n".join(
+        [
+            "# HELP lat latency",
+            "# TYPE lat histogram",
+            *(
+                f'lat_bucket{{kind="{kind}",le="{le}"}} {count}'
+                for kind, n in (("noise", 1), ("air", 2))
+                for le, count in (("1.0", 3 * n), ("+Inf", 4 * n))
+            ),
+            'lat_count{kind="noise"} 4',
+            'lat_sum{kind="noise"} 2.5',
+        ]
+    )
+    assert histogram_buckets(text + "\n", "lat") == [(1.0, 9.0), (float("inf"), 12.0)]
+
+
+def test_steady_rate_drops_the_ramp_and_the_tail() -> None:
+    assert steady_rate([10.0, 1000.0, 1010.0, 990.0, 20.0]) == 1000.0
+    assert steady_rate([None, 5.0, 7.0]) == 6.0
+    assert steady_rate([None]) is None
+
+
+def test_flat_memory_compares_second_and_last_quarters() -> None:
+    series = [(float(t), 100.0 + (t if t > 90 else 0)) for t in range(0, 121, 10)]
+    # Second quarter [30, 60): 100 MiB; last [90, 120]: up to 220 MiB.
+    grown = flat_memory(series, 120.0)
+    assert grown["second_quarter_mb"] == 100.0
+    assert grown["last_quarter_mb"] == 220.0
+    assert grown["flat"] is False
+    steady = flat_memory([(float(t), 100.0 + t / 100) for t in range(0, 121, 10)], 120.0)
+    assert steady["flat"] is True
+    assert flat_memory([(0.0, 1.0)], 120.0)["flat"] is None
+
+
+def test_loss_needs_every_record_in_kafka_and_a_row_per_distinct_measurement() -> None:
+    summary = {"sent": 103, "malformed": 3, "by_kind": {"noise": 60, "air": 40}}
+    kafka = {"noise": 60, "air": 40, "traffic": 0, "occupancy": 0}
+    # 5 noise messages repeated an earlier (sensor, observed_at): 55 rows are all of them.
+    distinct = {"noise": 55, "air": 40, "traffic": 0, "occupancy": 0}
+    whole = loss_figures(summary, kafka, distinct, dict(distinct), 3)
+    assert whole["zero_loss"] is True
+    assert whole["repeated_measurements"] == 5
+    short = loss_figures(summary, kafka, distinct, {**distinct, "air": 39}, 3)
+    assert short["zero_loss"] is False
+    assert short["missing_rows"] == 1
+    lost_in_ingest = loss_figures(summary, {**kafka, "noise": 59}, distinct, dict(distinct), 3)
+    assert lost_in_ingest["zero_loss"] is False
+    assert lost_in_ingest["missing_in_kafka"] == 1
+    assert loss_figures(summary, kafka, distinct, dict(distinct), 2)["zero_loss"] is False

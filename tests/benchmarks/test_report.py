@@ -1,0 +1,167 @@
+"""BENCHMARKS.md from a hand-made results document: figures beside their references, ratios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import PLOT_NAME, comparisons_of, fmt, render_markdown, write_report
+
+
+def _document(**benchmarks: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": "2026-12-04T10:00:00+00:00",
+        "finished_at": "2026-12-04T11:00:00+00:00",
+        "host": {
+            "python": "3.11.2",
+            "platform": "Linux-6.1-x86_64",
+            "cpus": 2,
+            "cpu_model": "Test CPU @ 2.0GHz",
+            "memory_bytes": 8 * 1024**3,
+        },
+        "benchmarks": benchmarks,
+    }
+
+
+INGEST: dict[str, Any] = {
+    "status": "ok",
+    "seconds": 300.0,
+    "load_before": 0.5,
+    "load_after": 1.5,
+    "result": {
+        "ceiling": {"received_per_s": 40_000.0, "published_per_s": 41_000.0},
+        "throughput": [
+            {"processes": 1, "ingest_per_s": 20_000.0, "peak_rss_mb": 80.0},
+            {"processes": 2, "ingest_per_s": 30_000.0, "peak_rss_mb": 150.0},
+        ],
+        "backlog": {"drain_per_s": 10_000.0},
+        "latency": {"rate_per_s": 5000.0, "p50_ms": 12.5, "p99_ms": 125.0},
+        "soak": None,
+        "summary": "ingest 30,000 msg/s",
+        "target_met": True,
+    },
+}
+
+SAMPLES = [
+    {
+        "t": 5.0 * i,
+        "phase": "load" if i < 4 else "drain",
+        "rate": {"ingest": 1000.0 + i, "sink": 990.0},
+        "lag": {"sink": 10 * i, "aggregate": None},
+        "rss_mb": {"ingest": 60.0, "sink": 90.0 + i},
+    }
+    for i in range(6)
+]
+
+END_TO_END: dict[str, Any] = {
+    "status": "ok",
+    "seconds": 200.0,
+    "load_before": 1.0,
+    "load_after": 2.0,
+    "result": {
+        "layout": "stages",
+        "rate_asked_per_s": 10_000.0,
+        "duration_s": 120.0,
+        "simulator": {"sent": 1_200_000},
+        "summary": "8,000 msg/s sustained",
+        "target_met": False,
+        "targets": {
+            "rate": False,
+            "duration": False,
+            "zero_loss": True,
+            "p99": True,
+            "flat_memory": True,
+        },
+        "peak_rss_mb": {"sink": 95.0, "ingest": 60.0},
+        "samples": SAMPLES,
+        "comparisons": [
+            {
+                "figure": "sustained (slowest stage)",
+                "value": 8000.0,
+                "unit": "msg/s",
+                "versus": "target",
+                "versus_value": 10_000.0,
+            },
+            {
+                "figure": "latency p99",
+                "value": None,
+                "unit": "s",
+                "versus": "target",
+                "versus_value": 2.0,
+            },
+        ],
+    },
+}
+
+FAILED: dict[str, Any] = {
+    "status": "failed",
+    "seconds": 3.0,
+    "error": "Traceback ...\nRuntimeError: no broker",
+}
+
+
+def _row(page: str, start: str) -> str:
+    return next(line for line in page.splitlines() if line.startswith(f"| {start}"))
+
+
+def test_each_figure_is_beside_its_reference_with_the_ratio() -> None:
+    rows = comparisons_of("ingest", INGEST["result"])
+    versus = {(c.figure, c.versus): c for c in rows}
+    one = versus["ingest x1: Kafka-acknowledged", "mosquitto_sub -q 1 (ceiling)"]
+    # 20,000 of a 40,000 ceiling.
+    assert one.ratio == 0.5
+    assert versus["ingest x2: Kafka-acknowledged", "target"].ratio == 1.5
+    assert versus["latency p99 at 5,000 msg/s", "target p99"].ratio == 0.5
+    page = render_markdown(_document(ingest=INGEST), "bench-results/x.json")
+    line = _row(page, "ingest x1: Kafka-acknowledged | 20,000 msg/s | mosquitto_sub")
+    assert line.endswith("| 40,000 msg/s | 0.50 |")
+
+
+def test_page_names_the_machine_the_date_and_the_source() -> None:
+    page = render_markdown(_document(ingest=INGEST), "bench-results/x.json")
+    assert "Test CPU @ 2.0GHz, 2 logical CPUs" in page
+    assert "| memory | 8.0 GiB |" in page
+    assert "2026-12-04T10:00:00+00:00" in page
+    assert "python -m benchmarks.report bench-results/x.json" in page
+
+
+def test_end_to_end_comes_first_with_its_targets_and_plot() -> None:
+    page = render_markdown(_document(ingest=INGEST, end_to_end=END_TO_END), "r.json")
+    sections = [line for line in page.splitlines() if line.startswith("## ")]
+    assert sections == ["## Machine and run", "## Summary", "## end_to_end", "## ingest"]
+    assert "| ≥ 10,000 msg/s through every stage | **no** |" in page
+    assert "| zero loss (rows + dead letters = messages acknowledged) | yes |" in page
+    assert f"![rate, lag and RSS over the run]({PLOT_NAME})" in page
+    assert _row(page, "sustained (slowest stage)").endswith("| 10,000 msg/s | 0.80 |")
+    # A figure the run could not measure is left out rather than shown as 0.
+    assert "latency p99 |" not in page
+    assert "CITYSENSE_BENCH_E2E_SECONDS=600" in page
+
+
+def test_a_failed_benchmark_shows_its_error_and_the_others_still_render() -> None:
+    page = render_markdown(_document(ingest=INGEST, publish=FAILED), "r.json")
+    assert "Failed: `RuntimeError: no broker`" in page
+    assert _row(page, "publish").startswith("| publish | failed |")
+    assert _row(page, "ingest |").startswith("| ingest | met |")
+
+
+def test_unknown_benchmark_without_comparisons_has_none() -> None:
+    assert comparisons_of("future_bench", {"x": 1.0}) == []
+
+
+def test_write_report_draws_the_plot_beside_the_page(tmp_path: Path) -> None:
+    page = write_report(_document(end_to_end=END_TO_END), "r.json", tmp_path)
+    assert page == tmp_path / "BENCHMARKS.md"
+    png = (tmp_path / PLOT_NAME).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 10_000  # three panels with lines, not an empty canvas
+
+
+def test_number_format() -> None:
+    assert fmt(12_345.6) == "12,346"
+    assert fmt(123.4) == "123"
+    assert fmt(12.34) == "12.3"
+    assert fmt(1.234) == "1.23"
+    assert fmt(0.01234) == "0.0123"
+    assert fmt(0.0) == "0"
+    assert fmt(None) == "-"
