@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system venv native lint test run bench clean generate
+.PHONY: help setup system venv native lint test run bench soak clean generate
+PROGRESS := bash deploy/scripts/progress.sh
 
 help:
 	@echo "make run    install everything, start the embedded stack, run the pipeline"
 	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
-	@echo "make setup | lint | bench | clean | generate"
+	@echo "make setup | lint | bench | soak | clean | generate"
 
 setup: system venv native
 
@@ -21,9 +22,12 @@ system:
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "citysense needs $(PYTHON) on PATH"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	@test -x $(BIN)/python || { echo "creating the virtualenv $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing the Python packages into $(VENV) (a few minutes the first time)"
+	@$(PROGRESS) "pip: upgrading pip" build/logs/pip-upgrade.log \
+		$(BIN)/python -m pip install --disable-pip-version-check --upgrade pip || true
+	@$(PROGRESS) "pip: citysense and its dependencies" build/logs/pip-install.log \
+		$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]' || true
 	@# Checks the install without importing the packages: a compiled extension older than its
 	@# source (after a pull) would fail the import until `make native` has rebuilt it.
 	@$(BIN)/python -m pip check -q >/dev/null && $(BIN)/python -c "import importlib.metadata as m; m.version('citysense')" || { echo "venv install failed"; exit 1; }
@@ -38,7 +42,8 @@ NATIVE_SOURCES := $(shell $(PYTHON) deploy/scripts/build_native.py --list 2>/dev
 $(NATIVE_STAMP): $(STAMP) deploy/scripts/build_native.py $(NATIVE_SOURCES)
 	@echo "compiling $(words $(NATIVE_SOURCES)) hot modules with mypyc (about a minute)"
 	@mkdir -p build/native
-	@$(BIN)/python deploy/scripts/build_native.py >build/native.log 2>&1 || { tail -30 build/native.log; exit 1; }
+	@$(PROGRESS) "mypyc: type-check, generate C, compile" build/native.log \
+		$(BIN)/python deploy/scripts/build_native.py
 	@touch $(NATIVE_STAMP)
 
 native: $(NATIVE_STAMP)
@@ -53,18 +58,26 @@ test: setup lint
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
 
-# The pipeline in the foreground, the simulated Place de la Nation fleet in the background.
+# The pipeline in the foreground (ingest, aggregate, sink and the publication API in one process),
+# the simulated Place de la Nation fleet in the background. Ctrl-C stops both; the stack stays up
+# for the next run (`citysense stack down` stops it).
 SIM_RATE ?= 20
 run: setup
 	$(BIN)/citysense stack up
-	@echo ""
-	@echo "citysense is running. Where to look:"
-	@echo "  pipeline metrics   http://127.0.0.1:$${CITYSENSE_HTTP_PORT:-28080}/metrics  (/healthz, /readyz)"
-	@echo "  Prometheus         $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_PROMETHEUS_URL=//p')"
-	@echo "  Kafka topics       city.<kind>.measurements.v1, city.<kind>.aggregates.v1, city.late.v1, city.deadletter.v1 on $$($(BIN)/citysense stack env | sed -n 's/^CITYSENSE_KAFKA_BOOTSTRAP=//p')"
-	@echo "  service logs       .stack/logs/ (simulator: .stack/logs/simulator.log)"
-	@echo "  connection env     $(BIN)/citysense stack env"
-	@echo "Stop with Ctrl-C; '$(BIN)/citysense stack down' stops the stack."
+	@api="http://127.0.0.1:$${CITYSENSE_PUBLISH_PORT:-28084}"; \
+	env_of() { $(BIN)/citysense stack env | sed -n "s/^$$1=//p" | sed 's|//\([^:@/]*\):[^@]*@|//\1@|'; }; \
+	echo ""; \
+	echo "citysense is starting: the pipeline below, the nation fleet at $(SIM_RATE) msg/s in the background."; \
+	echo "Where to look:"; \
+	echo "  display page, API   $$api/   (datasets: $$api/api/explore/v2.1/catalog/datasets, docs: $$api/docs)"; \
+	echo "  live status         $(BIN)/citysense status   (in another terminal: rates, lag, dead letters, sites)"; \
+	echo "  Prometheus          $$(env_of CITYSENSE_PROMETHEUS_URL)"; \
+	echo "  pipeline metrics    http://127.0.0.1:$${CITYSENSE_HTTP_PORT:-28080}/metrics  (/healthz, /readyz)"; \
+	echo "  Kafka               $$(env_of CITYSENSE_KAFKA_BOOTSTRAP): city.<kind>.measurements.v1, city.<kind>.aggregates.v1, city.late.v1, city.deadletter.v1"; \
+	echo "  TimescaleDB         $$(env_of CITYSENSE_DATABASE_URL)   (credentials: $(BIN)/citysense stack env)"; \
+	echo "  logs                here; the stack's and the simulator's in .stack/logs/"; \
+	echo "Stop with Ctrl-C (the stack stays up; '$(BIN)/citysense stack down' stops it)."; \
+	echo ""
 	@$(BIN)/citysense simulate --rate $(SIM_RATE) --duration 31536000 >.stack/logs/simulator.log 2>&1 & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/citysense run
@@ -75,8 +88,15 @@ generate: venv
 	$(BIN)/python -m citysense.ops catalogue --write
 	$(BIN)/python -m citysense.ops dashboards --write
 
+# Every benchmark, then BENCHMARKS.md and its plot from the run (benchmarks/report.py). The
+# end-to-end run lasts CITYSENSE_BENCH_E2E_SECONDS (default 120; the issue's run is 600).
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# The whole pipeline at 5,000 msg/s for 10 minutes (CITYSENSE_BENCH_SOAK_MINUTES), RSS and lag
+# sampled; bench-results/soak-<time>.json and its plot soak-<time>.png. Not part of CI.
+soak: setup
+	$(BIN)/python -m benchmarks.end_to_end --soak
 
 clean:
 	-@test -x $(BIN)/citysense && $(BIN)/citysense stack purge
