@@ -93,7 +93,7 @@ generate: venv
 bench: setup
 	$(BIN)/python -m benchmarks
 
-# The whole pipeline at 5,000 msg/s for 10 minutes (CITYSENSE_BENCH_SOAK_MINUTES), RSS and lag
+# The whole pipeline at 5,000 msg/s for 10 minutes (CITYSENSE_SOAK_MINUTES), RSS and lag
 # sampled; bench-results/soak-<time>.json and its plot soak-<time>.png. Not part of CI.
 soak: setup
 	$(BIN)/python -m benchmarks.end_to_end --soak

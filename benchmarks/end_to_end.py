@@ -22,9 +22,10 @@ on free loopback ports, in a temporary directory, a fresh database):
    broker acknowledged, per kind), the dead-letter topic's against the malformed ones it sent
    (none by default). TimescaleDB: ``count(*)`` of each raw table against the distinct natural
    keys (``sensor_id``, ``observed_at``) of that kind's records, read back from Kafka. The two
-   differ because a measurement sent twice is one row (DESIGN.md 5.5): above one message per
-   sensor per second the simulator repeats a sensor's payload within the second, and codecs whose
-   payload carries the device's own clock (to the second) then give the same ``observed_at``;
+   differ because a measurement sent twice is one row (docs/architecture.md, delivery
+   guarantees): above one message per sensor per second the simulator repeats a sensor's payload
+   within the second, and codecs whose payload carries the device's own clock (to the second)
+   then give the same ``observed_at``;
 6. latency from ``observed_at`` to the commit of the row in TimescaleDB: the sink's histogram
    ``citysense_sink_end_to_end_latency_seconds`` over the whole run (p50 and p99 interpolated in
    the buckets as Prometheus' ``histogram_quantile`` does; the share at or under 2 s is exact, 2 s
@@ -40,7 +41,7 @@ loss, p99 under 2 s, flat memory. Every process shares the machine's cores with 
 Kafka, PostgreSQL and the simulator itself.
 
 ``python -m benchmarks.end_to_end --soak`` (``make soak``) is the soak: 5,000 msg/s for 10
-minutes (``CITYSENSE_BENCH_SOAK_MINUTES``), sampled every 10 s, written to
+minutes (``CITYSENSE_SOAK_MINUTES``), sampled every 10 s, written to
 ``bench-results/soak-<time>.json`` with its plot ``soak-<time>.png``.
 """
 
@@ -91,7 +92,7 @@ SAMPLE_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SAMPLE_S", "5"))
 SIM_PROCESSES = int(os.environ.get("CITYSENSE_BENCH_E2E_SIM_PROCESSES", "1"))
 LAYOUT = os.environ.get("CITYSENSE_BENCH_E2E_LAYOUT", "stages")
 SOAK_RATE = 5000.0
-SOAK_MINUTES = float(os.environ.get("CITYSENSE_BENCH_SOAK_MINUTES", "10"))
+SOAK_MINUTES = float(os.environ.get("CITYSENSE_SOAK_MINUTES", "10"))
 SOAK_SAMPLE_S = 10.0
 
 TARGET_RATE = 10_000.0

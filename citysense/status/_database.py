@@ -1,9 +1,10 @@
 """What ``citysense status`` reads from TimescaleDB: the newest window result of every site and
 the sink's stored Kafka offsets.
 
-Site results are the aggregator's per-site rollups (keys ``site:<site id>``, DESIGN.md section 6)
-in the ``<kind>_aggregates`` tables (migration 0001). Per site and kind the shortest window is
-shown, its newest bucket of the last day: the freshest figure the pipeline has for that place.
+Site results are the aggregator's per-site rollups (keys ``site:<site id>``,
+docs/architecture.md#windows-and-indicators) in the ``<kind>_aggregates`` tables (migration
+0001). Per site and kind the shortest window is shown, its newest bucket of the last day: the
+freshest figure the pipeline has for that place.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ __all__ = ["SiteIndicator", "headline", "latest_site_indicators", "sink_position
 
 _SITE_PREFIX = "site:"
 
-#: The indicators shown first for each kind (names from DESIGN.md section 6); any other
-#: indicator of the window follows in name order, up to :data:`_SHOWN`.
+#: The indicators shown first for each kind (names from
+#: docs/architecture.md#windows-and-indicators); any other indicator of the window follows in
+#: name order, up to :data:`_SHOWN`.
 _HEADLINES: dict[str, tuple[str, ...]] = {
     "noise": ("laeq_db", "lamax_db", "l90_db"),
     "air": ("eaqi_band", "pm2_5_ugm3_mean", "pm10_ugm3_mean", "no2_ugm3_mean"),
