@@ -23,13 +23,18 @@ on free loopback ports, in a temporary directory, a fresh database):
    (none by default). TimescaleDB: ``count(*)`` of each raw table against the distinct natural
    keys (``sensor_id``, ``observed_at``) of that kind's records, read back from Kafka. The two
    differ because a measurement sent twice is one row (docs/architecture.md, delivery
-   guarantees): above one message per sensor per second the simulator repeats a sensor's payload
-   within the second, and codecs whose payload carries the device's own clock (to the second)
-   then give the same ``observed_at``;
-6. latency from ``observed_at`` to the commit of the row in TimescaleDB: the sink's histogram
-   ``citysense_sink_end_to_end_latency_seconds`` over the whole run (p50 and p99 interpolated in
-   the buckets as Prometheus' ``histogram_quantile`` does; the share at or under 2 s is exact, 2 s
-   being a bucket bound; the maximum is known only as the bound of the highest non-empty bucket).
+   guarantees), and at these rates a sensor of the fleet sends many messages a second, some with
+   the same time: ingest stamps a raw gateway message's receive time (its ``observed_at``) once
+   per socket read, and the simulator writes one network-server receive time per batch of about
+   5 ms into its LoRaWAN envelopes;
+6. latency from ``observed_at`` to the commit of the row in TimescaleDB, for every raw row: the
+   private PostgreSQL runs with ``track_commit_timestamp = on`` (set before the pipeline starts;
+   it costs a few bytes of WAL per transaction), so after the run each row's latency is
+   ``pg_xact_commit_timestamp(xmin) - time``, the database's own commit clock minus the event
+   time; p50, p99, max and the share within 2 s over all rows, exact. Aggregates are left out
+   (their time is a window's). The sink's histogram ``citysense_sink_end_to_end_latency_seconds``
+   is reported beside it when the sink observes it (p50 and p99 interpolated in its buckets as
+   Prometheus' ``histogram_quantile`` does).
 
 Sustained rate: per stage, the median of its sampled rates over the load phase without the first
 and last samples; the pipeline's is the lowest of ingest's, the aggregator's and the sink's, next
@@ -53,6 +58,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,12 +81,13 @@ from benchmarks import table
 from citysense.clients import kafka_consumer
 from citysense.settings import DatabaseSettings, KafkaSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
+from citysense.stack._process import stop_pid
 from citysense.status import Scrape, collect
 from citysense.status._lag import high_watermarks
 from decoders import KINDS
 from schemas import DEADLETTER_TOPIC, measurement_topic
 
-__all__ = ["histogram_quantile", "main", "run_pipeline", "steady_rate"]
+__all__ = ["duration", "histogram_quantile", "main", "run_pipeline", "steady_rate"]
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The command line of this checkout's ``citysense`` (not whichever the PATH has).
@@ -315,7 +322,8 @@ def _sample(
     return {
         "t": round(at, 2),
         "phase": phase,
-        "rate": {s.stage: s.rate_in for s in snapshot.stages if s.running},
+        # Messages per second through the data stages (the API's figure is requests).
+        "rate": {s.stage: s.rate_in for s in snapshot.stages if s.running and s.stage != "publish"},
         "total": {s.stage: s.total_in for s in snapshot.stages if s.running},
         "lag": {lag.stage: lag.records for lag in snapshot.lags},
         "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
@@ -342,25 +350,25 @@ async def _observe(
     previous: Scrape | None = None
     load_end: float | None = None
     while True:
-        began = time.monotonic()
         snapshot, previous = await collect(settings, previous, sample_s, endpoints=endpoints)
         now = time.monotonic() - started
-        running = simulator.poll() is None
-        if not running and load_end is None:
-            load_end = now
-            observation.load_s = now
-        observation.samples.append(_sample(now, "load" if running else "drain", snapshot, pids))
-        if not running:
-            done = expected_rows() and all(
-                lag.records == 0 for lag in snapshot.lags if lag.records is not None
-            )
-            if done:
-                assert load_end is not None
+        if load_end is None and simulator.poll() is not None:
+            load_end = observation.load_s = now
+        phase = "load" if load_end is None else "drain"
+        observation.samples.append(_sample(now, phase, snapshot, pids))
+        if load_end is not None:
+            lags = [lag.records for lag in snapshot.lags if lag.records is not None]
+            if expected_rows() and not any(lags):
                 observation.drain_s = now - load_end
                 return observation
-            if load_end is not None and now - load_end > DRAIN_TIMEOUT_S:
+            if now - load_end > DRAIN_TIMEOUT_S:
                 return observation
-        await asyncio.sleep(max(0.0, sample_s - (time.monotonic() - began)))
+        # Until the next sample, watch for the simulator's end: the load phase ends there.
+        wake = time.monotonic() + sample_s
+        while time.monotonic() < wake:
+            if load_end is None and simulator.poll() is not None:
+                load_end = observation.load_s = time.monotonic() - started
+            await asyncio.sleep(min(0.25, max(0.0, wake - time.monotonic())))
 
 
 def _sink_consumed(stages: list[Stage]) -> float:
@@ -380,6 +388,49 @@ def _sink_consumed(stages: list[Stage]) -> float:
                 ):
                     total += float(sample.value)
     return total
+
+
+def enable_commit_timestamps(stack: Stack, url: str) -> None:
+    """Turn on ``track_commit_timestamp`` (a restart setting) on the private PostgreSQL."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+    postgres = next(s for s in stack.status() if s.name == "postgres")
+    stop_pid(postgres.pid, signal.SIGINT)  # a fast shutdown, as the stack does
+    stack.up(only=("postgres",))
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW track_commit_timestamp").fetchone()
+    if row is None or row[0] != "on":
+        raise RuntimeError("track_commit_timestamp did not turn on")
+
+
+#: Every raw row's latency, observed_at to its transaction's commit, in seconds.
+_LATENCY_SQL = """
+SELECT count(*),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY latency),
+       max(latency),
+       avg((latency <= %s)::int)
+FROM ({rows}) AS r
+"""
+
+
+async def commit_latency(url: str) -> dict[str, Any]:
+    """p50, p99, max and the share within the target of every raw row's commit latency."""
+    rows = " UNION ALL ".join(
+        f"SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - time)::float8 AS latency "  # noqa: S608
+        f"FROM {table}"
+        for table in RAW_TABLES.values()
+    )
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(_LATENCY_SQL.format(rows=rows), (TARGET_P99_S,))
+        count, p50, p99, worst, within = await cur.fetchone() or (0, None, None, None, None)
+    return {
+        "count": int(count),
+        "p50_s": p50,
+        "p99_s": p99,
+        "max_s": worst,
+        "share_within_target": None if within is None else float(within),
+    }
 
 
 async def _count_rows(url: str) -> dict[str, int]:
@@ -460,6 +511,7 @@ def _run(
         kafka=KafkaSettings(bootstrap=env["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False),
         database=DatabaseSettings(url=env["CITYSENSE_DATABASE_URL"]),
     )
+    enable_commit_timestamps(stack, env["CITYSENSE_DATABASE_URL"])
     services = {s.name: s.pid for s in stack.status() if s.running}
     started = time.monotonic()
     stages.extend(_pipeline(workdir, env))
@@ -510,9 +562,11 @@ def _run(
         for s in stages
         if s.name in ("sink", "run")
     )
-    latency = latency_figures(histogram_buckets(latency_text, LATENCY))
+    histogram = latency_figures(histogram_buckets(latency_text, LATENCY))
     exits = {stage.name: stage.stop() for stage in reversed(stages)}
     rows = asyncio.run(_count_rows(env["CITYSENSE_DATABASE_URL"]))
+    latency = asyncio.run(commit_latency(env["CITYSENSE_DATABASE_URL"]))
+    latency["sink_histogram"] = histogram if histogram["count"] else None
     counted = time.monotonic()
     in_kafka, distinct, dead = asyncio.run(_kafka_counts(settings.kafka))
     print(f"read back {sum(in_kafka.values()):,} records in {time.monotonic() - counted:.0f} s")
@@ -625,11 +679,16 @@ def _figures(
     figures["comparisons"] = comparisons(figures)
     figures["target_met"] = all(targets.values())
     figures["summary"] = (
-        f"{_n(sustained)} msg/s sustained of {_n(offered)} offered for {duration_s / 60:.0f} min, "
+        f"{_n(sustained)} msg/s sustained of {_n(offered)} offered for {duration(duration_s)}, "
         f"{'zero loss' if zero_loss else f'{missing:,} rows missing'}, p99 "
         f"{'-' if p99 is None else f'{p99:.2f}'} s, memory {'flat' if flat_ok else 'growing'}"
     )
     return figures
+
+
+def duration(seconds: float) -> str:
+    """``40 s``, ``2 min``, ``10 min``: whole minutes from two minutes up."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _n(value: float | None) -> str:
@@ -681,6 +740,13 @@ def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
         float(loss["malformed_sent"]),
     )
     add(
+        "repeated (sensor, observed_at) in Kafka",
+        float(loss["repeated_measurements"]),
+        "records",
+        "measurement records in Kafka",
+        float(sum(loss["in_kafka"].values())),
+    )
+    add(
         "rows in TimescaleDB",
         float(sum(loss["rows"].values())),
         "rows",
@@ -690,7 +756,7 @@ def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
     latency = figures["latency"]
     add("latency p50 observed_at → row", latency["p50_s"], "s", "target p99", TARGET_P99_S)
     add("latency p99 observed_at → row", latency["p99_s"], "s", "target p99", TARGET_P99_S)
-    add("latency max (bucket bound)", latency["max_at_most_s"], "s", "target p99", TARGET_P99_S)
+    add("latency max observed_at → row", latency["max_s"], "s", "target p99", TARGET_P99_S)
     add("share of rows within 2 s", latency["share_within_target"], "", "target", 0.99)
     if figures["drain_s"] is not None:
         add(
