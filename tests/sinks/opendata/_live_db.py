@@ -39,9 +39,13 @@ from tests.sinks._helpers import T0, fresh_database
 __all__ = [
     "T0",
     "LiveDb",
+    "api_pool",
+    "hour",
     "live_app",
     "live_catalog",
     "live_database",
+    "publication_for",
+    "seeded_live_database",
     "serve",
 ]
 
@@ -338,6 +342,28 @@ async def live_database(settings: Settings) -> AsyncIterator[LiveDb]:
                 await c.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as c:
                 await c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def hour(i: int) -> datetime:
+    """The start of the hour ``i`` hours before T0."""
+    return T0 - timedelta(hours=i)
+
+
+@contextlib.asynccontextmanager
+async def seeded_live_database(settings: Settings) -> AsyncIterator[LiveDb]:
+    """:func:`live_database` with a site ("nation", capacity 300) and three noise sensors."""
+    async with live_database(settings) as live_db:
+        await live_db.add_site("nation", "Place de la Nation", 48.8483, 2.3959, 300)
+        for sensor in ("nation-1", "nation-2", "nation-3"):
+            await live_db.add_sensor(sensor, "noise", "nation")
+        # The hypertable's chunks for the test hours exist before the tests' concurrent
+        # transactions: TimescaleDB makes a second writer into a chunk another open
+        # transaction is creating wait for it. 1-minute windows are in no hourly view.
+        async with await psycopg.AsyncConnection.connect(live_db.owner_url) as conn:
+            for i in range(0, 100, 6):
+                await live_db.upsert(conn, "noise", "seed", 60, hour(i), {"laeq_db": 0.0})
+            await conn.commit()
+        yield live_db
 
 
 @contextlib.asynccontextmanager

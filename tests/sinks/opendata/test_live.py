@@ -29,14 +29,16 @@ from sinks.opendata._changes import (
     json_value,
 )
 from tests.sinks.opendata._live_db import (
-    T0,
     LiveDb,
     api_pool,
     live_app,
     live_catalog,
-    live_database,
     publication_for,
+    seeded_live_database,
     serve,
+)
+from tests.sinks.opendata._live_db import (
+    hour as _hour,
 )
 
 NOISE = live_catalog().get("bruit-horaire")
@@ -100,22 +102,8 @@ def test_json_values_follow_the_records_api() -> None:
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[LiveDb]:
-    async with live_database(settings) as live_db:
-        await live_db.add_site("nation", "Place de la Nation", 48.8483, 2.3959, 300)
-        for sensor in ("nation-1", "nation-2", "nation-3"):
-            await live_db.add_sensor(sensor, "noise", "nation")
-        # The hypertable's chunks for the test hours exist before the tests' concurrent
-        # transactions: TimescaleDB makes a second writer into a chunk another open
-        # transaction is creating wait for it. 1-minute windows are in no hourly view.
-        async with await psycopg.AsyncConnection.connect(live_db.owner_url) as conn:
-            for i in range(0, 100, 6):
-                await live_db.upsert(conn, "noise", "seed", 60, _hour(i), {"laeq_db": 0.0})
-            await conn.commit()
+    async with seeded_live_database(settings) as live_db:
         yield live_db
-
-
-def _hour(i: int) -> Any:
-    return T0 - timedelta(hours=i)
 
 
 @pytest.mark.integration
