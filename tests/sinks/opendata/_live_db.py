@@ -39,6 +39,7 @@ from tests.sinks._helpers import T0, fresh_database
 __all__ = [
     "T0",
     "LiveDb",
+    "api_app",
     "api_pool",
     "hour",
     "live_app",
@@ -389,19 +390,25 @@ def publication_for(
     )
 
 
+def api_app() -> FastAPI:
+    """An app answering :class:`ApiError` with the portal's error body, as the publication's."""
+    app = FastAPI()
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    return app
+
+
 def live_app(state: Publication, *, records_stand_in: bool = False) -> FastAPI:
     """The live and page routers on an app like the publication's, with its error body.
 
     ``records_stand_in`` adds a minimal records route (``order_by=<field> desc``, ``limit``),
     standing in for the Explore API's, which this branch does not have.
     """
-    app = FastAPI()
+    app = api_app()
     app.state.publication = state
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
-
     app.include_router(live_router)
     app.include_router(page_router)
     if records_stand_in:
