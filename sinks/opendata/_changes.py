@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC
 from typing import Any, Final
 
 import orjson
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from sinks.opendata._catalog import Dataset, FieldType
+from sinks.opendata._catalog import Dataset
+from sinks.opendata._format import json_value
 from sinks.opendata._live_metrics import (
     LIVE_CHANGES,
     LIVE_DISCONNECTS,
@@ -57,7 +56,6 @@ __all__ = [
     "SlowSubscriberError",
     "Subscription",
     "TooManySubscribersError",
-    "json_value",
 ]
 
 log = logging.getLogger("citysense.publish.live")
@@ -104,7 +102,8 @@ class Change:
     """One new or revised row of a dataset, at its position."""
 
     position: ChangePosition
-    #: The dataset's fields (never the hidden ``_`` columns) as the records API writes them.
+    #: The dataset's fields (never the hidden ``_`` columns) as the records API writes them
+    #: with its default time zone (UTC): datetimes ISO 8601 with offset, points {"lon", "lat"}.
     values: dict[str, Any]
     #: ``values`` as a JSON object, serialised once for every client and the push.
     json: bytes
@@ -124,24 +123,6 @@ class SlowSubscriberError(Exception):
 
 class TooManySubscribersError(Exception):
     """The process already serves its maximum number of live clients."""
-
-
-def json_value(value: Any, field_type: FieldType) -> Any:
-    """A database value as the records API writes it in JSON (OpenDataSoft's conventions):
-    ``datetime`` ISO 8601 with its offset (UTC, the API's default time zone), ``date``
-    ``YYYY-MM-DD``, numerics as JSON numbers, NaN and infinities as null (JSON has none), a
-    ``geo_point_2d`` as the ``{"lon", "lat"}`` object its jsonb column holds."""
-    if value is None:
-        return None
-    if field_type == "datetime" and isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class ChangeFeed:
@@ -217,7 +198,7 @@ class ChangeFeed:
     def _change(self, row: tuple[Any, ...]) -> Change:
         *fields, txid, key = row
         values = {
-            name: json_value(value, kind)
+            name: json_value(value, kind, UTC)
             for name, kind, value in zip(self._names, self._types, fields, strict=True)
         }
         return Change(ChangePosition(int(txid), key), values, orjson.dumps(values))

@@ -1,9 +1,7 @@
-"""The display page in headless Chromium (Debian's), served by a real uvicorn over the real
-database: first values from the records API, then live updates from the SSE feed.
-
-The records route is a minimal stand-in (tests/sinks/opendata/_live_db.py) for the Explore
-API's, answering the same ``{"total_count", "results"}`` body for ``order_by`` and ``limit``.
-A screenshot goes to ``$CITYSENSE_TEST_ARTIFACTS`` (default ``<repo>/test-artifacts``).
+"""The display page in headless Chromium (Debian's), served with the publication's app by a
+real uvicorn over the real database: first values from the records API, then live updates from
+the SSE feed. A screenshot goes to ``$CITYSENSE_TEST_ARTIFACTS`` (default
+``<repo>/test-artifacts``).
 """
 
 from __future__ import annotations
@@ -17,14 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from playwright.async_api import ConsoleMessage, Page, async_playwright, expect
 
 from citysense.settings import Settings
 from sinks.opendata._routes_page import PAGE_FILES
 from sinks.opendata._routes_page import router as page_router
+from sinks.opendata._state import ApiError
 from tests.sinks.opendata._live_db import (
     LiveDb,
-    api_app,
     api_pool,
     hour,
     live_app,
@@ -60,8 +60,13 @@ async def db(settings: Settings) -> AsyncIterator[LiveDb]:
 
 
 async def test_the_page_routes_serve_only_their_files() -> None:
-    app = api_app()
+    app = FastAPI()
     app.include_router(page_router)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
         page = await client.get("/")
@@ -127,7 +132,7 @@ async def test_the_page_shows_each_sites_values_and_updates_them_live(db: LiveDb
     errors: list[str] = []
     async with (
         api_pool(db) as pool,
-        serve(live_app(publication_for(pool), records_stand_in=True)) as base,
+        serve(live_app(publication_for(pool))) as base,
         async_playwright() as playwright,
     ):
         browser = await playwright.chromium.launch(

@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 
-from citysense.settings import Settings
+from citysense.settings import PublishSettings, Settings
 from sinks.opendata._changes import (
     Change,
     ChangeFeed,
@@ -26,13 +26,12 @@ from sinks.opendata._changes import (
     ChangePosition,
     Reload,
     SlowSubscriberError,
-    json_value,
 )
+from sinks.opendata._datasets import default_catalog
 from tests.sinks.opendata._live_db import (
     LiveDb,
     api_pool,
     live_app,
-    live_catalog,
     publication_for,
     seeded_live_database,
     serve,
@@ -41,7 +40,8 @@ from tests.sinks.opendata._live_db import (
     hour as _hour,
 )
 
-NOISE = live_catalog().get("bruit-horaire")
+BUILTIN = default_catalog(PublishSettings())
+NOISE = BUILTIN.get("bruit-horaire")
 
 
 # --- positions -----------------------------------------------------------------------------
@@ -82,21 +82,6 @@ def test_a_malformed_position_is_refused(text: str) -> None:
         ChangePosition.parse(text)
 
 
-def test_json_values_follow_the_records_api() -> None:
-    from datetime import date, datetime, timezone
-    from decimal import Decimal
-
-    paris_summer = timezone(timedelta(hours=2))
-    assert json_value(datetime(2026, 6, 1, 12, 0, tzinfo=paris_summer), "datetime") == (
-        "2026-06-01T10:00:00+00:00"
-    )
-    assert json_value(date(2026, 6, 1), "date") == "2026-06-01"
-    assert json_value(Decimal("12"), "int") == 12
-    assert json_value(Decimal("1.5"), "double") == 1.5
-    assert json_value(float("nan"), "double") is None
-    assert json_value({"lon": 2.39, "lat": 48.85}, "geo_point_2d") == {"lon": 2.39, "lat": 48.85}
-
-
 # --- the feed over a real database -----------------------------------------------------------
 
 
@@ -108,10 +93,10 @@ async def db(settings: Settings) -> AsyncIterator[LiveDb]:
 
 @pytest.mark.integration
 async def test_the_api_role_reads_the_feed_through_the_views_only(db: LiveDb) -> None:
-    async with await psycopg.AsyncConnection.connect(db.api_url, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            await conn.execute("SELECT 1 FROM noise_aggregates LIMIT 1")
     async with api_pool(db) as pool:
+        async with pool.connection() as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute("SELECT 1 FROM noise_aggregates LIMIT 1")
         feed = ChangeFeed(pool, NOISE)
         start = await feed.now()
         await db.upsert(None, "noise", "nation-1", 3600, _hour(1), {"laeq_db": 61.5})
@@ -124,6 +109,10 @@ async def test_the_api_role_reads_the_feed_through_the_views_only(db: LiveDb) ->
         "end_time": (_hour(1) + timedelta(hours=1)).isoformat(),
         "laeq_db": 61.5,
         "lamax_db": None,
+        "l10_db": None,
+        "l50_db": None,
+        "l90_db": None,
+        "coverage": None,
         "sample_count": 60,
         "geo_point_2d": {"lon": 2.3959, "lat": 48.8483},
     }
@@ -426,7 +415,7 @@ async def test_sse_refuses_unknown_and_non_live_datasets_and_bad_ids(db: LiveDb)
         unknown = await client.get("/api/live/nope")
         assert unknown.status_code == 404
         assert unknown.json()["error_code"] == "UnknownDatasetError"
-        not_live = await client.get("/api/live/sites")
+        not_live = await client.get("/api/live/bruit-lden-journalier")
         assert not_live.status_code == 400
         assert "no live feed" in not_live.json()["message"]
         for bad in ("garbage", "1:" + "k" * 600, "-5:x"):

@@ -18,18 +18,19 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from citysense.settings import PushSettings, Settings
+from citysense.settings import PublishSettings, PushSettings, Settings
 from sinks.opendata._changes import Change, ChangePosition
+from sinks.opendata._datasets import default_catalog
 from sinks.opendata._push import MAX_BODY_BYTES, PushService, batch_body, push_path
 from tests.sinks._helpers import wait_until
 from tests.sinks.opendata._live_db import (
     LiveDb,
     api_pool,
     hour,
-    live_catalog,
     seeded_live_database,
 )
 
+CATALOG = default_catalog(PublishSettings())
 PUSHKEY = "pk-0123456789abcdef-secret"
 TARGET = "noise-portal/live-resource"
 
@@ -83,7 +84,7 @@ def _settings(base_url: str, **overrides: Any) -> PushSettings:
     ("targets", "message"),
     [
         ({"nope": "a/b"}, "not a published dataset"),
-        ({"sites": "a/b"}, "no live feed"),
+        ({"bruit-lden-journalier": "a/b"}, "no live feed"),
         ({"bruit-horaire": "a/b?x=1"}, "is not '<dataset>/<resource>'"),
         ({"bruit-horaire": "../admin"}, "is not '<dataset>/<resource>'"),
     ],
@@ -91,7 +92,7 @@ def _settings(base_url: str, **overrides: Any) -> PushSettings:
 def test_a_bad_target_is_refused_before_starting(targets: dict[str, str], message: str) -> None:
     settings = _settings("http://127.0.0.1:9", targets=targets)
     with pytest.raises(ValueError, match=message):
-        PushService(settings, live_catalog(), pool=None, state_path=None)  # type: ignore[arg-type]
+        PushService(settings, CATALOG, pool=None, state_path=None)  # type: ignore[arg-type]
 
 
 def test_an_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_an_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"push state file .* is unreadable"):
         PushService(
             _settings("http://127.0.0.1:9"),
-            live_catalog(),
+            CATALOG,
             pool=None,  # type: ignore[arg-type]
             state_path=state,
         )
@@ -207,7 +208,7 @@ async def test_every_row_arrives_in_order_through_errors_timeouts_and_resets(
         receiving(lambda n, _batch: failures.get(n, 200)) as (receiver, base),
         api_pool(db) as pool,
     ):
-        service = PushService(_settings(base), live_catalog(), pool, state_path=state)
+        service = PushService(_settings(base), CATALOG, pool, state_path=state)
         await service.start()
         for i in range(10):
             await write(f"nation-{i % 3 + 1}", i, 50.0 + i)
@@ -238,7 +239,7 @@ async def test_every_row_arrives_in_order_through_errors_timeouts_and_resets(
     assert max(len(batch) for _a, _p, batch in receiver.requests) <= 3
     # Rows are the dataset's fields only, as the records API writes them.
     row = receiver.rows[order[0]]
-    assert set(row) == {f.name for f in live_catalog().get("bruit-horaire").fields}
+    assert set(row) == {f.name for f in CATALOG.get("bruit-horaire").fields}
     assert row["geo_point_2d"] == {"lon": 2.3959, "lat": 48.8483}
     after = {
         outcome: _metric("citysense_publish_push_requests_total", outcome=outcome) - value
@@ -264,7 +265,7 @@ async def test_a_restart_resumes_from_the_saved_position(db: LiveDb, tmp_path: P
     state = tmp_path / "push-state.json"
     async with receiving(lambda _n, _b: 200) as (receiver, base), api_pool(db) as pool:
         settings = _settings(base)
-        async with PushService(settings, live_catalog(), pool, state_path=state):
+        async with PushService(settings, CATALOG, pool, state_path=state):
             await _write(db, "nation-1", 1, 51.0)
 
             async def first_arrived() -> bool:
@@ -273,7 +274,7 @@ async def test_a_restart_resumes_from_the_saved_position(db: LiveDb, tmp_path: P
             await wait_until(first_arrived, 30, "the first row")
         # Written while the push is stopped: a start from "now" would never send it.
         await _write(db, "nation-2", 2, 52.0)
-        async with PushService(settings, live_catalog(), pool, state_path=state):
+        async with PushService(settings, CATALOG, pool, state_path=state):
 
             async def second_arrived() -> bool:
                 return len(receiver.rows) == 2
@@ -292,7 +293,7 @@ async def test_a_batch_the_portal_refuses_is_skipped_and_counted(db: LiveDb) -> 
     skipped = _metric("citysense_publish_push_skipped_rows_total", dataset="bruit-horaire")
     async with receiving(plan) as (receiver, base), api_pool(db) as pool:
         settings = _settings(base, batch_max_rows=1)
-        async with PushService(settings, live_catalog(), pool, state_path=None):
+        async with PushService(settings, CATALOG, pool, state_path=None):
             await _write(db, "nation-1", 1, 51.0)
             await _write(db, "nation-2", 1, 66.6)
             await _write(db, "nation-3", 1, 53.0)
@@ -312,7 +313,7 @@ async def test_stop_pushes_the_rows_waiting_for_their_batch(db: LiveDb) -> None:
     async with receiving(lambda _n, _b: 200) as (receiver, base), api_pool(db) as pool:
         # A batch would wait a minute for more rows; stopping sends it at once.
         settings = _settings(base, batch_max_rows=1000, batch_max_wait_s=60)
-        service = PushService(settings, live_catalog(), pool, state_path=None)
+        service = PushService(settings, CATALOG, pool, state_path=None)
         await service.start()
         for i in range(3):
             await _write(db, "nation-1", i, 40.0 + i)
