@@ -422,3 +422,37 @@ async def test_sse_refuses_unknown_and_non_live_datasets_and_bad_ids(db: LiveDb)
             response = await client.get("/api/live/bruit-horaire", headers={"Last-Event-ID": bad})
             assert response.status_code == 400, bad
             assert response.json()["error_code"] == "InvalidRESTParameterError"
+
+
+@pytest.mark.integration
+async def test_the_publication_stage_serves_the_feed_and_page_and_ends_streams_on_stop(
+    db: LiveDb, settings: Settings
+) -> None:
+    from citysense.settings import DatabaseSettings
+    from sinks.opendata import publication_components
+
+    config = settings.model_copy(
+        update={
+            "database": DatabaseSettings(url=db.owner_url),
+            "publish": PublishSettings(port=0, live_poll_interval_s=0.05),
+        }
+    )
+    (service,) = publication_components(config)
+    await service.start()
+    try:
+        base = f"http://127.0.0.1:{service.port}"  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            page = await client.get("/")
+            assert page.status_code == 200
+            assert "static/app.js" in page.text
+            async with _stream(client, "/api/live/bruit-horaire") as sse:
+                assert (await sse.next())["event"] == "ready"
+                await db.upsert(None, "noise", "nation-1", 3600, _hour(3), {"laeq_db": 44.0})
+                (row,) = await sse.next_rows(1, "bruit-horaire")
+                assert orjson.loads(row["data"])["laeq_db"] == 44.0
+                await service.stop()
+                # The stream ends cleanly (a complete response), not cut by a forced exit.
+                with pytest.raises(AssertionError, match="the stream ended"):
+                    await sse.next()
+    finally:
+        await service.stop()
