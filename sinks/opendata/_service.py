@@ -170,6 +170,11 @@ class PublishService:
         log.info("publication API listening", extra={"host": publish.host, "port": self.port})
 
     async def stop(self) -> None:
+        if self.app is not None:
+            # Live streams never end by themselves: end them, so the server can drain.
+            from sinks.opendata._live import close_change_hub
+
+            await close_change_hub(self.app)
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(BaseException):
