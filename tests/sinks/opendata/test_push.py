@@ -320,3 +320,29 @@ async def test_stop_pushes_the_rows_waiting_for_their_batch(db: LiveDb) -> None:
         await service.stop()
         assert sorted(r["laeq_db"] for r in receiver.rows.values()) == [40.0, 41.0, 42.0]
         assert len(receiver.requests) == 1
+
+
+@pytest.mark.integration
+async def test_the_publish_stage_runs_the_push_when_enabled(db: LiveDb, tmp_path: Path) -> None:
+    from citysense.settings import DatabaseSettings
+    from sinks.opendata import publication_components
+
+    async with receiving(lambda _n, _b: 200) as (receiver, base):
+        push = _settings(base, batch_max_rows=1, state_file=tmp_path / "push-state.json")
+        config = Settings(
+            database=DatabaseSettings(url=db.owner_url),
+            publish=PublishSettings(port=0, push=push),
+        )
+        (stage,) = publication_components(config)
+        await stage.start()
+        try:
+            await _write(db, "nation-1", 7, 47.5)
+
+            async def arrived() -> bool:
+                return len(receiver.rows) == 1
+
+            await wait_until(arrived, 30, "the row pushed by the stage")
+        finally:
+            await stage.stop()
+    assert [r["laeq_db"] for r in receiver.rows.values()] == [47.5]
+    assert (tmp_path / "push-state.json").is_file()  # its position, for the next start
