@@ -28,6 +28,8 @@ BOUNDED_LABELS = {
     "route": "the publication API's path templates, never the requested URL",
     "status": "HTTP status codes",
     "format": "export formats",
+    "dataset": "published dataset ids: the catalogue (about ten)",
+    "outcome": "push request outcomes, constants in the code (sinks/opendata/_push.py)",
 }
 
 #: The second word of every name: the stage or area that exports it.

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,6 +29,9 @@ from citysense.settings import DatabaseSettings, Settings, mask_url
 from sinks.opendata._catalog import Catalog
 from sinks.opendata._state import Publication
 from sinks.opendata._viewcheck import check_views
+
+if TYPE_CHECKING:
+    from sinks.opendata._push import PushService
 
 __all__ = ["PublishService"]
 
@@ -63,6 +66,7 @@ class PublishService:
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self.app: FastAPI | None = None
+        self._push: PushService | None = None
         #: The bound port (useful when ``publish.port`` is 0).
         self.port: int | None = None
 
@@ -165,11 +169,35 @@ class PublishService:
                 await self.stop()
                 raise RuntimeError("publish: the HTTP server stopped while starting")
             await asyncio.sleep(0.02)
+        if publish.push.enabled:
+            from sinks.opendata._push import PushService
+
+            try:
+                push = PushService(
+                    publish.push,
+                    self._catalog,
+                    pool,
+                    state_path=publish.push.state_file,
+                    poll_interval_s=publish.live_poll_interval_s,
+                )
+            except ValueError as exc:
+                await self.stop()
+                raise StartupError(f"publish.push: {exc}") from None
+            await push.start()
+            self._push = push
         sockets = [s for srv in server.servers for s in srv.sockets]
         self.port = sockets[0].getsockname()[1] if sockets else publish.port
         log.info("publication API listening", extra={"host": publish.host, "port": self.port})
 
     async def stop(self) -> None:
+        if self._push is not None:
+            push, self._push = self._push, None
+            await push.stop()
+        if self.app is not None:
+            # Live streams never end by themselves: end them, so the server can drain.
+            from sinks.opendata._live import close_change_hub
+
+            await close_change_hub(self.app)
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(BaseException):
