@@ -9,6 +9,7 @@ from benchmarks.end_to_end import (
     histogram_buckets,
     histogram_quantile,
     latency_figures,
+    live_figures,
     loss_figures,
     steady_rate,
 )
@@ -83,3 +84,13 @@ def test_loss_needs_every_record_in_kafka_and_a_row_per_distinct_measurement() -
     assert lost_in_ingest["zero_loss"] is False
     assert lost_in_ingest["missing_in_kafka"] == 1
     assert loss_figures(summary, kafka, distinct, dict(distinct), 2)["zero_loss"] is False
+
+
+def test_live_figures_nearest_rank() -> None:
+    figures = live_figures([3.0, 1.0, 2.0, 10.0], ["one error"])
+    assert figures["count"] == 4
+    assert figures["p50_s"] == 2.0  # rank ceil(0.5 * 4) = 2
+    assert figures["p99_s"] == 10.0
+    assert figures["max_s"] == 10.0
+    assert figures["errors"] == ["one error"]
+    assert live_figures([], [])["p50_s"] is None
