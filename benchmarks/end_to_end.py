@@ -6,10 +6,12 @@ on free loopback ports, in a temporary directory, a fresh database):
 1. the pipeline as in production, each stage its own process on a free port (``citysense sink``,
    ``publish``, ``aggregate``, ``ingest``; ``CITYSENSE_BENCH_E2E_LAYOUT=run`` runs ``citysense run``
    instead, every stage in one process), started in that order, each waited for on ``/readyz``;
-2. ``citysense simulate`` (the ``nation`` fleet) at ``RATE`` messages/s for ``DURATION_S``
-   (``CITYSENSE_BENCH_E2E_RATE``, default 10,000; ``CITYSENSE_BENCH_E2E_SECONDS``, default 120:
-   the issue's 10-minute run is ``CITYSENSE_BENCH_E2E_SECONDS=600``), ``--processes``
-   ``CITYSENSE_BENCH_E2E_SIM_PROCESSES`` (default 1);
+2. ``citysense simulate`` at ``RATE`` messages/s for ``DURATION_S`` (``CITYSENSE_BENCH_E2E_RATE``,
+   default 10,000; ``CITYSENSE_BENCH_E2E_SECONDS``, default 120: the issue's 10-minute run is
+   ``CITYSENSE_BENCH_E2E_SECONDS=600``), ``--processes`` ``CITYSENSE_BENCH_E2E_SIM_PROCESSES``
+   (default 1), with the ``nation`` fleet repeated ``FLEET_COPIES`` times
+   (``CITYSENSE_BENCH_E2E_FLEET_COPIES``, default 25: 950 sensors, each sending about 10
+   messages a second at 10,000 msg/s; the stages load the same registry);
 3. every ``SAMPLE_S`` seconds (``CITYSENSE_BENCH_E2E_SAMPLE_S``, default 5), what ``citysense
    status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
    consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
@@ -62,6 +64,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -103,6 +106,9 @@ RATE = float(os.environ.get("CITYSENSE_BENCH_E2E_RATE", "10000"))
 DURATION_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SECONDS", "120"))
 SAMPLE_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SAMPLE_S", "5"))
 SIM_PROCESSES = int(os.environ.get("CITYSENSE_BENCH_E2E_SIM_PROCESSES", "1"))
+#: The nation fleet repeated this many times (about 40 sensors each), so that 10,000 msg/s is
+#: about 10 messages per sensor per second, not 250: a city, not a square with sped-up sensors.
+FLEET_COPIES = int(os.environ.get("CITYSENSE_BENCH_E2E_FLEET_COPIES", "25"))
 LAYOUT = os.environ.get("CITYSENSE_BENCH_E2E_LAYOUT", "stages")
 SOAK_RATE = 5000.0
 SOAK_MINUTES = float(os.environ.get("CITYSENSE_SOAK_MINUTES", "10"))
@@ -403,6 +409,35 @@ def _sink_consumed(stages: list[Stage]) -> float:
     return total
 
 
+def scaled_registry(copies: int, path: Path) -> Path:
+    """The ``nation`` scenario with each sensor repeated ``copies`` times, written to ``path``.
+
+    Copy ``k`` (from 1; copy 0 is the original) of sensor ``x`` is ``x-kNN`` on the same site,
+    with the 9th and 10th hex digits of its device EUI set to ``k`` (the originals differ in
+    their last six). A text rewrite of the shipped TOML, checked by loading the result.
+    """
+    from citysense.registry import load_registry, scenario_path
+
+    text = scenario_path("nation").read_text()
+    head, *blocks = re.split(r"(?m)^(?=\[\[sensors\]\]$)", text)
+    out = [head, *blocks]
+    for k in range(1, copies):
+        for block in blocks:
+            block = re.sub(r'(?m)^id = "([^"]+)"$', rf'id = "\1-k{k:02d}"', block)
+            block = re.sub(
+                r'(?m)^dev_eui = "([0-9A-F]{8})[0-9A-F]{2}([0-9A-F]{6})"$',
+                rf'dev_eui = "\g<1>{k:02X}\g<2>"',
+                block,
+            )
+            out.append(block)
+    path.write_text("".join(out))
+    registry = load_registry(path)  # raises on a reused id or device EUI
+    expected = len(load_registry(scenario_path("nation")).sensors) * copies
+    if len(registry.sensors) != expected:
+        raise RuntimeError(f"scaled registry has {len(registry.sensors)} sensors, not {expected}")
+    return path
+
+
 def enable_commit_timestamps(stack: Stack, url: str) -> None:
     """Turn on ``track_commit_timestamp`` (a restart setting) on the private PostgreSQL."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -562,7 +597,9 @@ def _run(
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(stack.env())
+    registry = scaled_registry(FLEET_COPIES, workdir / "registry.toml")
     env.update(
+        CITYSENSE_REGISTRY=str(registry),
         CITYSENSE_STACK_DIR=str(workdir / "no-stack"),
         CITYSENSE_LOG_LEVEL="WARNING",
         CITYSENSE_LOG_FORMAT="json",
@@ -587,6 +624,8 @@ def _run(
             [
                 *CITYSENSE,
                 "simulate",
+                "--registry",
+                str(registry),
                 "--rate",
                 str(rate),
                 "--duration",
@@ -728,6 +767,7 @@ def _figures(
     }
     figures: dict[str, Any] = {
         "layout": LAYOUT,
+        "fleet_copies": FLEET_COPIES,
         "rate_asked_per_s": rate,
         "duration_s": duration_s,
         "sample_s": sample_s,

@@ -417,7 +417,8 @@ def _end_to_end_head(result: Mapping[str, Any], plot: str | None) -> list[str]:
     lines = [
         f"{result.get('summary', '')}.",
         "",
-        f"The `nation` fleet at {fmt(_num(result.get('rate_asked_per_s')))} msg/s asked for "
+        f"The `nation` fleet repeated {result.get('fleet_copies', 1)} times at "
+        f"{fmt(_num(result.get('rate_asked_per_s')))} msg/s asked for "
         f"{length} ({result.get('layout')} layout) on a private stack; "
         f"{fmt(_num(sim.get('sent')))} messages acknowledged by Mosquitto. The issue's run lasts "
         f"10 minutes; this one {length} (`CITYSENSE_BENCH_E2E_SECONDS=600 make bench` for the "

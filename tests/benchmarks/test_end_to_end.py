@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.end_to_end import (
@@ -11,8 +13,10 @@ from benchmarks.end_to_end import (
     latency_figures,
     live_figures,
     loss_figures,
+    scaled_registry,
     steady_rate,
 )
+from citysense.registry import load_registry, scenario_path
 
 # 100 observations: 50 at or under 0.5 s, 40 more under 1 s, 9 under 2 s, 1 under 5 s.
 BUCKETS = [(0.5, 50.0), (1.0, 90.0), (2.0, 99.0), (5.0, 100.0), (float("inf"), 100.0)]
@@ -94,3 +98,17 @@ def test_live_figures_nearest_rank() -> None:
     assert figures["max_s"] == 10.0
     assert figures["errors"] == ["one error"]
     assert live_figures([], [])["p50_s"] is None
+
+
+def test_scaled_registry_repeats_every_sensor_with_new_ids_and_euis(tmp_path: Path) -> None:
+    nation = load_registry(scenario_path("nation"))
+    scaled = load_registry(scaled_registry(3, tmp_path / "r.toml"))
+    assert len(scaled.sensors) == 3 * len(nation.sensors)
+    originals = nation.sensors
+    copies = [s for s in scaled.sensors.values() if s.id.endswith("-k02")]
+    assert len(copies) == len(nation.sensors)
+    for copy in copies:
+        original = originals[copy.id.removesuffix("-k02")]
+        assert (copy.kind, copy.codec, copy.site) == (original.kind, original.codec, original.site)
+        if original.dev_eui is not None:
+            assert copy.dev_eui == original.dev_eui[:8] + "02" + original.dev_eui[10:]
