@@ -402,11 +402,48 @@ def render_markdown(document: Mapping[str, Any], source: str, plot: str | None =
             out.append(f"Failed: `{_last_line(entry.get('error'))}`")
             continue
         result = entry.get("result") or {}
+        rows = comparisons_of(name, result)
         if name == "end_to_end":
             out += _end_to_end_head(result, plot)
-        rows = comparisons_of(name, result)
+            rows += _beside_the_stages(result, results)
         out += _comparison_table(rows) if rows else ["(no comparable figures)"]
     return "\n".join(out) + "\n"
+
+
+def _beside_the_stages(result: Mapping[str, Any], results: Mapping[str, Any]) -> list[Comparison]:
+    """The end-to-end rate beside each stage's own capacity measured by its benchmark in the
+    same run: how far the whole is from its slowest part."""
+    rows = _Rows()
+    sustained = result.get("sustained_per_s")
+    ingest = max(
+        (
+            _num(r.get("ingest_per_s")) or 0.0
+            for r in _get(results, "ingest", "result", "throughput") or []
+        ),
+        default=None,
+    )
+    rows.add(
+        "sustained end to end",
+        sustained,
+        "msg/s",
+        "ingest alone (its benchmark, best)",
+        ingest or None,
+    )
+    rows.add(
+        "sustained end to end",
+        sustained,
+        "msg/s",
+        "aggregate alone, 1-min windows (its benchmark)",
+        _get(results, "aggregate", "result", "citysense_1m", "records_per_s"),
+    )
+    rows.add(
+        "sustained end to end",
+        sustained,
+        "msg/s",
+        "sink alone, noise records from Kafka (its benchmark)",
+        _get(results, "sink_timescale", "result", "noise.end_to_end.rows_per_s"),
+    )
+    return rows.rows
 
 
 def _end_to_end_head(result: Mapping[str, Any], plot: str | None) -> list[str]:

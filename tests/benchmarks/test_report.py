@@ -62,6 +62,7 @@ END_TO_END: dict[str, Any] = {
         "layout": "stages",
         "rate_asked_per_s": 10_000.0,
         "duration_s": 120.0,
+        "sustained_per_s": 8000.0,
         "simulator": {"sent": 1_200_000},
         "summary": "8,000 msg/s sustained",
         "target_met": False,
@@ -137,6 +138,12 @@ def test_end_to_end_comes_first_with_its_targets_and_plot() -> None:
     # A figure the run could not measure is left out rather than shown as 0.
     assert "latency p99 |" not in page
     assert "CITYSENSE_BENCH_E2E_SECONDS=600" in page
+    # Beside the stages' own capacities from the same run (ingest's best is 30,000).
+    assert _row(page, "sustained end to end | 8,000 msg/s | ingest alone").endswith(
+        "| 30,000 msg/s | 0.27 |"
+    )
+    # No aggregate benchmark in this run: no row pretending to compare with it.
+    assert "aggregate alone" not in page
 
 
 def test_a_failed_benchmark_shows_its_error_and_the_others_still_render() -> None:
