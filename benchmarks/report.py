@@ -76,10 +76,17 @@ class _Rows:
         self.rows: list[Comparison] = []
 
     def add(
-        self, figure: str, value: Any, unit: str, versus: str, versus_value: Any = None
+        self,
+        figure: str,
+        value: Any,
+        unit: str,
+        versus: str,
+        versus_value: Any = None,
+        *,
+        needs_reference: bool = False,
     ) -> None:
         number = _num(value)
-        if number is None:
+        if number is None or (needs_reference and _num(versus_value) is None):
             return
         self.rows.append(Comparison(figure, number, unit, versus, _num(versus_value)))
 
@@ -428,6 +435,7 @@ def _beside_the_stages(result: Mapping[str, Any], results: Mapping[str, Any]) ->
         "msg/s",
         "ingest alone (its benchmark, best)",
         ingest or None,
+        needs_reference=True,
     )
     rows.add(
         "sustained end to end",
@@ -435,6 +443,7 @@ def _beside_the_stages(result: Mapping[str, Any], results: Mapping[str, Any]) ->
         "msg/s",
         "aggregate alone, 1-min windows (its benchmark)",
         _get(results, "aggregate", "result", "citysense_1m", "records_per_s"),
+        needs_reference=True,
     )
     rows.add(
         "sustained end to end",
@@ -442,6 +451,7 @@ def _beside_the_stages(result: Mapping[str, Any], results: Mapping[str, Any]) ->
         "msg/s",
         "sink alone, noise records from Kafka (its benchmark)",
         _get(results, "sink_timescale", "result", "noise.end_to_end.rows_per_s"),
+        needs_reference=True,
     )
     return rows.rows
 
