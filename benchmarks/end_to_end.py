@@ -113,6 +113,7 @@ LAYOUT = os.environ.get("CITYSENSE_BENCH_E2E_LAYOUT", "stages")
 SOAK_RATE = 5000.0
 SOAK_MINUTES = float(os.environ.get("CITYSENSE_SOAK_MINUTES", "10"))
 SOAK_SAMPLE_S = 10.0
+SOAK_TARGET_SECONDS = 600.0
 
 TARGET_RATE = 10_000.0
 TARGET_SECONDS = 600.0
@@ -572,19 +573,26 @@ async def _kafka_counts(kafka: KafkaSettings) -> tuple[dict[str, int], dict[str,
     return records, distinct, dead
 
 
-def run_pipeline(rate: float, duration_s: float, sample_s: float) -> dict[str, Any]:
-    """One end-to-end run on a private stack; the figures, samples included."""
+def run_pipeline(
+    rate: float,
+    duration_s: float,
+    sample_s: float,
+    targets: tuple[float, float] = (TARGET_RATE, TARGET_SECONDS),
+) -> dict[str, Any]:
+    """One end-to-end run on a private stack; the figures, samples included. ``targets``:
+    the sustained rate (msg/s) and the run length (s) the run is judged against."""
     workdir = Path(tempfile.mkdtemp(prefix="citysense-bench-e2e-"))
     stages: list[Stage] = []
     try:
         with temporary_stack(
             "citysense-bench-e2e-", only=("mosquitto", "kafka", "postgres")
         ) as stack:
-            return _run(stack, workdir, stages, rate, duration_s, sample_s)
+            figures = _run(stack, workdir, stages, rate, duration_s, sample_s, targets)
     finally:
         for stage in reversed(stages):
             stage.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    return figures
 
 
 def _run(
@@ -594,6 +602,7 @@ def _run(
     rate: float,
     duration_s: float,
     sample_s: float,
+    targets: tuple[float, float],
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(stack.env())
@@ -682,7 +691,7 @@ def _run(
     print(f"read back {sum(in_kafka.values()):,} records in {time.monotonic() - counted:.0f} s")
     loss = loss_figures(summary, in_kafka, distinct, rows, dead)
     return _figures(
-        rate, duration_s, sample_s, startup_s, summary, observation, latency, loss, exits
+        rate, duration_s, sample_s, startup_s, summary, observation, latency, loss, exits, targets
     )
 
 
@@ -729,7 +738,9 @@ def _figures(
     latency: dict[str, Any],
     loss: dict[str, Any],
     exits: dict[str, int | None],
+    targets: tuple[float, float],
 ) -> dict[str, Any]:
+    target_rate, target_seconds = targets
     load = [s for s in observation.samples if s["phase"] == "load"]
     stage_names = [
         name for name in ("ingest", "aggregate", "sink") if any(name in s["rate"] for s in load)
@@ -757,9 +768,9 @@ def _figures(
     flat_ok = all(f["flat"] is not False for f in flat.values())
     p99 = latency["p99_s"]
     kept_up = observation.drain_s is not None
-    targets = {
-        "rate": sustained is not None and sustained >= TARGET_RATE and kept_up,
-        "duration": duration_s >= TARGET_SECONDS,
+    verdicts = {
+        "rate": sustained is not None and sustained >= target_rate and kept_up,
+        "duration": duration_s >= target_seconds,
         "zero_loss": zero_loss,
         "p99": latency["share_within_target"] is not None
         and latency["share_within_target"] >= 0.99,
@@ -768,6 +779,8 @@ def _figures(
     figures: dict[str, Any] = {
         "layout": LAYOUT,
         "fleet_copies": FLEET_COPIES,
+        "target_rate_per_s": target_rate,
+        "target_seconds": target_seconds,
         "rate_asked_per_s": rate,
         "duration_s": duration_s,
         "sample_s": sample_s,
@@ -784,11 +797,11 @@ def _figures(
         "peak_rss_mb": peaks,
         "rss": flat,
         "exit_codes": exits,
-        "targets": targets,
+        "targets": verdicts,
         "samples": observation.samples,
     }
     figures["comparisons"] = comparisons(figures)
-    figures["target_met"] = all(targets.values())
+    figures["target_met"] = all(verdicts.values())
     figures["summary"] = (
         f"{_n(sustained)} msg/s sustained of {_n(offered)} offered for {duration(duration_s)}, "
         f"{'zero loss' if zero_loss else f'{missing:,} rows missing'}, p99 "
@@ -832,9 +845,15 @@ def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
     offered = figures["offered_per_s"]
     for stage, rate in figures["stage_rates_per_s"].items():
         add(f"{stage} rate", rate, "msg/s", "simulator, offered", offered)
-    add("sustained (slowest stage)", figures["sustained_per_s"], "msg/s", "target", TARGET_RATE)
+    add(
+        "sustained (slowest stage)",
+        figures["sustained_per_s"],
+        "msg/s",
+        "target",
+        figures["target_rate_per_s"],
+    )
     add("offered by the simulator", offered, "msg/s", "asked", figures["rate_asked_per_s"])
-    add("run length", figures["duration_s"], "s", "target", TARGET_SECONDS)
+    add("run length", figures["duration_s"], "s", "target", figures["target_seconds"])
     loss = figures["loss"]
     add(
         "measurement records in Kafka",
@@ -930,7 +949,11 @@ def soak() -> Path:
     from benchmarks._plot import plot_run
 
     started = datetime.now(UTC)
-    figures = run_pipeline(SOAK_RATE, SOAK_MINUTES * 60, SOAK_SAMPLE_S)
+    # Judged on keeping up with 5,000 msg/s (95 % of it sustained, to allow for the simulator's
+    # pacing), for 10 minutes, with zero loss and flat memory.
+    figures = run_pipeline(
+        SOAK_RATE, SOAK_MINUTES * 60, SOAK_SAMPLE_S, (0.95 * SOAK_RATE, SOAK_TARGET_SECONDS)
+    )
     report(figures)
     RESULTS_DIR.mkdir(exist_ok=True)
     stem = RESULTS_DIR / f"soak-{started.strftime('%Y%m%dT%H%M%SZ')}"
@@ -938,7 +961,8 @@ def soak() -> Path:
     plot_run(
         figures["samples"],
         stem.with_suffix(".png"),
-        f"soak: {SOAK_RATE:,.0f} msg/s for {SOAK_MINUTES:.0f} min ({started:%Y-%m-%d %H:%M} UTC)",
+        f"soak: {SOAK_RATE:,.0f} msg/s for {duration(SOAK_MINUTES * 60)} "
+        f"({started:%Y-%m-%d %H:%M} UTC)",
     )
     print(f"\nresults: {stem.with_suffix('.json')}\nplot: {stem.with_suffix('.png')}")
     return stem
