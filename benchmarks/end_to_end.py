@@ -15,7 +15,9 @@ on free loopback ports, in a temporary directory, a fresh database):
 3. every ``SAMPLE_S`` seconds (``CITYSENSE_BENCH_E2E_SAMPLE_S``, default 5), what ``citysense
    status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
    consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
-   (psutil, children included), kept for the plot;
+   (psutil, children included), kept for the plot. The aggregator's read position is the one it
+   commits every ``aggregate.commit_interval_s`` (5 s), so its lag saw-tooths by up to that
+   many seconds of input;
 4. after the simulator stops, the drain: sampling goes on until the sink has consumed every valid
    message's record (its ``citysense_sink_records_total`` on the measurement topics) and the
    groups have no lag, or ``DRAIN_TIMEOUT_S``;
