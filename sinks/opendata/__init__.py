@@ -18,10 +18,7 @@ if TYPE_CHECKING:
 def publication_components(settings: Settings) -> list[Component]:
     """The components of the publication stage: the API (and, when ``publish.push.enabled``,
     the push to an external portal). ``DatasetsFileError`` for a bad ``publish.datasets_file``."""
-    from sinks.opendata import _live, _routes_page
-
-    catalog = default_catalog(settings.publish)
-    return [PublishService(settings, catalog, routers=(_live.router, _routes_page.router))]
+    return [PublishService(settings, default_catalog(settings.publish))]
 
 
 __all__ = [

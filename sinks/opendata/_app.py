@@ -51,7 +51,7 @@ def _error(status_code: int, error_code: str, message: str) -> JSONResponse:
 
 def create_app(state: Publication, *, routers: tuple[Any, ...] = ()) -> FastAPI:
     """The application over ``state``; ``routers`` are extra ``APIRouter`` objects to include."""
-    from sinks.opendata import _routes_explore, _routes_linked, _routes_v1
+    from sinks.opendata import _live, _routes_explore, _routes_linked, _routes_page, _routes_v1
 
     app = FastAPI(
         title="citysense open data",
@@ -65,8 +65,10 @@ def create_app(state: Publication, *, routers: tuple[Any, ...] = ()) -> FastAPI:
     app.include_router(_routes_linked.router)
     app.include_router(_routes_explore.router)
     app.include_router(_routes_v1.router)
+    app.include_router(_live.router)
     for router in routers:
         app.include_router(router)
+    app.include_router(_routes_page.router)
     _add_error_handlers(app)
     _add_rate_limit(app, state.settings.rate_limit)
     app.add_middleware(

@@ -9,6 +9,7 @@ late behind the event times other tests leave on the shared stack's topics.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -120,6 +121,10 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
     ]
     for component in components:
         await component.start()
+    live: dict[tuple[str, datetime], float] = {}
+    listening = asyncio.create_task(
+        _follow_live(f"http://127.0.0.1:{publish.port}/api/live/bruit-horaire", live)
+    )
     try:
         await asyncio.to_thread(_publish, own_settings, messages)
         query = (
@@ -136,8 +141,17 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
         for component in reversed(components):
             if component is not publish:
                 await component.stop()
-        await _api_matches_the_tables(own_settings, f"http://127.0.0.1:{publish.port}")
+        expected = await _api_matches_the_tables(own_settings, f"http://127.0.0.1:{publish.port}")
+        # The live feed sent every hourly row, the newest revision last.
+        for _ in range(60):
+            if live == expected or listening.done():
+                break
+            await asyncio.sleep(0.5)
+        if listening.done():
+            listening.result()  # the feed's client failed: show why
+        assert live == expected
     finally:
+        listening.cancel()
         for component in reversed(components):
             await component.stop()
     # A whole local day of minutes and hours for the site (plus the 20 minutes after).
@@ -171,8 +185,29 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
     assert all(entry["count"] >= 0 for row in traffic_daily for entry in row[0] or [])
 
 
-async def _api_matches_the_tables(settings: Settings, base: str) -> None:
-    """The published datasets, read through the API, hold the numbers of the aggregate tables."""
+async def _follow_live(url: str, seen: dict[tuple[str, datetime], float]) -> None:
+    """Every event of a live feed into ``seen``: (sensor, start) -> the newest LAeq."""
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10, read=120)) as client,
+        client.stream("GET", url) as response,
+    ):
+        event = ""
+        lines: list[str] = []
+        async for line in response.aiter_lines():
+            lines.append(line)
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:") and event == "bruit-horaire":
+                row = json.loads(line.partition(":")[2])
+                seen[(row["sensor_id"], datetime.fromisoformat(row["start_time"]))] = row["laeq_db"]
+    raise AssertionError(f"the live feed ended: {response.status_code} {lines[-8:]}")
+
+
+async def _api_matches_the_tables(
+    settings: Settings, base: str
+) -> dict[tuple[str, datetime], float]:
+    """The published datasets, read through the API, hold the numbers of the aggregate tables;
+    returns the hourly noise rows."""
     datasets = f"{base}/api/explore/v2.1/catalog/datasets"
     async with httpx.AsyncClient(timeout=60) as client:
         hourly = (await client.get(f"{datasets}/bruit-horaire/exports/json")).json()
@@ -220,6 +255,7 @@ async def _api_matches_the_tables(settings: Settings, base: str) -> None:
     )
     assert counted[0] > 0
     assert sum(r["count"] or 0 for r in measures) == counted[0]
+    return expected_hourly
 
 
 # --- kill -9 ------------------------------------------------------------------------------------

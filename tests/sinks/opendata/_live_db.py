@@ -26,8 +26,6 @@ from citysense.settings import PublishSettings, Settings
 from sinks.opendata._app import create_app
 from sinks.opendata._datasets import default_catalog
 from sinks.opendata._live import close_change_hub
-from sinks.opendata._live import router as live_router
-from sinks.opendata._routes_page import router as page_router
 from sinks.opendata._state import Publication
 from sinks.timescale import migrate
 from tests.sinks._helpers import T0, fresh_database
@@ -180,8 +178,8 @@ def publication_for(
 
 
 def live_app(state: Publication) -> FastAPI:
-    """The publication's application (records API and all) with the live and page routers."""
-    return create_app(state, routers=(live_router, page_router))
+    """The publication's application (records API, live feed, page and all)."""
+    return create_app(state)
 
 
 @contextlib.asynccontextmanager
