@@ -90,6 +90,8 @@ async def _fill(url: str) -> list[str]:
                 add_record(rows, name, decoded)
             async with conn.transaction():
                 await write_rows(conn, rows.tables())
+        # Planner statistics, as autovacuum gathers them on a live database.
+        await conn.execute("ANALYZE")
     return sensors
 
 

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/api/explore/v2.1", tags=["Explore API v2.1"])
 
 #: Seconds a dataset's row count is reused in catalogue answers (counting a view is a scan).
 _COUNT_TTL_S = 60.0
-_counts: dict[str, tuple[float, int | None]] = {}
+_counts: dict[tuple[int, str], tuple[float, int | None]] = {}
 
 _Text = Annotated[str | None, Query()]
 _Many = Annotated[list[str] | None, Query()]
@@ -62,7 +62,8 @@ def _lang(lang: str | None) -> str:
 async def _records_count(state: Publication, dataset: Dataset) -> int | None:
     """The dataset's row count, cached; None when counting ran over the statement timeout."""
     now = time.monotonic()
-    cached = _counts.get(dataset.id)
+    key = (id(state.pool), dataset.id)
+    cached = _counts.get(key)
     if cached is not None and now - cached[0] < _COUNT_TTL_S:
         return cached[1]
     count: int | None
@@ -75,7 +76,7 @@ async def _records_count(state: Publication, dataset: Dataset) -> int | None:
             count = None if row is None else int(row[0])
     except psycopg.errors.QueryCanceled:
         count = None
-    _counts[dataset.id] = (now, count)
+    _counts[key] = (now, count)
     return count
 
 
@@ -185,6 +186,29 @@ def _timezone(name: str | None) -> tzinfo:
         ) from None
 
 
+#: An unfiltered dataset's row count, reused this long: counting a year of hourly rows is a
+#: scan of every row (tens of milliseconds), the page itself an index read.
+_TOTAL_TTL_S = 5.0
+_totals: dict[tuple[int, str], tuple[float, int]] = {}
+
+
+def _cached_total(key: tuple[int, str]) -> int | None:
+    cached = _totals.get(key)
+    if cached is None or time.monotonic() - cached[0] > _TOTAL_TTL_S:
+        return None
+    return cached[1]
+
+
+def _total_from_page(limit: int, offset: int, returned: int) -> int | None:
+    """``total_count`` when the page itself tells it: a page shorter than the limit is the
+    last one, so the total is the offset plus its rows (unless it is empty past the end)."""
+    if limit < 0 or returned >= limit:
+        return None
+    if returned == 0 and offset > 0:
+        return None
+    return offset + returned
+
+
 def _json_rows(
     rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, Any]], tz: tzinfo
 ) -> list[dict[str, Any]]:
@@ -229,14 +253,22 @@ async def records(
     )
     compiled = build_records(dataset, request)
     columns = [(c.name, c.type) for c in compiled.columns]
+    unfiltered = not (where or group_by or refine or exclude)
     async with state.pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT set_config('TimeZone', %s, true)", [str(tz)])
-        cursor = await conn.execute(compiled.count_query, compiled.count_params)
-        counted = await cursor.fetchone()
         cursor = await conn.execute(compiled.query, compiled.params)
         rows = await cursor.fetchall()
+        total = _total_from_page(compiled.limit, offset, len(rows))
+        if total is None and unfiltered:
+            total = _cached_total((id(state.pool), dataset.id))
+        if total is None:
+            cursor = await conn.execute(compiled.count_query, compiled.count_params)
+            counted = await cursor.fetchone()
+            total = 0 if counted is None else int(counted[0])
+            if unfiltered:
+                _totals[(id(state.pool), dataset.id)] = (time.monotonic(), total)
     body = {
-        "total_count": 0 if counted is None else int(counted[0]),
+        "total_count": total,
         "results": _json_rows(rows, columns, tz),
     }
     return Response(orjson.dumps(body), media_type="application/json")

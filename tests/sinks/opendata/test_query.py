@@ -152,7 +152,7 @@ def test_aggregations_in_order_by_need_group_by() -> None:
 
 def test_the_default_order_is_newest_first_then_the_key_fields() -> None:
     text, _ = records()
-    assert 'ORDER BY "start_time" DESC NULLS LAST, "sensor_id" ASC NULLS LAST' in text
+    assert 'ORDER BY "start_time" DESC, "sensor_id" ASC NULLS LAST' in text
 
 
 def test_range_only_in_group_by() -> None:
