@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from citysense.settings import PublishSettings, Settings
+from sinks.opendata._catalog import Dataset, DatasetField, LocalizedText
 from sinks.opendata._changes import (
     Change,
     ChangeFeed,
@@ -179,6 +180,48 @@ async def test_rows_of_one_transaction_page_by_key(db: LiveDb) -> None:
         assert len({c.position.txid for c in seen}) == 1
         assert [c.position for c in seen] == sorted(c.position for c in seen)
         assert sorted(c.values["laeq_db"] for c in seen) == [0, 1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.integration
+async def test_transaction_ids_order_as_numbers_across_a_power_of_ten(db: LiveDb) -> None:
+    # Real rows straddle a power of ten only once per decade of the cluster's transaction
+    # counter (999 -> 1000), so this view pins its ids: 9 < 10 < 11 as numbers, but
+    # "10" < "11" < "9" as text. Same columns and contract as the live views, real database.
+    await db.execute(
+        "CREATE VIEW opendata.txid_probe AS SELECT n, _change_txid, _change_key FROM (VALUES "
+        "(1, '9'::xid8, 'k'), (2, '10'::xid8, 'k'), (3, '11'::xid8, 'k')) "
+        "AS v(n, _change_txid, _change_key)"
+    )
+    await db.execute("GRANT SELECT ON opendata.txid_probe TO citysense_api")
+    probe = Dataset(
+        id="txid-probe",
+        view="txid_probe",
+        title=LocalizedText(fr="Sonde", en="Probe"),
+        description=LocalizedText(fr="Sonde", en="Probe"),
+        fields=(DatasetField(name="n", type="int", label=LocalizedText(fr="n", en="n")),),
+        live=True,
+    )
+    async with api_pool(db) as pool:
+        feed = ChangeFeed(pool, probe)
+        start = ChangePosition(0, "")
+        assert (await feed.now()).txid > 11  # every probe row is readable
+        assert [c.position.txid for c in await feed.read(start, 100)] == [9, 10, 11]
+        # Paging one row at a time resumes after each row's position: no row skipped.
+        paged: list[int] = []
+        position = start
+        while page := await feed.read(position, 1):
+            paged += [c.values["n"] for c in page]
+            position = page[-1].position
+        assert paged == [1, 2, 3]
+        # A client resuming from before them reads them as its backlog, in order.
+        hub = ChangeHub(pool, poll_interval_s=0.05, page_rows=1)
+        try:
+            resumed = await hub.subscribe(probe, start)
+            got = await _take(aiter(resumed), 3)
+            assert [c.values["n"] for c in got] == [1, 2, 3]
+            resumed.close()
+        finally:
+            await hub.aclose()
 
 
 async def _take(iterator: AsyncIterator[Any], n: int) -> list[Any]:
