@@ -451,6 +451,8 @@ class GridSettings(_Section):
     ) -> tuple[WindowSettings, ...]:
         if not value:
             raise ValueError("at least one window")
+        if any(w.size_s < 60 for w in value):
+            raise ValueError("grid windows last a minute or more")
         sizes = [w.size_s for w in value]
         if len(set(sizes)) != len(sizes) or len({w.name for w in value}) != len(value):
             raise ValueError("window names and sizes must be distinct")

@@ -15,7 +15,7 @@ geographical grid systems (D2.8.I.2, v3.1, 2014) and Commission Implementing Reg
   ``CRS3035RES100mN2889400E3760700`` is a 100 m cell of central Paris).
 
 A point on a cell edge belongs to the cell above and to the right of it (the floor of its
-coordinates): cells are half-open ``[E, E + res) × [N, N + res)``, so every point is in exactly
+coordinates): cells are half-open ``[E, E + res) x [N, N + res)``, so every point is in exactly
 one. Projection by pyproj (PROJ), vectorised over numpy arrays. ETRS89 and WGS84 differ by less
 than a metre in Europe (they coincided in 1989 and drift about 2.5 cm a year), far below a
 100 m cell and a GNSS fix's accuracy, so WGS84 degrees are taken as ETRS89 ones, as PROJ does
@@ -90,9 +90,7 @@ def cell_id(northing_m: int, easting_m: int, resolution_m: int = 100) -> str:
     doc); the corner must lie on the grid of that resolution."""
     _check_resolution(resolution_m)
     if northing_m % resolution_m or easting_m % resolution_m or northing_m < 0 or easting_m < 0:
-        raise ValueError(
-            f"N{northing_m} E{easting_m} is not a corner of the {resolution_m} m grid"
-        )
+        raise ValueError(f"N{northing_m} E{easting_m} is not a corner of the {resolution_m} m grid")
     return f"CRS3035RES{resolution_m}mN{northing_m}E{easting_m}"
 
 
