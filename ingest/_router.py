@@ -357,8 +357,7 @@ class Router:
             if decoded.kind != "air":
                 decoded.position = None
             elif not (-90.0 <= position.lat <= 90.0 and -180.0 <= position.lon <= 180.0) or (
-                position.accuracy_m is not None
-                and not 0.0 <= position.accuracy_m < math.inf
+                position.accuracy_m is not None and not 0.0 <= position.accuracy_m < math.inf
             ):
                 return Rejected(
                     "out_of_range",
