@@ -522,7 +522,7 @@ def _location_number(value: object, key: str) -> float | None:
     if value is None:
         return None
     if type(value) is not float and type(value) is not int:
-        raise _invalid("tts", f"uplink_message.locations: {key} is not a number")
+        raise _invalid("tts", f"uplink_message.locations.{key} is not a number")
     return float(value)
 
 
