@@ -80,5 +80,5 @@ class GridRunner(_StageRunner):
         for (window, outcome), count in cells.items():
             metrics.GRID_CELLS.labels(window, outcome).inc(count)
         for name, count in self.stage.open_cells().items():
-            metrics.OPEN_WINDOWS.labels("air_cells", name).set(count)
+            metrics.GRID_OPEN_CELLS.labels(name).set(count)
         self.emitted_watermark = self.stage.watermarks.current(now_s)

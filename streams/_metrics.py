@@ -8,6 +8,7 @@ __all__ = [
     "DEAD_LETTERS",
     "EMIT_DELAY",
     "GRID_CELLS",
+    "GRID_OPEN_CELLS",
     "GRID_RECORDS",
     "LATE_RECORDS",
     "OPEN_WINDOWS",
@@ -74,5 +75,10 @@ GRID_CELLS = Counter(
     "Cell windows closed by the grid stage: published, revised (sent again), or suppressed "
     "(below the privacy thresholds).",
     ["window", "outcome"],
+)
+GRID_OPEN_CELLS = Gauge(
+    "citysense_aggregate_grid_open_cells",
+    "Cell windows held by the grid stage (open, or closed and within their allowed lateness).",
+    ["window"],
 )
 READY = Gauge("citysense_aggregate_ready", "1 while the aggregator's dependencies are reachable.")

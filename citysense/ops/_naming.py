@@ -28,6 +28,7 @@ BOUNDED_LABELS = {
     "route": "the publication API's path templates, never the requested URL",
     "status": "HTTP status codes",
     "format": "export formats",
+    "outcome": "the grid stage's record and cell outcomes, constants in the code",
 }
 
 #: The second word of every name: the stage or area that exports it.
