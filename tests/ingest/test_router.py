@@ -291,8 +291,8 @@ def test_routed_sources_equal_the_constructed_ones(module: ModuleType, registry:
 
 # --- positions of mobile sensors ------------------------------------------------------------
 
-#: Cayenne LPP: analog input 2 = 18.50 (0x073A) (PM2.5 by the channel map), GPS channel 1 at 48.8584 N
-#: 2.3488 E, 35 m (Châtelet).
+#: Cayenne LPP: analog input 2 = 18.50 (0x073A; PM2.5 by the channel map), GPS channel 1 at
+#: 48.8584 N 2.3488 E, 35 m (Châtelet): 0x077488, 0x005BC0, 0x000DAC.
 LPP_FIX = bytes.fromhex("0202073A0188077488005BC0000DAC")
 LPP_NO_FIX = bytes.fromhex("0202073A")
 

@@ -188,7 +188,7 @@ def test_air_written_with_v1_is_read_by_a_v0_consumer() -> None:
     )
     frame = schemas.encode_measurement(measurement)
     assert frame[2:10] == schemas.fingerprint("AirMeasurement")
-    old = fastavro.schemaless_reader(
+    old: Any = fastavro.schemaless_reader(
         BytesIO(frame[10:]), schemas.schema("AirMeasurement"), AIR_V0.parsed
     )
     assert set(old) == {f["name"] for f in AIR_V0.parsed["fields"]}
@@ -207,6 +207,7 @@ def test_the_sink_writes_null_positions_for_v0_and_the_fix_for_v1() -> None:
     body = BytesIO()
     fastavro.schemaless_writer(body, AIR_V0.parsed, _air_v0_record())
     _, old_row = decode_record(AIR_V0.header + body.getvalue())
+    assert not isinstance(old_row, dict)  # a flat measurement: its row
     old = dict(zip(columns, row_values("air_measurements", old_row), strict=True))
     assert (old["lat"], old["lon"], old["position_accuracy_m"]) == (None, None, None)
     assert old["pm2_5_ugm3"] == 12.0
@@ -220,6 +221,7 @@ def test_the_sink_writes_null_positions_for_v0_and_the_fix_for_v1() -> None:
         position=Position(48.8584, 2.3488, None),
     )
     _, new_row = decode_record(schemas.encode_measurement(fixed))
+    assert not isinstance(new_row, dict)
     new = dict(zip(columns, row_values("air_measurements", new_row), strict=True))
     assert (new["lat"], new["lon"], new["position_accuracy_m"]) == (48.8584, 2.3488, None)
 

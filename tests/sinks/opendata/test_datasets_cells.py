@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -71,9 +72,11 @@ async def write_cells(url: str, records: list[dict[str, Any]]) -> None:
     for record in records:
         name, decoded = decode_record(encode("CellAggregate", record))
         add_record(rows, name, decoded)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        async with conn.transaction():
-            await write_rows(conn, rows.tables())
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        await write_rows(conn, rows.tables())
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ async def test_the_geojson_export_is_valid_geojson_with_the_cells_as_polygons(ap
         ring = geometry["coordinates"][0]
         # RFC 7946 3.1.6: closed, and the exterior ring counter-clockwise (positive area).
         assert ring[0] == ring[-1]
-        area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False))
+        area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in itertools.pairwise(ring))
         assert area > 0
         # The shape is the geometry, not a property; the centre stays a property.
         assert "geo_shape" not in feature["properties"]
