@@ -128,21 +128,10 @@ def stack_env() -> None:
 
 # --- stages -----------------------------------------------------------------------------------
 
-#: Stages not built yet, with the issue that builds them; `run` and the stage commands say so.
-PENDING_STAGES = {
-    "publish": "the open-data publication issue",
-}
-
-
-def _pending(stage: str) -> NoReturn:
-    _fail(f"the {stage} stage is not implemented yet; it comes with {PENDING_STAGES[stage]}", 3)
-
 
 @app.command()
 def run() -> None:
     """Run every stage in one process (the embedded default) until SIGTERM/SIGINT."""
-    import logging
-
     from citysense.logs import configure_logging
     from ingest import IngestService
     from sinks.timescale import TimescaleSink
@@ -150,22 +139,29 @@ def run() -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, stage="run")
-    for stage, issue in PENDING_STAGES.items():
-        logging.getLogger("citysense").warning(
-            "stage not implemented yet", extra={"pending": stage, "comes_with": issue}
-        )
     registry = _registry(settings)
-    # Start order is drain order reversed: the sink starts first and stops last, the
-    # aggregator drains before it and after ingest.
+    # Start order is drain order reversed: the sink starts first (it migrates the database the
+    # API reads) and stops last; the API stops just before it, the aggregator after ingest.
     _run_stage(
         settings,
         "run",
         [
             TimescaleSink(settings, settings.sink, registry),
+            *_publication(settings),
             AggregateService(settings, registry),
             IngestService(settings, registry),
         ],
     )
+
+
+def _publication(settings: Settings) -> list[Component]:
+    """The publication API and, when configured, the push to an external portal."""
+    from sinks.opendata import DatasetsFileError, publication_components
+
+    try:
+        return publication_components(settings)
+    except DatasetsFileError as exc:
+        _fail(str(exc))
 
 
 def _registry(settings: Settings) -> Registry:
@@ -177,14 +173,16 @@ def _registry(settings: Settings) -> Registry:
         _fail(str(exc))
 
 
-def _run_stage(settings: Settings, stage: str, components: list[Component]) -> NoReturn:
+def _run_stage(
+    settings: Settings, stage: str, components: list[Component], *, health: bool = True
+) -> NoReturn:
     """Run ``components`` as ``stage``; a start-up error is one line (exit 2, or 1 for a fault
     of ours), a failure while running exits 1 after a clean shutdown, a signal exits 0."""
     from citysense.errors import StartupError
     from citysense.runtime import run_stage
 
     try:
-        status = run_stage(settings, stage, components)
+        status = run_stage(settings, stage, components, health=health)
     except StartupError as exc:
         _fail_with(exc, str(exc), 2)
     except Exception as exc:
@@ -268,8 +266,13 @@ def db_status() -> None:
 
 @app.command()
 def publish() -> None:
-    """Open-data API and feeds."""
-    _pending("publish")
+    """Open-data API (OpenDataSoft-compatible), exports, live feed, display page, push."""
+    from citysense.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format, stage="publish")
+    # The API serves its own /metrics, /healthz and /readyz on publish.port.
+    _run_stage(settings, "publish", _publication(settings), health=False)
 
 
 @app.command("settings")

@@ -437,14 +437,17 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
             loop.close()
 
 
-def run_stage(settings: Settings, stage: str, components: Sequence[Component]) -> int:
+def run_stage(
+    settings: Settings, stage: str, components: Sequence[Component], *, health: bool = True
+) -> int:
     """Run ``components`` as ``stage`` (its metrics port, the shutdown deadline) on uvloop; the
-    exit status. A start that fails raises its error (see :func:`run_components`)."""
+    exit status. A start that fails raises its error (see :func:`run_components`). ``health``
+    False: a component serves /metrics, /healthz and /readyz itself (the publication API)."""
 
     async def main() -> int:
         return await run_components(
             components,
-            settings.http,
+            settings.http if health else None,
             stage=stage,
             shutdown_deadline_s=settings.shutdown_deadline_s,
         )

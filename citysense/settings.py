@@ -564,6 +564,9 @@ class PushSettings(_Section):
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=60.0, gt=0, le=3600)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: Where the push keeps each target's position across restarts (a small JSON file, written
+    #: atomically): the publish process holds only the read-only database role.
+    state_file: Path = Path("push-state.json")
 
     @model_validator(mode="after")
     def _complete(self) -> PushSettings:

@@ -28,7 +28,9 @@ BOUNDED_LABELS = {
     "route": "the publication API's path templates, never the requested URL",
     "status": "HTTP status codes",
     "format": "export formats",
-    "outcome": "the grid stage's record and cell outcomes, constants in the code",
+    "dataset": "published dataset ids: the catalogue (about ten)",
+    "outcome": "push request outcomes (sinks/opendata/_push.py) and the grid stage's record and "
+    "cell outcomes (streams/_grid_stage.py), constants in the code",
 }
 
 #: The second word of every name: the stage or area that exports it.

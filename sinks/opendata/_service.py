@@ -13,17 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
-from citysense.settings import Settings, mask_url
+from citysense.clients import check_database
+from citysense.errors import StartupError
+from citysense.settings import DatabaseSettings, Settings, mask_url
 from sinks.opendata._catalog import Catalog
 from sinks.opendata._state import Publication
+from sinks.opendata._viewcheck import check_views
+
+if TYPE_CHECKING:
+    from sinks.opendata._push import PushService
 
 __all__ = ["PublishService"]
 
@@ -58,6 +66,7 @@ class PublishService:
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self.app: FastAPI | None = None
+        self._push: PushService | None = None
         #: The bound port (useful when ``publish.port`` is 0).
         self.port: int | None = None
 
@@ -80,6 +89,14 @@ class PublishService:
 
     async def start(self) -> None:
         publish = self._settings.publish
+        await check_database(
+            DatabaseSettings(url=SecretStr(self._conninfo())),
+            setting=(
+                "CITYSENSE_PUBLISH_DATABASE_URL or publish.database_url"
+                if publish.database_url is not None
+                else "CITYSENSE_DATABASE_URL or database.url"
+            ),
+        )
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self._conninfo(),
             min_size=1,
@@ -91,11 +108,27 @@ class PublishService:
         )
         try:
             await pool.open(wait=True, timeout=15.0)
-        except Exception:
+        except Exception as exc:
             await pool.close()
             where = mask_url(self._conninfo())
-            raise ConnectionError(f"publish: cannot connect to the database at {where}") from None
+            raise StartupError(
+                f"publish: cannot use the database at {where} as the {API_ROLE} role "
+                f"({type(exc).__name__}); run `citysense db migrate` (it creates the role) or "
+                "check CITYSENSE_PUBLISH_DATABASE_URL"
+            ) from None
         self._pool = pool
+        # A dataset whose fields do not match its view (a datasets_file mistake, a migration not
+        # applied) fails the start, not the first reuser's request.
+        async with pool.connection() as conn:
+            problems = await check_views(conn, self._catalog)
+        if problems:
+            await self.stop()
+            raise StartupError(
+                "publish: the datasets do not match the database views: "
+                + "; ".join(problems)
+                + " (a database not migrated yet: run `citysense db migrate`; a datasets file: "
+                "check CITYSENSE_PUBLISH_DATASETS_FILE)"
+            )
         public_url = (publish.public_url or f"http://{publish.host}:{publish.port}").rstrip("/")
         from sinks.opendata._app import create_app
 
@@ -103,34 +136,68 @@ class PublishService:
             settings=publish, catalog=self._catalog, pool=pool, public_url=public_url
         )
         self.app = create_app(state, routers=self._routers)
+        # Bound here, not by uvicorn: a port in use is then an error of ours to report (uvicorn
+        # would log it and exit the process).
+        listener = socket.socket(socket.AF_INET6 if ":" in publish.host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((publish.host, publish.port))
+        except OSError as exc:
+            listener.close()
+            await self.stop()
+            raise StartupError(
+                f"publish: cannot listen on {publish.host}:{publish.port} ({exc.strerror}); set "
+                "CITYSENSE_PUBLISH_PORT or publish.port"
+            ) from None
+        listener.listen(2048)
+        listener.setblocking(False)
         config = uvicorn.Config(
             self.app,
-            host=publish.host,
-            port=publish.port,
             log_config=None,
+            log_level="warning",
             access_log=False,
             lifespan="off",
             server_header=False,
         )
         server = _Server(config)
         self._server = server
-        self._serving = asyncio.create_task(server.serve(), name="publish-http")
+        self._serving = asyncio.create_task(server.serve(sockets=[listener]), name="publish-http")
         while not server.started:
             if self._serving.done():
-                # uvicorn logs the bind error and exits with SystemExit(1).
                 with contextlib.suppress(BaseException):
                     self._serving.result()
                 await self.stop()
-                raise OSError(
-                    f"publish: cannot listen on {publish.host}:{publish.port} "
-                    "(in use? set publish.port / CITYSENSE_PUBLISH_PORT)"
-                )
+                raise RuntimeError("publish: the HTTP server stopped while starting")
             await asyncio.sleep(0.02)
+        if publish.push.enabled:
+            from sinks.opendata._push import PushService
+
+            try:
+                push = PushService(
+                    publish.push,
+                    self._catalog,
+                    pool,
+                    state_path=publish.push.state_file,
+                    poll_interval_s=publish.live_poll_interval_s,
+                )
+            except ValueError as exc:
+                await self.stop()
+                raise StartupError(f"publish.push: {exc}") from None
+            await push.start()
+            self._push = push
         sockets = [s for srv in server.servers for s in srv.sockets]
         self.port = sockets[0].getsockname()[1] if sockets else publish.port
         log.info("publication API listening", extra={"host": publish.host, "port": self.port})
 
     async def stop(self) -> None:
+        if self._push is not None:
+            push, self._push = self._push, None
+            await push.stop()
+        if self.app is not None:
+            # Live streams never end by themselves: end them, so the server can drain.
+            from sinks.opendata._live import close_change_hub
+
+            await close_change_hub(self.app)
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(BaseException):

@@ -21,6 +21,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,12 +36,14 @@ from citysense.settings import (
     IngestSettings,
     KafkaSettings,
     MqttSettings,
+    PublishSettings,
     Settings,
     SinkSettings,
 )
 from citysense.stack import Stack, free_port, temporary_stack
 from ingest import IngestService
 from simulators import Fleet, Publisher
+from sinks.opendata import PublishService, default_catalog
 from sinks.timescale import TimescaleSink
 from streams import AggregateService, WindowStage
 from streams._columns import extract
@@ -105,8 +108,13 @@ async def _rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
 async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings: Settings) -> None:
     registry = load_registry(scenario_path("nation"))
     messages, day = _simulated_day(registry)
+    publish = PublishService(
+        own_settings.model_copy(update={"publish": PublishSettings(port=0)}),
+        default_catalog(PublishSettings()),
+    )
     components: list[Component] = [
         TimescaleSink(own_settings, own_settings.sink, registry),
+        publish,
         AggregateService(own_settings, registry),
         IngestService(own_settings, registry),
     ]
@@ -124,6 +132,11 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
             if sizes.get(86_400):
                 break
             await asyncio.sleep(1)
+        # Quiet the pipeline (intake first, the sink drains last), then read the API.
+        for component in reversed(components):
+            if component is not publish:
+                await component.stop()
+        await _api_matches_the_tables(own_settings, f"http://127.0.0.1:{publish.port}")
     finally:
         for component in reversed(components):
             await component.stop()
@@ -156,6 +169,57 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
     )
     assert traffic_daily
     assert all(entry["count"] >= 0 for row in traffic_daily for entry in row[0] or [])
+
+
+async def _api_matches_the_tables(settings: Settings, base: str) -> None:
+    """The published datasets, read through the API, hold the numbers of the aggregate tables."""
+    datasets = f"{base}/api/explore/v2.1/catalog/datasets"
+    async with httpx.AsyncClient(timeout=60) as client:
+        hourly = (await client.get(f"{datasets}/bruit-horaire/exports/json")).json()
+        daily = (await client.get(f"{datasets}/bruit-lden-journalier/exports/json")).json()
+        air = (await client.get(f"{datasets}/qualite-air-horaire/exports/json")).json()
+        measures = (await client.get(f"{datasets}/comptage-mobilites-mesures/exports/json")).json()
+    expected_hourly = {
+        (key, bucket): indicators["laeq_db"]
+        for key, bucket, indicators in await _rows(
+            settings,
+            "SELECT key, bucket, indicators FROM noise_aggregates WHERE window_seconds = 3600 "
+            "AND final AND key NOT LIKE 'site:%' AND indicators ? 'laeq_db'",
+        )
+    }
+    assert expected_hourly
+    assert {
+        (r["sensor_id"], datetime.fromisoformat(r["start_time"])): r["laeq_db"] for r in hourly
+    } == expected_hourly
+    expected_daily = {
+        key: indicators["lden_db"]
+        for key, indicators in await _rows(
+            settings,
+            "SELECT key, indicators FROM noise_aggregates WHERE window_seconds = 86400 "
+            "AND final AND key NOT LIKE 'site:%'",
+        )
+    }
+    assert {r["sensor_id"]: r["lden_db"] for r in daily} == expected_daily
+    expected_bands = {
+        (key, bucket): indicators.get("eaqi_band")
+        for key, bucket, indicators in await _rows(
+            settings,
+            "SELECT key, bucket, indicators FROM air_aggregates WHERE window_seconds = 3600 "
+            "AND final AND key NOT LIKE 'site:%'",
+        )
+    }
+    assert {
+        (r["sensor_id"], datetime.fromisoformat(r["start_time"])): r["eaqi_band"] for r in air
+    } == expected_bands
+    # Comptage des mobilités: the published hourly counts add up to the traffic windows' counts.
+    (counted,) = await _rows(
+        settings,
+        "SELECT coalesce(sum((c->>'count')::bigint), 0) FROM traffic_aggregates, "
+        "jsonb_array_elements(coalesce(counts, '[]')) c "
+        "WHERE window_seconds = 3600 AND final AND key NOT LIKE 'site:%'",
+    )
+    assert counted[0] > 0
+    assert sum(r["count"] or 0 for r in measures) == counted[0]
 
 
 # --- kill -9 ------------------------------------------------------------------------------------

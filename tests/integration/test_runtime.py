@@ -30,9 +30,11 @@ def _get(url: str) -> tuple[int, bytes]:
 @pytest.mark.integration
 def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: Settings) -> None:
     port = free_port()
+    api_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(
         CITYSENSE_HTTP_PORT=str(port),
+        CITYSENSE_PUBLISH_PORT=str(api_port),
         CITYSENSE_STACK_DIR=str(tmp_path),
         CITYSENSE_MQTT_URL=settings.mqtt.url.get_secret_value(),
         CITYSENSE_MQTT_CLIENT_ID=f"run-{port}",
@@ -62,13 +64,24 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
             assert time.monotonic() < deadline + 30, ready
             time.sleep(0.2)
         assert json.loads(ready[1])["ready"] is True
-        assert set(json.loads(ready[1])["checks"]) == {"ingest", "aggregate", "sink-timescale"}
+        assert set(json.loads(ready[1])["checks"]) == {
+            "ingest",
+            "aggregate",
+            "sink-timescale",
+            "publish",
+        }
+        # The publication API answers on its own port, and its metrics are in the stage's.
+        api = f"http://127.0.0.1:{api_port}/api/explore/v2.1/catalog/datasets/bruit-horaire"
+        status, body = _get(f"{api}/records?limit=1")
+        assert status == 200, body
+        assert "total_count" in json.loads(body)
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert b"process_resident_memory_bytes" in body
         assert b"citysense_ingest_received_messages_total" in body
         assert b"citysense_sink_" in body
         assert b"citysense_aggregate_records_total" in body
+        assert b"citysense_publish_requests_total" in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -79,7 +92,7 @@ def test_run_serves_health_and_exits_zero_on_sigterm(tmp_path: Path, settings: S
     # Structured JSON logs: every stderr line is one JSON object.
     lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
     messages = [entry.get("message") for entry in lines]
-    assert "stage not implemented yet" in messages
+    assert "publication API listening" in messages
     assert "component stopped" in messages
 
 
