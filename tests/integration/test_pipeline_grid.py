@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -25,6 +26,7 @@ import numpy as np
 import orjson
 import psycopg
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from citysense.registry import load_registry, scenario_path
 from citysense.runtime import Component
@@ -45,7 +47,7 @@ from citysense.stack import Stack, temporary_stack
 from ingest import IngestService
 from simulators import Fleet, Publisher
 from simulators._vehicles import load_routes
-from sinks.opendata import PublishService, default_catalog
+from sinks.opendata import PublishService, publication_components
 from sinks.timescale import TimescaleSink
 from streams import AggregateService
 from streams._grid import cells_of
@@ -64,6 +66,14 @@ GEOJSON_SCHEMA = json.loads(
         Path(__file__).parents[1] / "sinks" / "opendata" / "geojson" / "FeatureCollection.json"
     ).read_text()
 )
+
+
+def _artifacts() -> Path:
+    path = Path(
+        os.environ.get("CITYSENSE_TEST_ARTIFACTS") or Path(__file__).parents[2] / "test-artifacts"
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -232,15 +242,30 @@ async def test_ten_minutes_of_the_fleet_publish_the_cells_a_batch_computes(
     # The map dataset through the real publication API: valid GeoJSON with the cells' polygons.
     publish = PublishSettings(port=0, rate_limit="100000/minute")
     config = Settings(database=own_settings.database, publish=publish)
-    service = PublishService(config, default_catalog(publish))
+    (service,) = publication_components(config)  # the stage: API, live feed, display page
+    assert isinstance(service, PublishService)
     await service.start()
+    hourly = sum(1 for _, w, _ in expected if w == 3600)
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{service.port}", timeout=30
-        ) as client:
+        base = f"http://127.0.0.1:{service.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             response = await client.get(
                 "/api/explore/v2.1/catalog/datasets/qualite-air-carte-pm25/exports/geojson"
             )
+        # The display page's map layer: the closed hour's cells, in headless Chromium.
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1366, "height": 900})
+                await page.goto(f"{base}/")
+                await expect(page.locator("#map-svg polygon.cell")).to_have_count(
+                    hourly, timeout=30_000
+                )
+                await page.locator("#map").screenshot(path=str(_artifacts() / "pollutrack-map.png"))
+            finally:
+                await browser.close()
     finally:
         await service.stop()
     assert response.status_code == 200

@@ -17,15 +17,12 @@ from typing import Any
 import httpx
 import jsonschema
 import orjson
-import psycopg
 import pytest
 
 from citysense.settings import DatabaseSettings, PublishSettings, Settings
-from schemas import encode
 from sinks.opendata import PublishService, default_catalog
-from sinks.timescale._writer import Rows, add_record, decode_record, write_rows
 from streams._grid import parse_cell_id
-from tests.sinks.opendata._db import fetch, opendata_database
+from tests.sinks.opendata._db import cell, fetch, opendata_database, write_cells
 
 pytestmark = pytest.mark.integration
 
@@ -36,47 +33,6 @@ GEOJSON_SCHEMA = json.loads(
     (Path(__file__).parent / "geojson" / "FeatureCollection.json").read_text()
 )
 DATASET = "/api/explore/v2.1/catalog/datasets/qualite-air-carte-pm25"
-
-
-def cell(
-    cell_id: str,
-    start: datetime,
-    size_s: int,
-    mean: float,
-    *,
-    samples: int = 12,
-    vehicles: int = 3,
-    band: int | None = 2,
-) -> dict[str, Any]:
-    """A ``CellAggregate`` record (schemas/avsc/CellAggregate.avsc) as the grid stage sends it."""
-    corners = parse_cell_id(cell_id).corners()
-    return {
-        "cell_id": cell_id,
-        "resolution_m": 100,
-        "window_start": start,
-        "window_end": start + timedelta(seconds=size_s),
-        "window_size_seconds": size_s,
-        "revision": samples,
-        "final": True,
-        "sample_count": samples,
-        "vehicle_count": vehicles,
-        "pm2_5_ugm3_mean": mean,
-        "pm2_5_ugm3_max": mean * 2,
-        "eaqi_band": band,
-        "corners": [{"lon": lon, "lat": lat} for lon, lat in corners],
-    }
-
-
-async def write_cells(url: str, records: list[dict[str, Any]]) -> None:
-    rows = Rows()
-    for record in records:
-        name, decoded = decode_record(encode("CellAggregate", record))
-        add_record(rows, name, decoded)
-    async with (
-        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-        conn.transaction(),
-    ):
-        await write_rows(conn, rows.tables())
 
 
 @dataclass(frozen=True)
