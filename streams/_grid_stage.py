@@ -71,6 +71,8 @@ class _CellWindow:
     emitted_count: int = 0
     #: Closed (its end + grace passed) at least once: later changes are revisions.
     closed: bool = False
+    #: Emitted at least once (it met the thresholds when it closed or since).
+    published: bool = False
 
 
 @lru_cache(maxsize=65_536)
@@ -248,6 +250,7 @@ class GridStage:
                     # held: only a later change is a revision.
                     state.closed = True
                     state.emitted_count = state.count
+                    state.published = self._publishable(state)
 
     # --- emitting ---------------------------------------------------------------------------
 
@@ -266,7 +269,8 @@ class GridStage:
                 if state.count != state.emitted_count:
                     if self._publishable(state):
                         out.append(self._result(w, code, state))
-                        self._count_cell(w.name, "published" if not state.closed else "revised")
+                        self._count_cell(w.name, "revised" if state.published else "published")
+                        state.published = True
                     elif not state.closed:
                         self._count_cell(w.name, "suppressed")
                     state.emitted_count = state.count

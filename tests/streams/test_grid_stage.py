@@ -112,6 +112,18 @@ def test_privacy_thresholds(samples: list[tuple[str, float]], published: bool) -
     assert bool(results) == published
 
 
+def test_a_suppressed_cell_is_published_once_late_samples_meet_the_thresholds() -> None:
+    stage, feeder = _stage()
+    feeder.feed([_sample("car-1", 1, A, 10.0), _sample("car-1", 2, A, 12.0), _tick(16)])
+    assert stage.advance(0.0) == []  # one vehicle: suppressed
+    feeder.feed([_sample("car-2", 3, B, 20.0), _tick(17)])
+    (late,) = stage.advance(0.0)
+    assert late["sample_count"] == 3
+    assert late["vehicle_count"] == 2
+    _outcomes, cells = stage.take_counts()
+    assert cells == {("15m", "suppressed"): 1, ("15m", "published"): 1}
+
+
 def test_records_left_out_of_the_map_are_counted_by_outcome() -> None:
     stage, feeder = _stage(max_accuracy_m=50.0)
     feeder.feed(
