@@ -71,6 +71,10 @@ class Sensor(BaseModel):
     channel_map: dict[str, str] = Field(default_factory=dict)
     #: Seconds between uplinks; the simulator follows it.
     interval_s: float = Field(default=60.0, gt=0)
+    #: A sensor carried by a vehicle (air only): its measurements carry their own position and
+    #: feed the gridded map (docs/streams.md#the-grid-stage); ``lat``/``lon`` above are its home
+    #: (a depot), never where it measured.
+    mobile: bool = False
 
     @field_validator("dev_eui", mode="before")
     @classmethod
@@ -101,6 +105,8 @@ class Sensor(BaseModel):
             raise ValueError(f"codec {self.codec} reports {codec.kinds}, not {self.kind!r}")
         if self.transport != "direct" and self.dev_eui is None:
             raise ValueError(f"transport {self.transport} needs a dev_eui")
+        if self.mobile and self.kind != "air":
+            raise ValueError(f"only air sensors can be mobile, not {self.kind!r}")
         return self
 
     def profile(self) -> DeviceProfile:

@@ -35,13 +35,20 @@ from pydantic_settings import (
 )
 
 from decoders import KINDS
-from schemas import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
+from schemas import (
+    AIR_CELLS_TOPIC,
+    DEADLETTER_TOPIC,
+    LATE_TOPIC,
+    aggregate_topic,
+    measurement_topic,
+)
 
 __all__ = [
     "STAGE_HTTP_PORTS",
     "AggregateSettings",
     "DailySettings",
     "DatabaseSettings",
+    "GridSettings",
     "HttpSettings",
     "IngestSettings",
     "KafkaSettings",
@@ -288,9 +295,12 @@ class IngestSettings(_Section):
         return topics
 
 
-#: Every measurement topic, then every aggregate topic (docs/architecture.md#kafka-contract).
-DEFAULT_SINK_TOPICS: tuple[str, ...] = tuple(measurement_topic(kind) for kind in KINDS) + tuple(
-    aggregate_topic(kind) for kind in KINDS
+#: Every measurement topic, then every aggregate topic, then the grid stage's cells
+#: (docs/architecture.md#kafka-contract).
+DEFAULT_SINK_TOPICS: tuple[str, ...] = (
+    tuple(measurement_topic(kind) for kind in KINDS)
+    + tuple(aggregate_topic(kind) for kind in KINDS)
+    + (AIR_CELLS_TOPIC,)
 )
 
 
@@ -406,6 +416,49 @@ class DailySettings(_Section):
     allowed_lateness_s: float = Field(default=86_400.0, ge=0, le=7 * 86_400)
 
 
+def _default_grid_windows() -> tuple[WindowSettings, ...]:
+    return (
+        WindowSettings(name="15m", size_s=900, grace_s=10.0, allowed_lateness_s=900.0),
+        WindowSettings(name="1h", size_s=3600, grace_s=30.0, allowed_lateness_s=900.0),
+    )
+
+
+class GridSettings(_Section):
+    """The grid stage: mobile air sensors' PM2.5 per cell of the European statistical grid.
+
+    Contract: docs/streams.md#the-grid-stage. A cell's window is published only when at least
+    ``min_samples`` samples from at least ``min_vehicles`` distinct mobile sensors fell in it,
+    so that one car's trace cannot be followed cell by cell.
+    """
+
+    enabled: bool = True
+    group_id: str = "citysense-aggregate-grid"
+    topic: str = AIR_CELLS_TOPIC
+    #: Cell size in metres (the INSPIRE grid's resolutions; GEOSTAT publishes 100 m and 1 km).
+    resolution_m: Literal[100, 1000] = 100
+    #: Windows per cell; only ``size_s``, ``grace_s`` and ``allowed_lateness_s`` apply (cells
+    #: are emitted once closed, ``emit`` and ``scopes`` are ignored).
+    windows: tuple[WindowSettings, ...] = Field(default_factory=_default_grid_windows)
+    min_samples: int = Field(default=5, ge=1, le=1_000_000)
+    min_vehicles: int = Field(default=2, ge=1, le=10_000)
+    #: A fix less accurate than this (its stated radius, metres) is left out of the map.
+    max_accuracy_m: float = Field(default=50.0, gt=0)
+
+    @field_validator("windows")
+    @classmethod
+    def _distinct_grid_windows(
+        cls, value: tuple[WindowSettings, ...]
+    ) -> tuple[WindowSettings, ...]:
+        if not value:
+            raise ValueError("at least one window")
+        if any(w.size_s < 60 for w in value):
+            raise ValueError("grid windows last a minute or more")
+        sizes = [w.size_s for w in value]
+        if len(set(sizes)) != len(sizes) or len({w.name for w in value}) != len(value):
+            raise ValueError("window names and sizes must be distinct")
+        return value
+
+
 class AggregateSettings(_Section):
     """The aggregator: measurement topics → windowed indicators.
 
@@ -428,6 +481,7 @@ class AggregateSettings(_Section):
     )
     windows: tuple[WindowSettings, ...] = Field(default_factory=_default_windows)
     daily: DailySettings = DailySettings()
+    grid: GridSettings = GridSettings()
     #: Watermark = largest event time seen - this bound, per partition.
     out_of_orderness_s: float = Field(default=10.0, ge=0, le=86_400)
     #: A partition silent for this long stops holding the watermark back.

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidPayloadError",
     "Kind",
     "OutOfRangeError",
+    "Position",
     "RegionCount",
     "TrafficCount",
     "TruncatedError",
@@ -69,6 +70,20 @@ class RegionCount:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a mobile device was when it measured: WGS84 (EPSG:4326) degrees.
+
+    ``accuracy_m`` is the radius the source gives for the fix (GNSS horizontal accuracy, a
+    network server's location accuracy), None when it gives none. Ranges are checked by ingest
+    (latitude within ±90, longitude within ±180), not here: a decoder reports what it read.
+    """
+
+    lat: float
+    lon: float
+    accuracy_m: float | None = None
+
+
 @dataclass(slots=True)
 class Decoded:
     """What a decoder extracts from one payload.
@@ -76,7 +91,8 @@ class Decoded:
     ``values`` maps canonical quantity names (docs/architecture.md#canonical-measurement, unit as
     suffix) to floats. ``partial`` is True when a TLV stream stopped on an unknown channel: what
     came before it is kept. ``observed_at`` is the device's own timestamp when the format carries
-    one (UTC).
+    one (UTC). ``position`` is where the device was, when the payload carries a fix (a GNSS
+    channel, ``lat``/``lon`` fields); ingest may fill it from the network server's envelope.
     """
 
     codec: str
@@ -86,6 +102,7 @@ class Decoded:
     regions: list[RegionCount] = field(default_factory=list)
     partial: bool = False
     observed_at: datetime | None = None
+    position: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,14 @@ MQTT server documentation (``ApplicationUp`` with ``uplink_message``).
   ``end_device_ids{device_id, application_ids{application_id}, dev_eui}``, ``correlation_ids[]``,
   ``received_at``, ``uplink_message{f_port, f_cnt, frm_payload (base64), rx_metadata[
   {gateway_ids{gateway_id}, rssi, snr}], received_at, version_ids{brand_id, model_id}}``; empty
-  fields are omitted too.
+  fields are omitted too. ``uplink_message.locations`` maps a location source to
+  ``{latitude, longitude, altitude, accuracy, source}`` (the data formats page's uplink example:
+  ``"user"``, the location set on the device in the registry; ``"frm-payload"``, the one the
+  application's payload formatter read from the payload): the device's position on the uplink.
+  A moving device's own reading is the better one, so ``frm-payload`` wins over ``user``; any
+  other source comes between them, by name. ChirpStack v4 puts no device location on its
+  ``up`` event (it has one on the separate ``location`` event, not read here), only the
+  gateways' in ``rxInfo``, which are not the device's.
 
 Both omit zero values, so a missing ``fCnt``/``f_cnt``, ``rssi`` or ``snr`` is 0; a missing fPort
 is kept as None (unknown: the codec accepts it). A missing payload is an error: with nothing to
@@ -45,7 +52,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from decoders._model import InvalidPayloadError
+from decoders._model import InvalidPayloadError, Position
 from decoders._slots import slot_setter
 
 __all__ = [
@@ -101,6 +108,8 @@ class Uplink:
     gateways: tuple[GatewayRx, ...] = ()
     received_at: datetime | None = None
     dedup_id: str | None = None
+    #: The device's location as the network server gives it (TTS ``uplink_message.locations``).
+    location: Position | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -193,6 +202,7 @@ _set_fcnt = slot_setter(Uplink, "fcnt")
 _set_gateways = slot_setter(Uplink, "gateways")
 _set_received_at = slot_setter(Uplink, "received_at")
 _set_dedup_id = slot_setter(Uplink, "dedup_id")
+_set_location = slot_setter(Uplink, "location")
 
 
 def _new_gateway(gateway_id: str, rssi: float, snr: float) -> GatewayRx:
@@ -223,6 +233,7 @@ def _new_uplink(
     gateways: tuple[GatewayRx, ...],
     received_at: datetime | None,
     dedup_id: str | None,
+    location: Position | None = None,
 ) -> Uplink:
     """``Uplink(...)`` with every field given, quicker (see above)."""
     if _NATIVE:
@@ -239,6 +250,7 @@ def _new_uplink(
         built.gateways = gateways  # type: ignore[misc]
         built.received_at = received_at  # type: ignore[misc]
         built.dedup_id = dedup_id  # type: ignore[misc]
+        built.location = location  # type: ignore[misc]
         return built
     uplink: Uplink = object.__new__(Uplink)
     _set_network(uplink, network)
@@ -253,6 +265,7 @@ def _new_uplink(
     _set_gateways(uplink, gateways)
     _set_received_at(uplink, received_at)
     _set_dedup_id(uplink, dedup_id)
+    _set_location(uplink, location)
     return uplink
 
 
@@ -478,6 +491,10 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
                 dedup_id = correlation_id
         if dedup_id is None and correlation_ids:
             dedup_id = correlation_ids[0]
+    try:
+        location = _tts_location(up.get("locations"))
+    except InvalidPayloadError:
+        return None  # the careful parser says what is wrong
     return _new_uplink(
         network="tts",
         application_id=application_id,
@@ -491,7 +508,50 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
         gateways=tuple(gateways),
         received_at=received_at,
         dedup_id=dedup_id,
+        location=location,
     )
+
+
+#: ``uplink_message.locations`` sources in order of preference (see the module doc); a source
+#: not listed comes after ``frm-payload`` and before ``user``.
+_LOCATION_FIRST: Final = "frm-payload"
+_LOCATION_LAST: Final = "user"
+
+
+def _location_number(value: object, key: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) is not float and type(value) is not int:
+        raise _invalid("tts", f"uplink_message.locations.{key} is not a number")
+    return float(value)
+
+
+def _tts_location(locations: object) -> Position | None:
+    """The device position of a TTS ``uplink_message.locations`` map, None when it is empty.
+
+    Latitude and longitude absent mean 0 (protobuf JSON omits zero values), as do ``accuracy``
+    (then None: unknown); a location that is not an object, or a value that is not a number, is
+    an ``InvalidPayloadError``. Ranges are ingest's to check.
+    """
+    if locations is None:
+        return None
+    if type(locations) is not dict:
+        raise _invalid("tts", "uplink_message.locations is not an object")
+    if not locations:
+        return None
+
+    def rank(name: str) -> tuple[int, str]:
+        order = 0 if name == _LOCATION_FIRST else 2 if name == _LOCATION_LAST else 1
+        return order, name
+
+    best = min(locations, key=rank)
+    location = locations[best]
+    if type(location) is not dict:
+        raise _invalid("tts", f"uplink_message.locations.{best} is not an object")
+    lat = _location_number(location.get("latitude"), f"{best}.latitude")
+    lon = _location_number(location.get("longitude"), f"{best}.longitude")
+    accuracy = _location_number(location.get("accuracy"), f"{best}.accuracy")
+    return Position(lat or 0.0, lon or 0.0, accuracy or None)
 
 
 # ---- Careful parsers: the reference behaviour, for whatever a fast path declined.
@@ -664,6 +724,7 @@ def _tts_careful(body: dict[str, Any], topic: str | None) -> Uplink:
         ),
         received_at=_timestamp("tts", received, "received_at"),
         dedup_id=_correlation_id(event.obj.get("correlation_ids") or []),
+        location=_tts_location(up.obj.get("locations")),
     )
 
 
@@ -732,6 +793,19 @@ def chirpstack_uplink_json(uplink: Uplink) -> bytes:
     return orjson.dumps(_pruned(event))
 
 
+def _tts_locations_json(location: Position | None) -> dict[str, Any] | None:
+    """An uplink's location as TTS writes a device position read from the payload."""
+    if location is None:
+        return None
+    entry = {
+        "latitude": _number(location.lat),
+        "longitude": _number(location.lon),
+        "accuracy": None if location.accuracy_m is None else _number(location.accuracy_m),
+        "source": "SOURCE_GPS",
+    }
+    return {_LOCATION_FIRST: _pruned(entry)}
+
+
 def tts_uplink_json(uplink: Uplink) -> bytes:
     """The The Things Stack v3 ``up`` body that :func:`parse_tts_uplink` reads back."""
     if uplink.device_name is None:
@@ -756,6 +830,7 @@ def tts_uplink_json(uplink: Uplink) -> bytes:
         ],
         "received_at": received_at,
         "version_ids": _pruned({"brand_id": brand, "model_id": model}),
+        "locations": _tts_locations_json(uplink.location),
     }
     ids = {
         "device_id": uplink.device_name,

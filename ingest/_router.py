@@ -16,6 +16,11 @@ Event time: the device's own timestamp, else the network server's receive time, 
 topics) the MQTT v5 user property ``observed_at``, else the broker receive time. Idempotency key:
 the envelope's (devEUI, fCnt, dedup id); on direct topics the ``message_id`` user property,
 else a digest of the payload and its event time.
+
+Position (a mobile air sensor's fix): the payload's own (a GNSS channel, ``lat``/``lon``), else
+the network server's device location when the envelope has one. A latitude beyond ±90 degrees or
+a longitude beyond ±180 (or one not finite) is ``out_of_range``; a position on a record of
+another kind than air is dropped, as only the air record has a place for it.
 """
 
 from __future__ import annotations
@@ -286,6 +291,8 @@ class Router:
             decoded = codec.decode_fn(uplink.payload, uplink.fport, profile)
         except DecodeError as exc:
             return _from_decode_error(exc, sensor_id)
+        if decoded.position is None and uplink.location is not None:
+            decoded.position = uplink.location
         observed_at = decoded.observed_at or uplink.received_at or incoming.received_at
         key = uplink.idempotency_key
         first = uplink.gateways[0] if uplink.gateways else None
@@ -345,6 +352,21 @@ class Router:
             # The registry says what the sensor is; a multi-purpose codec (Elsys, Cayenne) may
             # report a frame without that kind's quantities, which still belongs to the sensor.
             decoded.kind = sensor.kind
+        position = decoded.position
+        if position is not None:
+            if decoded.kind != "air":
+                decoded.position = None
+            elif not (-90.0 <= position.lat <= 90.0 and -180.0 <= position.lon <= 180.0) or (
+                position.accuracy_m is not None and not 0.0 <= position.accuracy_m < math.inf
+            ):
+                return Rejected(
+                    "out_of_range",
+                    "IngestError",
+                    f"{decoded.codec}: position lat={position.lat} lon={position.lon} "
+                    f"accuracy_m={position.accuracy_m} is not a WGS84 fix",
+                    decoded.codec,
+                    sensor_id,
+                )
         return Accepted(
             decoded, sensor_id, observed_at, incoming.received_at, source, key, duplicate_key
         )

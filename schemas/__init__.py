@@ -7,12 +7,13 @@ The ``.avsc`` files under ``schemas/avsc/`` are parsed once at import. Public su
 - framing: :func:`encode` / :func:`decode` (Avro single-object encoding),
   :class:`SingleObjectFraming`, errors as :class:`SchemaError`;
 - the canonical measurement: :class:`Measurement`, :class:`Source`, :func:`measurement_record`,
-  :func:`measurement_from_record`, and :func:`decoded_record` (a decoder's output straight to its
+  :func:`measurement_from_record` (a mobile air sensor's fix in ``position``, its record
+  fields :data:`POSITION_FIELDS`), and :func:`decoded_record` (a decoder's output straight to its
   record), :func:`encode_measurement` (a measurement straight to its framed value) and
   :func:`encode_decoded` (a decoder's output straight to it, for ingest's hot path);
   :func:`epoch_micros` for ``timestamp-micros`` fields;
 - topic names: :func:`measurement_topic`, :func:`aggregate_topic`, :data:`DEADLETTER_TOPIC`,
-  :data:`LATE_TOPIC`.
+  :data:`LATE_TOPIC`, :data:`AIR_CELLS_TOPIC`.
 """
 
 from schemas._encoder import epoch_micros
@@ -25,6 +26,7 @@ from schemas._framing import (
 )
 from schemas._measurement import (
     MEASUREMENT_SCHEMAS,
+    POSITION_FIELDS,
     Measurement,
     Source,
     decoded_record,
@@ -47,13 +49,21 @@ from schemas._registry import (
     version,
     version_by_fingerprint,
 )
-from schemas._topics import DEADLETTER_TOPIC, LATE_TOPIC, aggregate_topic, measurement_topic
+from schemas._topics import (
+    AIR_CELLS_TOPIC,
+    DEADLETTER_TOPIC,
+    LATE_TOPIC,
+    aggregate_topic,
+    measurement_topic,
+)
 
 __all__ = [
+    "AIR_CELLS_TOPIC",
     "DEADLETTER_TOPIC",
     "LATE_TOPIC",
     "MEASUREMENT_SCHEMAS",
     "NAMESPACE",
+    "POSITION_FIELDS",
     "SCHEMA_NAMES",
     "SINGLE_OBJECT_MARKER",
     "Framing",

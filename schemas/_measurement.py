@@ -7,6 +7,10 @@ that kind usually reports, so Kafka consumers see real columns; every other quan
 ``other_values`` map. Which quantities are typed is read from the loaded schema, so the ``.avsc``
 file stays the one place that says it. Reading back merges both into ``values``: a quantity an
 older writer schema kept in ``other_values`` and a newer one types comes back all the same.
+
+The air record also has the position of a mobile sensor (``lat``, ``lon``,
+``position_accuracy_m``, :data:`POSITION_FIELDS`): typed like a quantity, but not one, so never in
+``values``; the other kinds' records have no place for a position.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from decoders import KINDS, Decoded, Kind, RegionCount, TrafficCount
+from decoders import KINDS, Decoded, Kind, Position, RegionCount, TrafficCount
 from schemas._registry import SchemaError, schema
 
 __all__ = [
     "MEASUREMENT_SCHEMAS",
+    "POSITION_FIELDS",
     "Measurement",
     "Source",
     "decoded_record",
@@ -41,6 +46,11 @@ MEASUREMENT_SCHEMAS: Mapping[str, str] = MappingProxyType(
     }
 )
 _QUANTITY_TYPE = ["null", "double"]
+#: The position fields of a measurement record (AirMeasurement v1 on), in schema order: not
+#: quantities, though typed the same way.
+POSITION_FIELDS: tuple[str, ...] = ("lat", "lon", "position_accuracy_m")
+#: Kinds whose record has the position fields.
+_POSITIONED_KINDS = frozenset({"air"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,8 @@ class Measurement:
     regions: tuple[RegionCount, ...] = ()
     partial: bool = False
     source: Source = _NO_SOURCE
+    #: Where a mobile sensor was (air only); None for a fixed sensor or without a fix.
+    position: Position | None = None
 
     @classmethod
     def from_decoded(
@@ -115,11 +127,16 @@ class Measurement:
             regions=tuple(decoded.regions),
             partial=decoded.partial,
             source=source,
+            position=decoded.position,
         )
 
 
 def _typed_fields(name: str) -> frozenset[str]:
-    return frozenset(f["name"] for f in schema(name)["fields"] if f["type"] == _QUANTITY_TYPE)
+    return frozenset(
+        f["name"]
+        for f in schema(name)["fields"]
+        if f["type"] == _QUANTITY_TYPE and f["name"] not in POSITION_FIELDS
+    )
 
 
 def _direction_symbols() -> frozenset[str]:
@@ -208,6 +225,7 @@ def _record(
     regions: Sequence[RegionCount],
     partial: bool,
     source: Source | Mapping[str, Any] | None,
+    position: Position | None,
 ) -> dict[str, Any]:
     typed = _TYPED.get(kind)
     if typed is None:
@@ -235,6 +253,14 @@ def _record(
     elif regions:
         raise SchemaError(f"{kind} measurement of {sensor_id} has regions")
     record["source"] = _source_record(source)
+    if kind in _POSITIONED_KINDS:
+        if position is not None:
+            accuracy = position.accuracy_m
+            record["lat"] = float(position.lat)
+            record["lon"] = float(position.lon)
+            record["position_accuracy_m"] = None if accuracy is None else float(accuracy)
+    elif position is not None:
+        raise SchemaError(f"{kind} measurement of {sensor_id} has a position")
     return record
 
 
@@ -255,6 +281,7 @@ def measurement_record(measurement: Measurement) -> dict[str, Any]:
         regions=measurement.regions,
         partial=measurement.partial,
         source=measurement.source,
+        position=measurement.position,
     )
 
 
@@ -285,6 +312,7 @@ def decoded_record(
         regions=decoded.regions,
         partial=decoded.partial,
         source=source,
+        position=decoded.position,
     )
 
 
@@ -328,6 +356,10 @@ def measurement_from_record(record: Mapping[str, Any]) -> Measurement:
         RegionCount(region=raw["region"], count=raw["count"]) for raw in record.get("regions") or ()
     )
     raw_source: Mapping[str, Any] = record.get("source") or {}
+    lat, lon = record.get("lat"), record.get("lon")
+    position = None
+    if lat is not None and lon is not None:
+        position = Position(lat, lon, record.get("position_accuracy_m"))
     return Measurement(
         sensor_id=record["sensor_id"],
         kind=kind,
@@ -339,4 +371,5 @@ def measurement_from_record(record: Mapping[str, Any]) -> Measurement:
         regions=regions,
         partial=record["partial"],
         source=Source(**{name: raw_source.get(name) for name in _SOURCE_FIELDS}),
+        position=position,
     )

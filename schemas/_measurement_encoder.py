@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Final
 
-from decoders import KINDS, Decoded, RegionCount, TrafficCount
+from decoders import KINDS, Decoded, Position, RegionCount, TrafficCount
 from schemas._encoder import (
     _EPOCH,
     _GROUPS_14,
@@ -44,6 +44,7 @@ from schemas._encoder import (
 from schemas._framing import encode
 from schemas._measurement import (
     MEASUREMENT_SCHEMAS,
+    POSITION_FIELDS,
     Measurement,
     Source,
     decoded_record,
@@ -211,19 +212,26 @@ class _Shape:
 class _KindLayout:
     """A kind's record: its framing header, typed fields and the encoded kind string."""
 
-    __slots__ = ("header", "kind", "name", "shapes", "typed_fields")
+    __slots__ = ("header", "kind", "name", "positioned", "shapes", "typed_fields")
 
     def __init__(self, kind: str) -> None:
         self.name = MEASUREMENT_SCHEMAS[kind]
         fields = schema(self.name)["fields"]
         names = [f["name"] for f in fields]
-        self.typed_fields = tuple(f["name"] for f in fields if f["type"] == _QUANTITY_TYPE)
+        self.typed_fields = tuple(
+            f["name"]
+            for f in fields
+            if f["type"] == _QUANTITY_TYPE and f["name"] not in POSITION_FIELDS
+        )
+        #: Whether the record ends with the position fields (air).
+        self.positioned = names[-len(POSITION_FIELDS) :] == list(POSITION_FIELDS)
         expected = (
             ["sensor_id", "kind", "observed_at", "received_at", "codec", "partial"]
             + list(self.typed_fields)
             + ["other_values"]
             + (["counts"] if kind == "traffic" else ["regions"] if kind == "occupancy" else [])
             + ["source"]
+            + (list(POSITION_FIELDS) if self.positioned else [])
         )
         if names != expected:
             # The writer below follows this order; a schema change must come with a change here.
@@ -258,6 +266,7 @@ def _encode(
     counts: Sequence[TrafficCount],
     regions: Sequence[RegionCount],
     source: Source,
+    position: Position | None,
 ) -> bytes:
     # The pieces are gathered in a list and joined once: appending to a list is cheaper than
     # growing a bytearray piece by piece.
@@ -320,6 +329,17 @@ def _encode(
     _append_optional_string(parts, source.dev_eui, True)
     _append_optional_string(parts, source.dedup_id, False)
     _append_optional_string(parts, source.idempotency_key, False)
+    if layout.positioned:
+        if position is None:
+            parts.append(b"\x00\x00\x00")  # lat, lon and accuracy null: branch 0 each
+        else:
+            parts.append(b"\x02")
+            parts.append(_double(position.lat))
+            parts.append(b"\x02")
+            parts.append(_double(position.lon))
+            _append_optional_double(parts, position.accuracy_m)
+    elif position is not None:
+        raise _FallbackError  # the careful path says the record has no place for it
     return b"".join(parts)
 
 
@@ -375,6 +395,7 @@ def encode_measurement(measurement: Measurement) -> bytes:
                 measurement.counts,
                 measurement.regions,
                 measurement.source,
+                measurement.position,
             )
         except _GIVE_UP:
             pass
@@ -420,6 +441,7 @@ def encode_decoded(
                     decoded.counts,
                     decoded.regions,
                     source,
+                    decoded.position,
                 )
             except _GIVE_UP:
                 pass

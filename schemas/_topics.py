@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from decoders import KINDS
 
-__all__ = ["DEADLETTER_TOPIC", "LATE_TOPIC", "aggregate_topic", "measurement_topic"]
+__all__ = [
+    "AIR_CELLS_TOPIC",
+    "DEADLETTER_TOPIC",
+    "LATE_TOPIC",
+    "aggregate_topic",
+    "measurement_topic",
+]
 
 DEADLETTER_TOPIC = "city.deadletter.v1"
 LATE_TOPIC = "city.late.v1"
+#: The grid stage's results (``CellAggregate``), key = the cell id.
+AIR_CELLS_TOPIC = "city.air.cells.v1"
 
 
 def _checked(kind: str) -> str:

@@ -7,7 +7,9 @@ The Things Stack v3); the others publish raw bytes on ``sensors/<sensor_id>/up``
 carry an event time minutes in the past: in the envelope's receive time, or, on the direct topic,
 in the MQTT v5 user property ``observed_at`` (the convention gateways that buffer use here).
 Malformed messages are checked to fail decoding, so the summary's ``malformed`` count is exactly
-what ingest must dead-letter.
+what ingest must dead-letter. Mobile sensors (a ``pollutrack`` fleet) ride vehicles along the
+scenario's routes (:mod:`simulators._vehicles`) and send PM2.5 with a GNSS fix as Cayenne LPP,
+without the fix in tunnels.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -40,6 +42,7 @@ from simulators._patterns import (
     traffic_intensity,
 )
 from simulators._publisher import Outgoing
+from simulators._vehicles import Route, Vehicle
 
 __all__ = ["DIRECT_TOPIC", "GATEWAY_TOPIC", "Fleet", "FleetStats", "direct_topic"]
 
@@ -297,6 +300,25 @@ def _vs121(s: Sensor, ctx: _Context, _st: _SensorState, registry: Registry) -> D
     return Decoded("milesight-vs121", "occupancy", regions=regions)
 
 
+#: The mobile sensors' codec and its channels (the scenario's channel map names analog input 2
+#: ``pm2_5_ugm3``; GPS channel 1 is the fix, altitude at street level in Paris, ~35 m).
+MOBILE_CODEC = "cayenne-lpp"
+_STREET_ALTITUDE_M = 35.0
+
+
+def _pollutrack(ctx: _Context, vehicle: Vehicle) -> Decoded:
+    """A vehicle's PM2.5 where it is now: the urban background with the traffic of the hour
+    (commuter peaks), times its road's factor (higher on the Périphérique and in tunnels)."""
+    fix = vehicle.advance(ctx.now.timestamp(), ctx.rng)
+    air = air_quality(traffic_intensity(ctx.local, ctx.weather, "car"), ctx.weather, ctx.rng)
+    values = {"pm2_5_ugm3": _r(min(300.0, air["pm2_5_ugm3"] * fix.factor), 0.01)}
+    if fix.lat is not None and fix.lon is not None:
+        values["gps_1_latitude"] = _r(fix.lat, 0.0001)
+        values["gps_1_longitude"] = _r(fix.lon, 0.0001)
+        values["gps_1_altitude"] = _STREET_ALTITUDE_M
+    return Decoded(MOBILE_CODEC, "air", values)
+
+
 def _via_codec(codec: str, kind: str, values: dict[str, float], sensor: Sensor) -> Decoded:
     """Values the format quantises in non-obvious ways: round-trip them through the codec."""
     decoded = Decoded(codec, kind, values)  # type: ignore[arg-type]
@@ -344,10 +366,12 @@ class Fleet:
         late_ratio: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         replay: bool = False,
+        routes: Sequence[Route] = (),
     ) -> None:
         """``replay``: the clock replays a past period, so direct-topic messages always carry
         ``observed_at``, like a gateway flushing its buffer (ingest would otherwise stamp them
-        with the broker's receive time, now)."""
+        with the broker's receive time, now). ``routes``: where mobile sensors drive (the
+        scenario's ``[[routes]]``), vehicle i on route i modulo their number."""
         if not 0 <= bad_ratio <= 1 or not 0 <= late_ratio <= 1:
             raise ValueError("bad_ratio and late_ratio are fractions between 0 and 1")
         self.registry = registry
@@ -355,11 +379,24 @@ class Fleet:
         unsupported = [
             s.id
             for s in self.sensors
-            if (s.codec, s.kind) not in _SHAPERS and s.codec != "milesight-vs121"
+            if (s.codec, s.kind) not in _SHAPERS
+            and s.codec != "milesight-vs121"
+            and not (s.mobile and s.codec == MOBILE_CODEC)
         ]
         if unsupported:
             raise ValueError(f"the simulator has no value model for sensors {unsupported}")
+        mobile = [s for s in self.sensors if s.mobile]
+        if mobile and not routes:
+            raise ValueError("mobile sensors need routes (the scenario's [[routes]])")
         self.rng = random.Random(seed)
+        self._vehicles = {
+            s.id: Vehicle(
+                route=routes[i % len(routes)],
+                distance=self.rng.uniform(0.0, routes[i % len(routes)].length),
+                forward=self.rng.random() < 0.5,
+            )
+            for i, s in enumerate(mobile)
+        }
         self.seed = seed
         self.bad_ratio = bad_ratio
         self.late_ratio = late_ratio
@@ -381,6 +418,9 @@ class Fleet:
         state = self._states[sensor.id]
         if sensor.codec == "milesight-vs121":
             return _vs121(sensor, ctx, state, self.registry)
+        vehicle = self._vehicles.get(sensor.id)
+        if vehicle is not None:
+            return _pollutrack(ctx, vehicle)
         return _SHAPERS[(sensor.codec, sensor.kind)](sensor, ctx, state)
 
     def next_batch(self, size: int) -> list[Outgoing]:

@@ -19,6 +19,7 @@ from citysense.registry import load_registry
 from citysense.settings import MqttSettings
 from simulators._fleet import Fleet
 from simulators._publisher import Publisher
+from simulators._vehicles import load_routes
 
 __all__ = ["SimulationSpec", "run_simulation"]
 
@@ -45,6 +46,7 @@ def _worker(spec: SimulationSpec, index: int) -> dict[str, Any]:
         seed=spec.seed * 1000 + index,
         bad_ratio=spec.bad_ratio,
         late_ratio=spec.late_ratio,
+        routes=load_routes(spec.registry_path),
     )
     share = spec.processes
     rate = spec.rate / share

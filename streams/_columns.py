@@ -35,19 +35,35 @@ import numpy as np
 
 import schemas
 from decoders import TRAFFIC_CLASSES
-from schemas import SchemaError, epoch_micros, measurement_schema_name, typed_quantities
+from schemas import (
+    POSITION_FIELDS,
+    SchemaError,
+    epoch_micros,
+    measurement_schema_name,
+    typed_quantities,
+)
 
 try:
     from streams import _extract
 except ImportError:  # librt, mypyc's runtime library, comes with mypy: a development dependency
     _extract = None  # type: ignore[assignment]
 
-__all__ = ["DOUBLE_FIELDS", "MAP_FIELDS", "Columns", "KeyTable", "extract"]
+__all__ = ["AIR_QUANTITIES", "DOUBLE_FIELDS", "MAP_FIELDS", "Columns", "KeyTable", "extract"]
 
 #: Device health quantities: not city indicators, never aggregated.
 _DEVICE_HEALTH: Final = frozenset({"battery_pct", "battery_v", "board_temperature_c"})
 
-#: Per kind, the double fields extracted (NaN when null), in this order.
+#: The air record's typed quantities in the schema's field order, device health left out: the
+#: first columns of the air doubles, the ones the window stage folds.
+AIR_QUANTITIES: Final = tuple(
+    f["name"]
+    for f in schemas.schema("AirMeasurement")["fields"]
+    if f["name"] in typed_quantities("air") and f["name"] not in _DEVICE_HEALTH
+)
+
+#: Per kind, the double fields extracted (NaN when null), in this order. Air: its quantities,
+#: then a mobile sensor's position (``lat``, ``lon``, ``position_accuracy_m``), which only the
+#: grid stage reads (:mod:`streams._grid_stage`).
 DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "noise": (
@@ -60,12 +76,7 @@ DOUBLE_FIELDS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
             "lasmin_db",
             "la_db",
         ),
-        # The air record's typed quantities in the schema's field order, device health left out.
-        "air": tuple(
-            f["name"]
-            for f in schemas.schema("AirMeasurement")["fields"]
-            if f["name"] in typed_quantities("air") and f["name"] not in _DEVICE_HEALTH
-        ),
+        "air": (*AIR_QUANTITIES, *POSITION_FIELDS),
         "traffic": (),
         "occupancy": (),
     }

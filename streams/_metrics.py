@@ -7,6 +7,9 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "DEAD_LETTERS",
     "EMIT_DELAY",
+    "GRID_CELLS",
+    "GRID_OPEN_CELLS",
+    "GRID_RECORDS",
     "LATE_RECORDS",
     "OPEN_WINDOWS",
     "READY",
@@ -60,5 +63,22 @@ EMIT_DELAY = Histogram(
     "citysense_aggregate_emit_delay_seconds",
     "Wall time from the poll at which a window became due to the acknowledgement of its result.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+GRID_RECORDS = Counter(
+    "citysense_aggregate_grid_records_total",
+    "Mobile air sensors' records seen by the grid stage, by outcome: gridded, or left out of the "
+    "map (no_position, inaccurate, no_pm2_5, outside_grid, late).",
+    ["outcome"],
+)
+GRID_CELLS = Counter(
+    "citysense_aggregate_grid_cells_total",
+    "Cell windows closed by the grid stage: published, revised (sent again), or suppressed "
+    "(below the privacy thresholds).",
+    ["window", "outcome"],
+)
+GRID_OPEN_CELLS = Gauge(
+    "citysense_aggregate_grid_open_cells",
+    "Cell windows held by the grid stage (open, or closed and within their allowed lateness).",
+    ["window"],
 )
 READY = Gauge("citysense_aggregate_ready", "1 while the aggregator's dependencies are reachable.")

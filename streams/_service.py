@@ -1,12 +1,15 @@
 """The aggregator service: consumer-group stages around the pure window and rollup logic.
 
-Two stages run in one process (``citysense aggregate``, also part of ``citysense run``):
+The stages run in one process (``citysense aggregate``, also part of ``citysense run``):
 
 - the **window stage** (group ``aggregate.group_id``) reads ``city.<kind>.measurements.v1``,
   folds each polled partition batch into :class:`streams._stage.WindowStage` as numpy columns
   (:func:`streams._columns.extract`) and sends per-sensor window results to
   ``city.<kind>.aggregates.v1`` (key = sensor id), late records to ``city.late.v1`` and records it
   cannot read to the dead-letter topic. Several processes share the partitions.
+- the **grid stage** (group ``aggregate.grid.group_id``, :mod:`streams._grid_runner`) reads the
+  air measurements again and pools mobile sensors' PM2.5 per cell of the European statistical
+  grid, on ``city.air.cells.v1``; one member holds every partition, as for the rollup stage.
 - the **rollup stage** (group ``aggregate.rollup_group_id``) reads the per-sensor results back and
   computes per-site and daily windows (:class:`streams._rollup.RollupStage`). Its input is small
   (one record per sensor and window), and a site's sensors sit in different partitions, so one
@@ -469,6 +472,7 @@ class AggregateService:
                     *(aggregate_topic(k) for k in kinds),
                     aggregate.late_topic,
                     aggregate.dead_letter_topic,
+                    *([aggregate.grid.topic] if aggregate.grid.enabled else []),
                 ],
             )
             admin = self._admin = AIOKafkaAdminClient(**settings.kafka.client_options())
@@ -486,7 +490,12 @@ class AggregateService:
             if rollup is not None:
                 self._runners.append(rollup)
                 consumers.append(rollup.build(partition_assignment_strategy=(AllToOneAssignor,)))
-                lifecycle.started("rollup consumer", consumers[1].stop)
+                lifecycle.started("rollup consumer", consumers[-1].stop)
+            grid = self._grid_runner()
+            if grid is not None:
+                self._runners.append(grid)
+                consumers.append(grid.build(partition_assignment_strategy=(AllToOneAssignor,)))
+                lifecycle.started("grid consumer", consumers[-1].stop)
             for runner in self._runners:
                 for side in (runner.side_position, runner.side_watermark):
                     lifecycle.started(f"side group {side.group_id}", side.stop)
@@ -506,6 +515,14 @@ class AggregateService:
         from streams._rollup_runner import RollupRunner
 
         return RollupRunner(self)
+
+    def _grid_runner(self) -> _StageRunner | None:
+        aggregate = self.settings.aggregate
+        if not (aggregate.grid.enabled and "air" in aggregate.kinds):
+            return None
+        from streams._grid_runner import GridRunner
+
+        return GridRunner(self)
 
     async def stop(self) -> None:
         """Stop polling, send what is due, wait for the acks, commit, leave the groups."""
@@ -558,6 +575,11 @@ class AggregateService:
         # is full); its future is done when Kafka acknowledged it, awaited in flush().
         future = await self._producer.send(topic, value, key=key)
         self._sends.append((future, due_at))
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
+        """Send one record (a runner's result); Kafka's acknowledgement is awaited in
+        :meth:`flush`. ``due_at``: the monotonic time it became due, for the emit delay."""
+        await self._send(topic, value, key, due_at)
 
     async def send_results(
         self, kind: str, results: Sequence[Mapping[str, Any]], now_s: float

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from decoders import TRAFFIC_CLASSES
 from streams import _indicators as ind
-from streams._columns import DOUBLE_FIELDS, Columns
+from streams._columns import AIR_QUANTITIES, Columns
 
 __all__ = ["KEY_BITS", "KeyFacts", "Table", "WindowDef"]
 
@@ -125,7 +125,7 @@ class Table:
         self.revisions = 0
         self._free: list[int] = []
         self._capacity = 0
-        self._quantities = DOUBLE_FIELDS[kind] if kind == "air" else ()
+        self._quantities = AIR_QUANTITIES if kind == "air" else ()
         self._arrays: dict[str, npt.NDArray[Any]] = {}
         self._fills: dict[str, Any] = {}
         self._declare("key", np.int32, -1)
@@ -294,7 +294,8 @@ class Table:
         record_rows: Int64Array,
         facts: KeyFacts,
     ) -> None:
-        values = columns.doubles[selected]
+        # The quantities only: the position columns after them are the grid stage's.
+        values = columns.doubles[selected, : len(self._quantities)]
         has = ~np.isnan(values)
         groups = len(rows)
         arrays = self._arrays

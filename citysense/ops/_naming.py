@@ -29,7 +29,8 @@ BOUNDED_LABELS = {
     "status": "HTTP status codes",
     "format": "export formats",
     "dataset": "published dataset ids: the catalogue (about ten)",
-    "outcome": "push request outcomes, constants in the code (sinks/opendata/_push.py)",
+    "outcome": "push request outcomes (sinks/opendata/_push.py) and the grid stage's record and "
+    "cell outcomes (streams/_grid_stage.py), constants in the code",
 }
 
 #: The second word of every name: the stage or area that exports it.

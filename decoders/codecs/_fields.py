@@ -57,6 +57,7 @@ def decoded(codec: str, kind: Kind) -> Decoded:
     out.regions = []
     out.partial = False
     out.observed_at = None
+    out.position = None
     return out
 
 

@@ -26,6 +26,11 @@ decoded payload maps the same names. ``profile.channel_map`` renames them to can
 resulting name is an acoustic level of docs/architecture.md#quantity-names (``l`` + weighting a/c/z
 …, ending ``_db``), else ``air``.
 
+Position: the first GPS entry of the stream is also the measurement's ``position`` (WGS84 latitude
+and longitude; LPP has no accuracy field), unless it is exactly 0, 0: GNSS trackers send zeros
+while they have no fix, and that point is in the Gulf of Guinea, not in a city. Its values stay
+under their LPP names too, as The Things Stack gives them.
+
 Parsing: an unknown type ends the stream (its length is unknown): ``UnknownChannelError`` if it
 is the first entry, otherwise the values before it with ``partial``. Extended, non-standard types
 (voltage, current, …) are unknown here since libraries disagree on their sizes. Two entries giving
@@ -44,6 +49,7 @@ from decoders._model import (
     DeviceProfile,
     InvalidPayloadError,
     Kind,
+    Position,
     UnknownChannelError,
     UnknownFPortError,
 )
@@ -55,6 +61,7 @@ __all__ = ["CODEC", "decode", "encode"]
 
 NAME: Final = "cayenne-lpp"
 ENCODE_FPORT = 1
+_GPS: Final = 136
 _ACOUSTIC = re.compile(r"l[acz][a-z0-9_]*_db")
 
 
@@ -166,6 +173,8 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
     reader.need(2, "first channel and type")
     values: dict[str, float] = {}
     partial = False
+    position: Position | None = None
+    seen_gps = False
     channel_map = profile.channel_map
     while not reader.at_end():
         start = reader.offset
@@ -187,9 +196,16 @@ def decode(payload: bytes, fport: int | None, profile: DeviceProfile) -> Decoded
             if name in values:
                 raise InvalidPayloadError(NAME, start, f"{name} given twice")
             values[name] = raw / fld.divisor
+        if code == _GPS and not seen_gps:
+            seen_gps = True
+            lat = values[channel_map.get(lpp_names[0], lpp_names[0])]
+            lon = values[channel_map.get(lpp_names[1], lpp_names[1])]
+            if lat != 0.0 or lon != 0.0:
+                position = Position(lat, lon, None)
     out = decoded(NAME, _kind(list(values)))
     out.values = values
     out.partial = partial
+    out.position = position
     return out
 
 

@@ -7,14 +7,18 @@ A UTF-8 JSON object, validated by :class:`CitysenseMessage` (unknown fields are 
      "values": {"laeq_db": 61.2},              # quantity → number
      "counts": [{"line": 1, "direction": "in", "class": "bicycle",
                  "count": 12, "cumulative": 3456}],   # traffic only
-     "regions": [{"region": 1, "count": 7}]}          # occupancy only
+     "regions": [{"region": 1, "count": 7}],          # occupancy only
+     "lat": 48.8566, "lon": 2.3522,            # air only: a mobile sensor's fix, WGS84 degrees
+     "position_accuracy_m": 5.0}               # optional, with lat and lon
 
 Rules: quantity names are lower snake case ending in a unit suffix from :data:`UNIT_SUFFIXES`
 (docs/architecture.md#quantity-names: ``laeq_db``, ``pm2_5_ugm3``, ``temperature_c``); values are
 finite JSON numbers (not strings or booleans); ``observed_at`` must carry a UTC offset and is
 returned in UTC (digits beyond microseconds are truncated); ``class`` is one of the traffic classes;
 a count needs ``count`` or ``cumulative``; ``counts`` only with kind traffic, ``regions`` only with
-occupancy; a message must carry at least one value, count or region. Any JSON or validation error is
+occupancy; ``lat`` and ``lon`` come together, within ±90 and ±180 degrees, only with kind air,
+and ``position_accuracy_m`` (≥ 0) only with them: they become the measurement's ``position``; a
+message must carry at least one value, count or region. Any JSON or validation error is
 an ``InvalidPayloadError`` with pydantic's messages. Accepted on any fPort (usually it arrives on a
 raw MQTT topic with none); the encoder uses fPort 1.
 
@@ -49,6 +53,7 @@ from decoders._model import (
     InvalidPayloadError,
     Kind,
     OutOfRangeError,
+    Position,
     RegionCount,
     TrafficCount,
 )
@@ -111,6 +116,9 @@ class CitysenseMessage(_Model):
     values: dict[_Quantity, _Number] = Field(default_factory=dict)
     counts: list[CountIn] = Field(default_factory=list)
     regions: list[RegionIn] = Field(default_factory=list)
+    lat: Annotated[_Number, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[_Number, Field(ge=-180, le=180)] | None = None
+    position_accuracy_m: Annotated[_Number, Field(ge=0)] | None = None
 
     @field_validator("observed_at", mode="before")
     @classmethod
@@ -128,6 +136,12 @@ class CitysenseMessage(_Model):
             raise ValueError("regions are only allowed with kind occupancy")
         if not (self.values or self.counts or self.regions):
             raise ValueError("a message needs values, counts or regions")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon come together")
+        if self.position_accuracy_m is not None and self.lat is None:
+            raise ValueError("position_accuracy_m needs lat and lon")
+        if self.lat is not None and self.kind != "air":
+            raise ValueError("a position (lat, lon) is only allowed with kind air")
         return self
 
 
@@ -174,6 +188,11 @@ def _validated(raw: Any) -> Decoded:
         ],
         regions=[RegionCount(r.region, r.count) for r in message.regions],
         observed_at=observed_at,
+        position=(
+            None
+            if message.lat is None or message.lon is None
+            else Position(message.lat, message.lon, message.position_accuracy_m)
+        ),
     )
 
 
@@ -197,6 +216,11 @@ def encode(decoded: Decoded, profile: DeviceProfile) -> tuple[int, bytes]:
         ]
     if decoded.regions:
         body["regions"] = [{"region": r.region, "count": r.count} for r in decoded.regions]
+    if decoded.position is not None:
+        body["lat"] = decoded.position.lat
+        body["lon"] = decoded.position.lon
+        if decoded.position.accuracy_m is not None:
+            body["position_accuracy_m"] = decoded.position.accuracy_m
     CitysenseMessage.model_validate(body)  # the encoder never writes what decode would reject
     return ENCODE_FPORT, orjson.dumps(body)
 

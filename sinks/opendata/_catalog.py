@@ -6,10 +6,12 @@ reuser reads in the catalogue (the API, DCAT-AP, the display page): titles and d
 French and English, licence, publisher, update frequency, fields with types and units.
 
 Field types are the portal's (OpenDataSoft): ``text``, ``int``, ``double``, ``boolean``,
-``date``, ``datetime`` and ``geo_point_2d``. A ``geo_point_2d`` column holds a ``jsonb`` object
-``{"lon": …, "lat": …}``, the shape the portal answers with. A view may carry extra columns whose
-names start with ``_`` (the live feed's change position); they are never fields, so no query can
-read them.
+``date``, ``datetime``, ``geo_point_2d`` and ``geo_shape``. A ``geo_point_2d`` column holds a
+``jsonb`` object ``{"lon": …, "lat": …}``, the shape the portal answers with; a ``geo_shape``
+column a ``jsonb`` GeoJSON Feature whose geometry is the shape (RFC 7946), as the Explore API
+v2.1 returns shapes. Shapes are selectable, never compared, ordered, grouped or refined on. A
+view may carry extra columns whose names start with ``_`` (the live feed's change position);
+they are never fields, so no query can read them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "GEO_TYPES",
     "LICENCES",
     "Catalog",
     "Dataset",
@@ -30,7 +33,11 @@ __all__ = [
     "UnknownDatasetError",
 ]
 
-FieldType = Literal["text", "int", "double", "boolean", "date", "datetime", "geo_point_2d"]
+FieldType = Literal[
+    "text", "int", "double", "boolean", "date", "datetime", "geo_point_2d", "geo_shape"
+]
+#: Field types that hold a geometry: selectable only (no comparison, order, group or facet).
+GEO_TYPES: frozenset[str] = frozenset({"geo_point_2d", "geo_shape"})
 
 
 class UnknownDatasetError(LookupError):
@@ -101,6 +108,9 @@ class Dataset(_Model):
     timestamp_field: str | None = None
     #: The field holding the row's position, for GeoJSON and ``within_distance``.
     geo_field: str | None = None
+    #: The field holding the row's shape (``geo_shape``), the GeoJSON export's geometry when
+    #: selected (else the position is).
+    shape_field: str | None = None
     #: Fields that identify a row (an upsert key for the realtime push).
     key_fields: tuple[str, ...] = ()
     #: Licence id (a key of ``LICENCES``); None means the catalogue's (``publish.licence``).
@@ -113,7 +123,11 @@ class Dataset(_Model):
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"dataset {self.id}: a field name is used twice")
-        roles = (("timestamp_field", self.timestamp_field), ("geo_field", self.geo_field))
+        roles = (
+            ("timestamp_field", self.timestamp_field),
+            ("geo_field", self.geo_field),
+            ("shape_field", self.shape_field),
+        )
         for role, name in roles:
             if name is not None and name not in names:
                 raise ValueError(f"dataset {self.id}: {role} {name!r} is not a field")
@@ -124,6 +138,8 @@ class Dataset(_Model):
             raise ValueError(f"dataset {self.id}: unknown licence {self.licence!r}")
         if self.geo_field is not None and self.field(self.geo_field).type != "geo_point_2d":
             raise ValueError(f"dataset {self.id}: geo_field must be of type geo_point_2d")
+        if self.shape_field is not None and self.field(self.shape_field).type != "geo_shape":
+            raise ValueError(f"dataset {self.id}: shape_field must be of type geo_shape")
         return self
 
     def field(self, name: str) -> DatasetField:

@@ -1,10 +1,11 @@
 """The built-in catalogue of published datasets, or the one a TOML file defines instead.
 
-Each built-in dataset is a view in schema ``opendata`` created by the sink's migration
-``0003_opendata.sql``; a test compares every field here with its view's columns (names and
-types), so the two cannot drift apart. Metadata follows what the portals reusers know show:
-titles and descriptions in French and English, keywords, an EU data theme and an EU update
-frequency (Publications Office authority tables ``data-theme`` and ``frequency``), units.
+Each built-in dataset is a view in schema ``opendata`` created by the sink's migrations
+(``0003_opendata.sql``, ``0004_mobile_air.sql`` for the map); a test compares every field here
+with its view's columns (names and types), so the two cannot drift apart. Metadata follows what
+the portals reusers know show: titles and descriptions in French and English, keywords, an EU
+data theme and an EU update frequency (Publications Office authority tables ``data-theme`` and
+``frequency``), units.
 
 ``publish.datasets_file`` names a TOML file whose ``[[datasets]]`` tables replace the built-in
 list; each table has the fields of :class:`~sinks.opendata._catalog.Dataset`, for example::
@@ -337,6 +338,130 @@ _AIR_HOURLY = Dataset(
     timestamp_field="start_time",
     geo_field="geo_point_2d",
     key_fields=("sensor_id", "start_time"),
+    live=True,
+)
+
+_AIR_CELLS = Dataset(
+    id="qualite-air-carte-pm25",
+    view="air_cells_pm25",
+    title=_text(
+        "Carte des particules fines PM2,5 (capteurs mobiles)",
+        "Fine particle (PM2.5) map from mobile sensors",
+    ),
+    description=_text(
+        "Concentrations de particules fines PM2,5 mesurées à hauteur de respiration par des "
+        "capteurs embarqués sur des véhicules, agrégées par carreau de 100 m de la grille "
+        "statistique européenne (INSPIRE, ETRS89-LAEA, EPSG:3035, identifiants GEOSTAT) et par "
+        "quart d'heure et heure : moyenne, maximum, nombre de mesures et de véhicules, bande de "
+        "l'indice européen de qualité de l'air (AEE, révision 2024, seuils horaires). Un "
+        "carreau n'est publié qu'avec un nombre minimal de mesures provenant d'un nombre "
+        "minimal de véhicules, pour qu'aucun trajet ne puisse être suivi. Micro-capteurs : "
+        "mesures indicatives, non réglementaires.",
+        "Fine particle (PM2.5) concentrations measured at breathing height by sensors carried "
+        "by vehicles, pooled per 100 m cell of the European statistical grid (INSPIRE, "
+        "ETRS89-LAEA, EPSG:3035, GEOSTAT cell ids) and per quarter hour and hour: mean, "
+        "maximum, number of samples and of vehicles, European Air Quality Index band (EEA, "
+        "2024 revision, hourly thresholds). A cell is published only with a minimum number of "
+        "samples from a minimum number of vehicles, so that no trip can be followed. "
+        "Micro-sensors: indicative, not regulatory, measurements.",
+    ),
+    keywords=("qualité de l'air", "air quality", "PM2.5", "particules", "carte", "grille"),
+    theme="ENVI",
+    frequency="CONT",
+    fields=(
+        _field(
+            "cell_id",
+            "text",
+            ("Carreau", "Grid cell"),
+            (
+                "Identifiant INSPIRE du carreau : CRS3035RES100mN<nord>E<est>, coin sud-ouest "
+                "en mètres (EPSG:3035).",
+                "INSPIRE cell id: CRS3035RES100mN<northing>E<easting>, the south-west corner in "
+                "metres (EPSG:3035).",
+            ),
+        ),
+        _field(
+            "resolution_m",
+            "int",
+            ("Taille du carreau", "Cell size"),
+            ("Côté du carreau.", "Side of the cell."),
+            unit="m",
+        ),
+        _START,
+        _END,
+        _field(
+            "window_minutes",
+            "int",
+            ("Durée", "Duration"),
+            ("Durée de la période (15 ou 60).", "Length of the period (15 or 60)."),
+            unit="min",
+        ),
+        _field(
+            "pm2_5_ugm3_mean",
+            "double",
+            ("PM2,5 moyenne", "PM2.5 mean"),
+            (
+                "Moyenne des mesures de PM2,5 du carreau sur la période.",
+                "Mean of the cell's PM2.5 samples over the period.",
+            ),
+            unit="µg/m³",
+        ),
+        _field(
+            "pm2_5_ugm3_max",
+            "double",
+            ("PM2,5 maximum", "PM2.5 maximum"),
+            ("Plus forte mesure de PM2,5.", "Highest PM2.5 sample."),
+            unit="µg/m³",
+        ),
+        _field(
+            "sample_count",
+            "int",
+            ("Mesures", "Samples"),
+            ("Nombre de mesures dans le carreau.", "Number of samples in the cell."),
+        ),
+        _field(
+            "vehicle_count",
+            "int",
+            ("Véhicules", "Vehicles"),
+            ("Nombre de véhicules distincts.", "Number of distinct vehicles."),
+        ),
+        _field(
+            "eaqi_band",
+            "int",
+            ("Indice EAQI", "EAQI band"),
+            (
+                "Bande de l'indice européen pour les PM2,5 de la moyenne, de 1 (bon) à 6 "
+                "(extrêmement mauvais), seuils horaires (indicative sur 15 minutes).",
+                "European index band of the mean for PM2.5, 1 (good) to 6 (extremely poor), "
+                "hourly thresholds (indicative over 15 minutes).",
+            ),
+        ),
+        _field(
+            "eaqi_label",
+            "text",
+            ("Qualificatif EAQI", "EAQI label"),
+            (
+                "Nom anglais de la bande selon l'AEE.",
+                "The EEA's name of the band.",
+            ),
+        ),
+        _field(
+            "geo_shape",
+            "geo_shape",
+            ("Carreau (forme)", "Cell shape"),
+            ("Le carreau en polygone (WGS84).", "The cell as a polygon (WGS84)."),
+        ),
+        _field(
+            "geo_point_2d",
+            "geo_point_2d",
+            ("Centre", "Centre"),
+            ("Centre du carreau (WGS84).", "Centre of the cell (WGS84)."),
+        ),
+    ),
+    timestamp_field="start_time",
+    geo_field="geo_point_2d",
+    shape_field="geo_shape",
+    key_fields=("cell_id", "window_minutes", "start_time"),
     live=True,
 )
 
@@ -717,6 +842,7 @@ BUILTIN_DATASETS: Final[tuple[Dataset, ...]] = (
     _NOISE_HOURLY,
     _NOISE_DAILY,
     _AIR_HOURLY,
+    _AIR_CELLS,
     _MOBILITY_SITES,
     _MOBILITY_CHANNELS,
     _MOBILITY_MEASURES,

@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 
 from sinks.opendata import _metrics as metrics
 from sinks.opendata._catalog import Dataset, FieldType
-from sinks.opendata._format import arrow_schema, arrow_value, csv_value, json_value
+from sinks.opendata._format import (
+    arrow_schema,
+    arrow_value,
+    csv_value,
+    json_value,
+    shape_geometry,
+)
 from sinks.opendata._state import Publication
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportOptions", "stream_export"]
@@ -109,7 +115,9 @@ async def stream_export(
         async for block in blocks:
             yield b"".join(orjson.dumps(_object(row, columns, options.tz)) + b"\n" for row in block)
     elif export_format == "geojson":
-        async for chunk in _geojson(blocks, columns, dataset.geo_field, options.tz):
+        async for chunk in _geojson(
+            blocks, columns, dataset.geo_field, dataset.shape_field, options.tz
+        ):
             yield chunk
     elif export_format == "parquet":
         async for chunk in _parquet(blocks, columns):
@@ -161,13 +169,25 @@ async def _json(
 
 
 def _feature(
-    row: Sequence[Any], columns: Sequence[tuple[str, FieldType]], geo: str | None, tz: tzinfo
+    row: Sequence[Any],
+    columns: Sequence[tuple[str, FieldType]],
+    geo: str | None,
+    shape: str | None,
+    tz: tzinfo,
 ) -> dict[str, Any]:
     properties = _object(row, columns, tz)
-    point = properties.pop(geo, None) if geo is not None else None
     geometry = None
-    if isinstance(point, dict) and point.get("lon") is not None and point.get("lat") is not None:
-        geometry = {"type": "Point", "coordinates": [point["lon"], point["lat"]]}
+    if shape is not None:
+        geometry = shape_geometry(properties.pop(shape, None))
+    if geometry is None and geo is not None:
+        point = properties.get(geo) if shape is not None else properties.pop(geo, None)
+        if (
+            isinstance(point, dict)
+            and point.get("lon") is not None
+            and point.get("lat") is not None
+        ):
+            geometry = {"type": "Point", "coordinates": [point["lon"], point["lat"]]}
+            properties.pop(geo, None)
     return {"type": "Feature", "geometry": geometry, "properties": properties}
 
 
@@ -175,15 +195,20 @@ async def _geojson(
     blocks: AsyncIterator[list[tuple[Any, ...]]],
     columns: Sequence[tuple[str, FieldType]],
     geo_field: str | None,
+    shape_field: str | None,
     tz: tzinfo,
 ) -> AsyncIterator[bytes]:
-    # The point is the selected column of the dataset's geo field, or any geo_point_2d column.
+    # The geometry is the selected shape column (the dataset's shape field, or any geo_shape
+    # column), else the point: the selected column of the dataset's geo field, or any
+    # geo_point_2d column. A row whose shape is null falls back to its point.
+    shapes = [name for name, kind in columns if kind == "geo_shape"]
+    shape = shape_field if shape_field in shapes else (shapes[0] if shapes else None)
     names = [name for name, kind in columns if kind == "geo_point_2d"]
     geo = geo_field if geo_field in names else (names[0] if names else None)
     yield b'{"type":"FeatureCollection","features":['
     first = True
     async for block in blocks:
-        body = b",".join(orjson.dumps(_feature(row, columns, geo, tz)) for row in block)
+        body = b",".join(orjson.dumps(_feature(row, columns, geo, shape, tz)) for row in block)
         yield body if first else b"," + body
         first = False
     yield b"]}"

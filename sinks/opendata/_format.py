@@ -6,6 +6,8 @@ OpenDataSoft's conventions, which reusers' code expects:
   default): ``2026-01-01T10:00:00+01:00``; ``date`` fields are ``YYYY-MM-DD``;
 - ``geo_point_2d`` is ``{"lon": 2.39, "lat": 48.85}`` in JSON and ``48.85, 2.39`` (latitude
   first) in CSV;
+- ``geo_shape`` is a GeoJSON Feature in JSON (``{"type": "Feature", "geometry": {...},
+  "properties": {}}``) and its geometry's GeoJSON text in CSV and Parquet (RFC 7946);
 - CSV exports use ``;`` as the separator, a header row of field names, an empty cell for null;
 - booleans are JSON booleans, and ``True``/``False`` in CSV.
 """
@@ -22,7 +24,7 @@ import pyarrow as pa
 
 from sinks.opendata._catalog import FieldType
 
-__all__ = ["arrow_schema", "csv_value", "json_value"]
+__all__ = ["arrow_schema", "csv_value", "json_value", "shape_geometry"]
 
 
 def json_value(value: Any, field_type: FieldType, tz: tzinfo) -> Any:
@@ -46,6 +48,8 @@ def csv_value(value: Any, field_type: FieldType, tz: tzinfo) -> str:
         return ""
     if field_type == "geo_point_2d" and isinstance(value, dict):
         return f"{value.get('lat')}, {value.get('lon')}"
+    if field_type == "geo_shape":
+        return _geometry_text(value)
     if isinstance(value, bool):
         return "True" if value else "False"
     converted = json_value(value, field_type, tz)
@@ -65,12 +69,31 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(),
     "date": pa.date32(),
     "geo_point_2d": pa.struct([("lon", pa.float64()), ("lat", pa.float64())]),
+    "geo_shape": pa.string(),
 }
+
+
+def shape_geometry(value: Any) -> dict[str, Any] | None:
+    """The GeoJSON geometry of a ``geo_shape`` value (a Feature, or a bare geometry)."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("type") == "Feature":
+        geometry = value.get("geometry")
+        return geometry if isinstance(geometry, dict) else None
+    return value
+
+
+def _geometry_text(value: Any) -> str:
+    import orjson
+
+    geometry = shape_geometry(value)
+    return "" if geometry is None else orjson.dumps(geometry).decode()
 
 
 def arrow_schema(columns: Sequence[tuple[str, FieldType]]) -> pa.Schema:
     """The Parquet schema of an export: datetimes as UTC microsecond timestamps, points as
-    ``struct<lon, lat>`` (what GeoParquet readers expect before a geometry column exists)."""
+    ``struct<lon, lat>`` (what GeoParquet readers expect before a geometry column exists),
+    shapes as their geometry's GeoJSON text."""
     fields = []
     for name, field_type in columns:
         arrow_type = (
@@ -84,6 +107,8 @@ def arrow_value(value: Any, field_type: FieldType) -> Any:
     """``value`` as pyarrow accepts it for the column type of :func:`arrow_schema`."""
     if value is None:
         return None
+    if field_type == "geo_shape":
+        return _geometry_text(value) or None
     if isinstance(value, Decimal):
         return int(value) if field_type == "int" else float(value)
     if field_type == "int" and isinstance(value, float):

@@ -71,7 +71,16 @@ __all__ = [
 ]
 
 ValueType = Literal[
-    "text", "int", "double", "boolean", "date", "datetime", "geo_point_2d", "numeric", "null"
+    "text",
+    "int",
+    "double",
+    "boolean",
+    "date",
+    "datetime",
+    "geo_point_2d",
+    "geo_shape",
+    "numeric",
+    "null",
 ]
 
 #: Mean Earth radius R1 = 6,371,008.8 m (IUGG; H. Moritz, "Geodetic Reference System 1980",
@@ -833,8 +842,8 @@ class Compiler:
         typed = self.value(node)
         if typed.aggregate:  # pragma: no cover - aggregates are refused in group_by already
             raise self.error(node, "group_by cannot hold an aggregation")
-        if typed.type == "geo_point_2d":
-            raise self.error(node, "cannot group by a geo_point_2d field")
+        if typed.type in ("geo_point_2d", "geo_shape"):
+            raise self.error(node, f"cannot group by a {typed.type} field")
         return typed
 
     def range_bucket(self, node: Call) -> Typed:

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from psycopg import sql
 
-from sinks.opendata._catalog import Dataset, FieldType
+from sinks.opendata._catalog import GEO_TYPES, Dataset, FieldType
 from sinks.opendata._odsql import (
     Arith,
     BoolOp,
@@ -434,8 +434,8 @@ def _order_sql(
         if isinstance(expr, FieldRef) and expr.name in aliases:
             expr = aliases[expr.name]
         typed = compiler.value(expr)
-        if typed.type == "geo_point_2d":
-            raise ODSQLError("order_by", item.pos, "cannot order by a geo_point_2d value")
+        if typed.type in GEO_TYPES:
+            raise ODSQLError("order_by", item.pos, f"cannot order by a {typed.type} value")
         direction = "DESC" if item.descending else "ASC"
         parts.append(sql_fragment(f"{{}} {direction} NULLS LAST", _output(typed)))
     return sql_fragment(" ORDER BY {}", join(", ", parts))
@@ -453,7 +453,7 @@ def _default_order(dataset: Dataset) -> Fragment:
     parts.extend(
         sql_fragment("{} ASC NULLS LAST", Fragment(sql.Identifier(name)))
         for name in dataset.key_fields or tuple(f.name for f in dataset.fields[:1])
-        if name != dataset.timestamp_field and dataset.field(name).type != "geo_point_2d"
+        if name != dataset.timestamp_field and dataset.field(name).type not in GEO_TYPES
     )
     if not parts:
         return Fragment(sql.SQL(""))
@@ -809,7 +809,7 @@ def _v1_order(dataset: Dataset, sort: str) -> Fragment:
         spec = spec.strip()
         ascending = spec.startswith("-")
         name = _known(dataset, spec.lstrip("-").strip(), "sort")
-        if dataset.field(name).type == "geo_point_2d":
+        if dataset.field(name).type in GEO_TYPES:
             raise InvalidParameterError(
                 "sort", f"Invalid value for sort API parameter: cannot sort on {name}."
             )
@@ -825,7 +825,7 @@ def _facet(
     field_type = dataset.field(_known(dataset, name, "facet")).type
     column = Fragment(sql.Identifier(name))
     value_type: FieldType = field_type
-    if field_type == "geo_point_2d":
+    if field_type in GEO_TYPES:
         raise InvalidParameterError(
             "facet", f"Invalid value for facet API parameter: cannot facet on {name}."
         )

@@ -29,6 +29,7 @@ PG_TYPES: Final[dict[FieldType, frozenset[str]]] = {
     "date": frozenset({"date"}),
     "datetime": frozenset({"timestamp with time zone"}),
     "geo_point_2d": frozenset({"jsonb"}),
+    "geo_shape": frozenset({"jsonb"}),
 }
 
 _COLUMNS = """

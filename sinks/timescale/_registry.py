@@ -15,19 +15,20 @@ __all__ = ["RegistrySync", "sync_registry", "sync_sensors", "sync_sites"]
 
 _UPSERT = """
 INSERT INTO sensors (id, kind, codec, site, lat, lon, capacity, dev_eui,
-                     line_classes, regions, calibration, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                     line_classes, regions, calibration, mobile, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
 ON CONFLICT (id) DO UPDATE SET
     kind = EXCLUDED.kind, codec = EXCLUDED.codec, site = EXCLUDED.site, lat = EXCLUDED.lat,
     lon = EXCLUDED.lon, capacity = EXCLUDED.capacity, dev_eui = EXCLUDED.dev_eui,
     line_classes = EXCLUDED.line_classes, regions = EXCLUDED.regions,
-    calibration = EXCLUDED.calibration, updated_at = now()
+    calibration = EXCLUDED.calibration, mobile = EXCLUDED.mobile, updated_at = now()
 WHERE (sensors.kind, sensors.codec, sensors.site, sensors.lat, sensors.lon, sensors.capacity,
-       sensors.dev_eui, sensors.line_classes, sensors.regions, sensors.calibration)
+       sensors.dev_eui, sensors.line_classes, sensors.regions, sensors.calibration,
+       sensors.mobile)
       IS DISTINCT FROM
       (EXCLUDED.kind, EXCLUDED.codec, EXCLUDED.site, EXCLUDED.lat, EXCLUDED.lon,
        EXCLUDED.capacity, EXCLUDED.dev_eui, EXCLUDED.line_classes, EXCLUDED.regions,
-       EXCLUDED.calibration)
+       EXCLUDED.calibration, EXCLUDED.mobile)
 """
 
 
@@ -88,6 +89,7 @@ async def sync_sensors(conn: psycopg.AsyncConnection[Any], registry: Registry) -
             json.dumps({str(k): v for k, v in s.line_classes.items()}),
             json.dumps({str(k): v for k, v in s.regions.items()}),
             json.dumps(s.calibration),
+            s.mobile,
         )
         for s in registry.sensors.values()
     ]

@@ -47,7 +47,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from schemas import epoch_micros, typed_quantities
+from schemas import POSITION_FIELDS, epoch_micros, typed_quantities
 from schemas._framing import SINGLE_OBJECT_MARKER, micros_decoder
 from schemas._registry import version
 
@@ -58,6 +58,7 @@ except ImportError:  # librt, mypyc's runtime library, comes with mypy: a develo
 
 __all__ = [
     "AGGREGATE_TABLES",
+    "AIR_CELL_AGGREGATES",
     "MEASUREMENT_TABLES",
     "TABLES",
     "Column",
@@ -67,6 +68,8 @@ __all__ = [
     "Table",
     "add_record",
     "aggregate_wins",
+    "cell_geometry",
+    "cell_row",
     "check_record",
     "decode_record",
     "is_poison",
@@ -203,10 +206,18 @@ QUANTITY_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "occupancy": _HEALTH,
 }
 
+#: Position columns per kind, after the source's, in the Avro schema's field order (the air
+#: record's last fields, ``schemas.POSITION_FIELDS``; migrations/0004_mobile_air.sql).
+POSITION_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {"air": POSITION_FIELDS}
 MEASUREMENT_TABLES: Final[Mapping[str, Table]] = {
     kind: Table(
         f"{kind}_measurements",
-        (*_HEAD, *(_f(q) for q in quantities), *_TAIL),
+        (
+            *_HEAD,
+            *(_f(q) for q in quantities),
+            *_TAIL,
+            *(_f(p) for p in POSITION_COLUMNS.get(kind, ())),
+        ),
         ("sensor_id", "time"),
     )
     for kind, quantities in QUANTITY_COLUMNS.items()
@@ -246,6 +257,29 @@ _AGGREGATE_COLUMNS = (
     Column("counts", "jsonb"),
     Column("regions", "jsonb"),
 )
+#: The grid stage's cells (``CellAggregate`` records, migrations/0004_mobile_air.sql); the key
+#: columns sit where the other aggregates' do (bucket, bucket_end, window_seconds, key, revision,
+#: final), which :class:`Rows` relies on.
+AIR_CELL_AGGREGATES: Final = Table(
+    "air_cell_aggregates",
+    (
+        Column("bucket", "timestamptz"),
+        Column("bucket_end", "timestamptz"),
+        Column("window_seconds", "int8"),
+        Column("cell_id", "text"),
+        Column("revision", "int4"),
+        Column("final", "bool"),
+        Column("sample_count", "int8"),
+        Column("vehicle_count", "int4"),
+        Column("pm2_5_ugm3_mean", "float8"),
+        Column("pm2_5_ugm3_max", "float8"),
+        Column("eaqi_band", "int4"),
+        Column("resolution_m", "int4"),
+        Column("geometry", "jsonb"),
+    ),
+    ("cell_id", "window_seconds", "bucket"),
+    "aggregate",
+)
 AGGREGATE_TABLES: Final[Mapping[str, Table]] = {
     kind: Table(
         f"{kind}_aggregates", _AGGREGATE_COLUMNS, ("key", "window_seconds", "bucket"), "aggregate"
@@ -259,6 +293,7 @@ TABLES: Final[Mapping[str, Table]] = {
         TRAFFIC_COUNTS,
         OCCUPANCY_REGIONS,
         *AGGREGATE_TABLES.values(),
+        AIR_CELL_AGGREGATES,
     )
 }
 
@@ -289,6 +324,7 @@ def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, 
     spill = tuple(sorted(typed_quantities(kind) - set(columns)))
     get_source = operator.itemgetter(*_SOURCE)
     no_source = (None,) * len(_SOURCE)
+    position = POSITION_COLUMNS.get(kind, ())
     dumps = orjson.dumps
     version = _JSONB_VERSION
 
@@ -303,6 +339,7 @@ def _measurement_builder(kind: str) -> Callable[[Mapping[str, Any]], tuple[Any, 
             get_head(record)
             + (version + dumps(other) if other else None,)
             + (get_source(source) if source else no_source)
+            + tuple(record.get(p) for p in position)
         )
         return row
 
@@ -336,9 +373,11 @@ def _flat_row_builder(kind: str) -> tuple[tuple[str, ...], Callable[[tuple[Any, 
     table's row of that tuple: :func:`_measurement_builder`'s row, without the record dict."""
     columns = QUANTITY_COLUMNS[kind]
     spill = tuple(sorted(typed_quantities(kind) - set(columns)))
+    position = POSITION_COLUMNS.get(kind, ())
     head = ("sensor_id", "observed_at", "received_at", "codec", "partial", *columns)
-    fields = (*head, "other_values", "source", *spill)
+    fields = (*head, "other_values", "source", *position, *spill)
     n = len(head)
+    p = n + 2 + len(position)
     get_source = operator.itemgetter(*_SOURCE)
     no_source = (None,) * len(_SOURCE)
     dumps = orjson.dumps
@@ -347,7 +386,7 @@ def _flat_row_builder(kind: str) -> tuple[tuple[str, ...], Callable[[tuple[Any, 
     def build(values: tuple[Any, ...]) -> Record:
         other: Mapping[str, float] = values[n]
         if spill:
-            extra = {q: v for q, v in zip(spill, values[n + 2 :], strict=True) if v is not None}
+            extra = {q: v for q, v in zip(spill, values[p:], strict=True) if v is not None}
             if extra:
                 other = {**other, **extra}
         source = values[n + 1]
@@ -355,6 +394,7 @@ def _flat_row_builder(kind: str) -> tuple[tuple[str, ...], Callable[[tuple[Any, 
             values[:n]
             + (version + dumps(other) if other else None,)
             + (get_source(source) if source else no_source)
+            + values[n + 2 : p]
         )
         return row
 
@@ -572,7 +612,7 @@ def aggregate_wins(incoming: int, current: int, *, current_final: bool) -> bool:
 
 def check_record(schema_name: str, record: Record) -> None:
     """``RowError`` unless a decoded record has a table (see :func:`add_record`)."""
-    if schema_name in _MEASUREMENT_KIND:
+    if schema_name in _MEASUREMENT_KIND or schema_name == "CellAggregate":
         return
     if schema_name != "Aggregate":
         raise RowError(f"no table for {schema_name} records")
@@ -644,7 +684,38 @@ def add_record(rows: Rows, schema_name: str, record: Record) -> None:
             ),
         )
         return
+    if schema_name == "CellAggregate":
+        rows.add_aggregate(AIR_CELL_AGGREGATES.name, cell_row(record))
+        return
     raise RowError(f"no table for {schema_name} records")
+
+
+def cell_geometry(corners: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """A cell's corners as a GeoJSON Polygon (RFC 7946 section 3.1.6: one linear ring, first
+    and last positions equal, exterior ring counter-clockwise, positions as [lon, lat])."""
+    ring = [[c["lon"], c["lat"]] for c in corners]
+    if ring:
+        ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def cell_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``air_cell_aggregates`` row of a ``CellAggregate`` record."""
+    return (
+        record["window_start"],
+        record["window_end"],
+        record["window_size_seconds"],
+        record["cell_id"],
+        record["revision"],
+        record["final"],
+        record["sample_count"],
+        record["vehicle_count"],
+        record["pm2_5_ugm3_mean"],
+        record["pm2_5_ugm3_max"],
+        record["eaqi_band"],
+        record["resolution_m"],
+        _jsonb(cell_geometry(record["corners"])),
+    )
 
 
 # --- SQL ---------------------------------------------------------------------------------------

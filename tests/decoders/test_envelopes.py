@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders import InvalidPayloadError, envelopes
+from decoders import InvalidPayloadError, Position, envelopes
 from decoders.envelopes import (
     CHIRPSTACK_UPLINK_SUBSCRIPTION,
     TTS_UPLINK_SUBSCRIPTION,
@@ -383,9 +383,16 @@ CHIRPSTACK_UPLINKS = st.builds(
     device_profile=st.none() | st.text(min_size=1, max_size=30),
     **COMMON,
 )
+LOCATIONS = st.none() | st.builds(
+    Position,
+    st.floats(-90, 90, allow_nan=False),
+    st.floats(-180, 180, allow_nan=False),
+    st.none() | st.floats(0.5, 5000, allow_nan=False),
+)
 TTS_UPLINKS = st.builds(
     Uplink,
     network=st.just("tts"),
+    location=LOCATIONS,
     dev_eui=st.none() | EUI,
     device_name=IDENT,
     tenant_id=st.none() | IDENT,
@@ -527,6 +534,27 @@ TTS = Format(
             "uplink_message.version_ids.model_id",
             NOT_TEXT,
         ),
+        (("uplink_message", "locations"), "uplink_message.locations", NOT_OBJECT),
+        (
+            ("uplink_message", "locations", "frm-payload"),
+            "uplink_message.locations.frm-payload",
+            NOT_OBJECT,
+        ),
+        (
+            ("uplink_message", "locations", "frm-payload", "latitude"),
+            "uplink_message.locations.frm-payload.latitude",
+            NOT_NUMBER,
+        ),
+        (
+            ("uplink_message", "locations", "frm-payload", "longitude"),
+            "uplink_message.locations.frm-payload.longitude",
+            NOT_NUMBER,
+        ),
+        (
+            ("uplink_message", "locations", "frm-payload", "accuracy"),
+            "uplink_message.locations.frm-payload.accuracy",
+            NOT_NUMBER,
+        ),
     ),
     topics=(
         "v3/app1/devices/dev1/up",
@@ -631,7 +659,7 @@ RICH_CHIRPSTACK = Uplink(
     received_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
     dedup_id="as:up:01X",
 )
-RICH_TTS = replace(RICH_CHIRPSTACK, network="tts")
+RICH_TTS = replace(RICH_CHIRPSTACK, network="tts", location=Position(48.8584, 2.3488, 6.5))
 TTS_LATE = orjson.loads(tts_uplink_json(RICH_TTS))
 del TTS_LATE["received_at"]  # the uplink message's own received_at counts instead
 TTS_WITH_IDS = orjson.loads(TTS_DOC)
@@ -780,3 +808,48 @@ def test_quick_constructors_equal_the_dataclasses(module: ModuleType, uplink: Up
     if quick.gateways:
         with pytest.raises(FrozenInstanceError):
             quick.gateways[0].rssi = 1.0
+
+
+# ---- Device locations (TTS uplink_message.locations).
+
+
+def _tts_with_locations(locations: object) -> bytes:
+    body = orjson.loads(tts_uplink_json(replace(RICH_TTS, location=None)))
+    body["uplink_message"]["locations"] = locations
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("locations", "expected"),
+    [
+        # The data formats page's shape: the registry's ("user") and the payload's position.
+        (
+            {
+                "user": {"latitude": 48.1, "longitude": 2.1, "source": "SOURCE_REGISTRY"},
+                "frm-payload": {"latitude": 48.8584, "longitude": 2.3488, "accuracy": 7},
+            },
+            Position(48.8584, 2.3488, 7.0),
+        ),
+        (
+            {"user": {"latitude": 48.1, "longitude": 2.1, "altitude": 35}},
+            Position(48.1, 2.1, None),
+        ),
+        (
+            {"user": {"latitude": 48.1, "longitude": 2.1}, "lora-rss": {"latitude": 48.2}},
+            Position(48.2, 0.0, None),
+        ),
+        ({}, None),
+        (None, None),
+    ],
+    ids=["frm-payload-wins", "user-only", "other-before-user", "empty", "null"],
+)
+def test_tts_device_location(locations: object, expected: Position | None) -> None:
+    raw = _tts_with_locations(locations)
+    topic = TTS.topic(RICH_TTS)
+    assert parse_tts_uplink(raw, topic).location == expected
+    _agree(TTS, raw, topic)
+
+
+def test_chirpstack_up_events_carry_no_device_location() -> None:
+    uplink = parse_chirpstack_uplink(chirpstack_uplink_json(RICH_CHIRPSTACK))
+    assert uplink.location is None

@@ -1,7 +1,8 @@
 """Runs every test vector in ``tests/vectors/<codec>/*.json`` against its codec.
 
 A vector file holds ``fport``, ``hex`` and either ``expected`` (``kind``, ``values`` with the full
-set of quantities, optional ``counts``, ``regions``, ``partial``, ``observed_at``) compared within
+set of quantities, optional ``counts``, ``regions``, ``partial``, ``observed_at``, ``position``:
+``{lat, lon, accuracy_m}`` or null; absent means none) compared within
 ``tolerance``, or ``error``: the ``reason`` of the expected ``DecodeError`` subclass. An optional
 ``profile`` gives the registry facts (calibration, line classes, channel map).
 """
@@ -76,6 +77,14 @@ def test_vector(path: Path) -> None:
     if "observed_at" in expected:
         assert decoded.observed_at is not None
         assert decoded.observed_at.isoformat() == expected["observed_at"]
+    position = expected.get("position")
+    if position is None:
+        assert decoded.position is None
+    else:
+        assert decoded.position is not None
+        assert math.isclose(decoded.position.lat, position["lat"], abs_tol=tolerance)
+        assert math.isclose(decoded.position.lon, position["lon"], abs_tol=tolerance)
+        assert decoded.position.accuracy_m == position["accuracy_m"]
 
 
 def test_every_codec_has_vectors() -> None:

@@ -287,3 +287,116 @@ def test_routed_sources_equal_the_constructed_ones(module: ModuleType, registry:
     assert bound.source == Source(
         network="mqtt", gateway_id="gw-a", idempotency_key=bound.idempotency_key
     )
+
+
+# --- positions of mobile sensors ------------------------------------------------------------
+
+#: Cayenne LPP: analog input 2 = 18.50 (0x073A; PM2.5 by the channel map), GPS channel 1 at
+#: 48.8584 N 2.3488 E, 35 m (Châtelet): 0x077488, 0x005BC0, 0x000DAC.
+LPP_FIX = bytes.fromhex("0202073A0188077488005BC0000DAC")
+LPP_NO_FIX = bytes.fromhex("0202073A")
+
+
+@pytest.fixture
+def mobile_registry() -> Registry:
+    common: dict[str, Any] = {
+        "kind": "air",
+        "codec": "cayenne-lpp",
+        "lat": 48.84,
+        "lon": 2.38,
+        "mobile": True,
+        "channel_map": {"analog_in_2": "pm2_5_ugm3"},
+    }
+    return Registry(
+        [
+            Sensor(id="car-1", **common),
+            Sensor(id="car-2", dev_eui="70B3D57ED005A001", transport="tts", **common),
+            Sensor(
+                id="lpp-noise",
+                kind="noise",
+                codec="cayenne-lpp",
+                lat=48.8,
+                lon=2.3,
+                channel_map={"analog_in_2": "laeq_db"},
+            ),
+        ]
+    )
+
+
+def _tts(device: str, payload: bytes, locations: dict[str, Any] | None) -> Incoming:
+    message: dict[str, Any] = {
+        "f_port": 1,
+        "f_cnt": 3,
+        "frm_payload": base64.b64encode(payload).decode(),
+        "received_at": "2026-05-04T09:59:58Z",
+    }
+    if locations is not None:
+        message["locations"] = locations
+    body = {
+        "end_device_ids": {
+            "device_id": device,
+            "application_ids": {"application_id": "fleet"},
+            "dev_eui": "70B3D57ED005A001",
+        },
+        "uplink_message": message,
+    }
+    return Incoming(f"v3/fleet/devices/{device}/up", orjson.dumps(body), NOW, {})
+
+
+def test_lpp_fix_becomes_the_measurement_position(mobile_registry: Registry) -> None:
+    verdict = Router(mobile_registry, IngestSettings()).route(
+        Incoming("sensors/car-1/up", LPP_FIX, NOW, {})
+    )
+    assert isinstance(verdict, Accepted)
+    measurement = verdict.measurement
+    assert measurement.values["pm2_5_ugm3"] == 18.5
+    assert measurement.position is not None
+    assert (measurement.position.lat, measurement.position.lon) == (48.8584, 2.3488)
+
+
+def test_envelope_location_fills_a_payload_without_fix(mobile_registry: Registry) -> None:
+    router = Router(mobile_registry, IngestSettings())
+    where = {"frm-payload": {"latitude": 48.85, "longitude": 2.35, "accuracy": 12}}
+    verdict = router.route(_tts("car-2", LPP_NO_FIX, where))
+    assert isinstance(verdict, Accepted)
+    position = verdict.measurement.position
+    assert position is not None
+    assert (position.lat, position.lon, position.accuracy_m) == (48.85, 2.35, 12.0)
+    # The payload's own fix wins over the network server's.
+    verdict = router.route(_tts("car-2", LPP_FIX, where))
+    assert isinstance(verdict, Accepted)
+    assert verdict.measurement.position is not None
+    assert verdict.measurement.position.lat == 48.8584
+    # Neither: a mobile record without a position is still a measurement (kept raw).
+    verdict = router.route(_tts("car-2", LPP_NO_FIX, None))
+    assert isinstance(verdict, Accepted)
+    assert verdict.measurement.position is None
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"latitude": 91.0, "longitude": 2.35},
+        {"latitude": 48.85, "longitude": -180.5},
+        {"latitude": 48.85, "longitude": 2.35, "accuracy": -1},
+    ],
+)
+def test_a_position_off_the_globe_is_out_of_range(
+    mobile_registry: Registry, location: dict[str, float]
+) -> None:
+    verdict = Router(mobile_registry, IngestSettings()).route(
+        _tts("car-2", LPP_NO_FIX, {"frm-payload": location})
+    )
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == "out_of_range"
+    assert "position" in verdict.message
+
+
+def test_a_position_on_another_kind_is_dropped(mobile_registry: Registry) -> None:
+    verdict = Router(mobile_registry, IngestSettings()).route(
+        Incoming("sensors/lpp-noise/up", LPP_FIX, NOW, {})
+    )
+    assert isinstance(verdict, Accepted)
+    assert verdict.kind == "noise"
+    assert verdict.measurement.position is None
+    assert verdict.measurement.values["laeq_db"] == 18.5

@@ -67,6 +67,8 @@ def sample_records() -> dict[str, dict[str, Any]]:
     )
     air["partial"] = True
     air["source"] = dict(EMPTY_SOURCE)
+    # A mobile sensor's fix (AirMeasurement v1): Place de la Nation.
+    air.update(lat=48.8484, lon=2.3959, position_accuracy_m=4.5)
     traffic = _measurement("traffic", "nation-cam-01", "milesight_vs133", {"battery_pct": 99.0})
     traffic["counts"] = [
         {"line": 1, "direction": "in", "traffic_class": "bicycle", "count": 12, "cumulative": 4012},
@@ -101,6 +103,26 @@ def sample_records() -> dict[str, dict[str, Any]]:
                 },
             ],
             "regions": [{"region": 1, "mean_count": 12.5, "max_count": 19}],
+        },
+        "CellAggregate": {
+            "cell_id": "CRS3035RES100mN2889400E3760700",
+            "resolution_m": 100,
+            "window_start": window_start,
+            "window_end": window_start + timedelta(hours=1),
+            "window_size_seconds": 3600,
+            "revision": 42,
+            "final": True,
+            "sample_count": 42,
+            "vehicle_count": 3,
+            "pm2_5_ugm3_mean": 17.25,
+            "pm2_5_ugm3_max": 31.0,
+            "eaqi_band": 3,
+            "corners": [
+                {"lon": 2.3516, "lat": 48.8557},
+                {"lon": 2.3530, "lat": 48.8558},
+                {"lon": 2.3529, "lat": 48.8567},
+                {"lon": 2.3515, "lat": 48.8566},
+            ],
         },
         "DeadLetter": {
             "original_topic": "application/12/device/70b3d5e75e00a1b2/event/up",

@@ -169,4 +169,5 @@ def decoded_of(measurement: Measurement) -> Decoded:
         counts=list(measurement.counts),
         regions=list(measurement.regions),
         partial=measurement.partial,
+        position=measurement.position,
     )

@@ -16,6 +16,7 @@ import fastavro.utils
 import pytest
 
 import schemas
+from decoders import Position
 from schemas import Measurement
 from tests.schemas._samples import OBSERVED, RECEIVED, SOURCE
 
@@ -130,3 +131,110 @@ def test_late_record_v0_reads_with_the_default_reason_and_current_reads_with_v0(
         BytesIO(current[10:]), schemas.version("LateRecord").parsed, v0.parsed
     )
     assert read == old
+
+
+# --- AirMeasurement v0 → v1: a mobile sensor's position --------------------------------------
+
+AIR_V0 = schemas.all_versions()["AirMeasurement.v0"]
+
+
+def _air_v0_record() -> dict[str, Any]:
+    record: dict[str, Any] = dict.fromkeys(f["name"] for f in AIR_V0.parsed["fields"])
+    record.update(
+        sensor_id="nation-air-01",
+        kind="air",
+        observed_at=OBSERVED,
+        received_at=RECEIVED,
+        codec="milesight-am307",
+        partial=False,
+        pm2_5_ugm3=12.0,
+        other_values={},
+        source=dict(SOURCE),
+    )
+    return record
+
+
+def test_air_v0_has_no_position_and_v1_adds_it_with_null_defaults() -> None:
+    old = {f["name"] for f in AIR_V0.parsed["fields"]}
+    new = {f["name"]: f for f in schemas.schema("AirMeasurement")["fields"]}
+    assert set(new) - old == set(schemas.POSITION_FIELDS)
+    for name in schemas.POSITION_FIELDS:
+        assert new[name]["type"] == ["null", "double"]
+        assert new[name]["default"] is None
+
+
+def test_air_written_with_v0_is_read_with_v1_without_a_position() -> None:
+    body = BytesIO()
+    fastavro.schemaless_writer(body, AIR_V0.parsed, _air_v0_record())
+    name, record = schemas.decode(AIR_V0.header + body.getvalue())
+    assert name == "AirMeasurement"
+    assert (record["lat"], record["lon"], record["position_accuracy_m"]) == (None, None, None)
+    assert record["pm2_5_ugm3"] == 12.0
+    measurement = schemas.measurement_from_record(record)
+    assert measurement.position is None
+    assert measurement.values == {"pm2_5_ugm3": 12.0}
+
+
+def test_air_written_with_v1_is_read_by_a_v0_consumer() -> None:
+    """Forward: a consumer still on v0 (its reader schema) reads v1 records, position ignored."""
+    measurement = Measurement(
+        sensor_id="pollutrack-07",
+        kind="air",
+        observed_at=OBSERVED,
+        received_at=RECEIVED,
+        codec="cayenne-lpp",
+        values={"pm2_5_ugm3": 18.5, "gps_1_altitude": 35.0},
+        position=Position(48.8584, 2.3488, 6.0),
+    )
+    frame = schemas.encode_measurement(measurement)
+    assert frame[2:10] == schemas.fingerprint("AirMeasurement")
+    old: Any = fastavro.schemaless_reader(
+        BytesIO(frame[10:]), schemas.schema("AirMeasurement"), AIR_V0.parsed
+    )
+    assert set(old) == {f["name"] for f in AIR_V0.parsed["fields"]}
+    assert old["pm2_5_ugm3"] == 18.5
+    assert old["other_values"] == {"gps_1_altitude": 35.0}
+    # And the current reader gets the position back.
+    _, record = schemas.decode(frame)
+    assert schemas.measurement_from_record(record).position == Position(48.8584, 2.3488, 6.0)
+
+
+def test_the_sink_writes_null_positions_for_v0_and_the_fix_for_v1() -> None:
+    from sinks.timescale._writer import MEASUREMENT_TABLES, decode_record, row_values
+
+    columns = MEASUREMENT_TABLES["air"].column_names
+    assert columns[-3:] == schemas.POSITION_FIELDS
+    body = BytesIO()
+    fastavro.schemaless_writer(body, AIR_V0.parsed, _air_v0_record())
+    _, old_row = decode_record(AIR_V0.header + body.getvalue())
+    assert not isinstance(old_row, dict)  # a flat measurement: its row
+    old = dict(zip(columns, row_values("air_measurements", old_row), strict=True))
+    assert (old["lat"], old["lon"], old["position_accuracy_m"]) == (None, None, None)
+    assert old["pm2_5_ugm3"] == 12.0
+    fixed = Measurement(
+        sensor_id="pollutrack-07",
+        kind="air",
+        observed_at=OBSERVED,
+        received_at=RECEIVED,
+        codec="cayenne-lpp",
+        values={"pm2_5_ugm3": 18.5},
+        position=Position(48.8584, 2.3488, None),
+    )
+    _, new_row = decode_record(schemas.encode_measurement(fixed))
+    assert not isinstance(new_row, dict)
+    new = dict(zip(columns, row_values("air_measurements", new_row), strict=True))
+    assert (new["lat"], new["lon"], new["position_accuracy_m"]) == (48.8584, 2.3488, None)
+
+
+def test_a_position_on_another_kind_than_air_is_refused() -> None:
+    noise = Measurement(
+        sensor_id="noise-001",
+        kind="noise",
+        observed_at=OBSERVED,
+        received_at=RECEIVED,
+        codec="cayenne-lpp",
+        values={"laeq_db": 60.0},
+        position=Position(48.85, 2.39),
+    )
+    with pytest.raises(schemas.SchemaError, match="has a position"):
+        schemas.encode_measurement(noise)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import schemas
 import schemas._measurement_encoder
-from decoders import KINDS, Decoded, RegionCount, TrafficCount
+from decoders import KINDS, Decoded, Position, RegionCount, TrafficCount
 from schemas import (
     Measurement,
     SchemaError,
@@ -102,6 +102,12 @@ def measurements(draw: st.DrawFn, kind: str) -> Measurement:
         dedup_id=draw(_OPTIONAL_TEXT),
         idempotency_key=draw(_OPTIONAL_TEXT),
     )
+    position = None
+    if kind == "air" and draw(st.booleans()):
+        # Any doubles (ints too, which the careful path converts), as the encoders take them;
+        # ranges are ingest's to check.
+        number = st.floats() | _longs(-1000, 1000)
+        position = Position(draw(number), draw(number), draw(st.none() | number))
     observed_at = draw(_TIMES)
     # The same object for both times, as on direct topics, where the encoder converts it once.
     received_at = observed_at if draw(st.booleans()) else draw(_TIMES)
@@ -116,6 +122,7 @@ def measurements(draw: st.DrawFn, kind: str) -> Measurement:
         regions=regions,
         partial=draw(st.booleans()),
         source=source,
+        position=position,
     )
 
 

@@ -69,10 +69,12 @@ def test_expected_schemas_are_loaded() -> None:
         "TrafficMeasurement",
         "OccupancyMeasurement",
         "Aggregate",
+        "CellAggregate",
         "DeadLetter",
         "LateRecord",
     }
     assert "NoiseMeasurement.v0" in schemas.all_versions()
+    assert "AirMeasurement.v0" in schemas.all_versions()
 
 
 @pytest.mark.parametrize("name", schemas.SCHEMA_NAMES)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from streams import _indicators as ind
-from streams._columns import DOUBLE_FIELDS
+from streams._columns import AIR_QUANTITIES
 
 __all__ = ["reference_windows"]
 
@@ -61,7 +61,7 @@ def _noise(
 def _air(records: list[tuple[int, dict[str, float]]], size_s: int) -> dict[str, float]:
     out: dict[str, float] = {}
     means: dict[str, float] = {}
-    for quantity in DOUBLE_FIELDS["air"]:
+    for quantity in AIR_QUANTITIES:
         present = [v[quantity] for _, v in records if quantity in v]
         if not present:
             continue

@@ -1,5 +1,6 @@
 // citysense display page: per site, the latest noise level, air-quality band, counts by mode and
-// pool occupancy, first from the records API, then live from the server-sent events feed.
+// pool occupancy, first from the records API, then live from the server-sent events feed; and
+// the PM2.5 map of mobile sensors (the newest hour's grid cells, coloured by EAQI band).
 // Plain browser JavaScript, no framework and no build step. Every value from the API is
 // written with textContent (never as markup), and colours come from the constant tables here.
 "use strict";
@@ -22,6 +23,12 @@ const EAQI = [
   { fr: "Très mauvais", en: "Very poor", colour: "#960032", ink: "#ffffff" },
   { fr: "Extrêmement mauvais", en: "Extremely poor", colour: "#7d2181", ink: "#ffffff" },
 ];
+
+// The PM2.5 map of mobile sensors: its hourly cells (100 m squares of the European grid).
+const MAP_DATASET = "qualite-air-carte-pm25";
+const MAP_SIZE = { width: 1000, height: 600, margin: 20 };
+/** The newest hour on the map: { startMs, start, end, cells: Map(cell id → row) }. */
+let mapHour = null;
 
 // Traffic classes of the canonical measurement, in display order.
 const MODES = [
@@ -302,6 +309,130 @@ function tick() {
   }
 }
 
+/** A cell row's polygon ring of [lon, lat] positions (a geo_shape Feature, or a geometry). */
+function ring(shape) {
+  const geometry = shape && shape.type === "Feature" ? shape.geometry : shape;
+  if (!geometry || geometry.type !== "Polygon" || !Array.isArray(geometry.coordinates)) return null;
+  const outer = geometry.coordinates[0];
+  if (!Array.isArray(outer) || outer.length < 4) return null;
+  const points = outer.filter((p) => Array.isArray(p) && Number.isFinite(p[0]) && Number.isFinite(p[1]));
+  return points.length === outer.length ? points : null;
+}
+
+function applyCell(row) {
+  if (!row || row.window_minutes !== 60 || typeof row.cell_id !== "string") return;
+  const start = time(row.start_time);
+  const points = ring(row.geo_shape);
+  if (start === null || points === null) return;
+  if (mapHour && start < mapHour.startMs) return; // an older hour
+  if (!mapHour || start > mapHour.startMs) {
+    mapHour = { startMs: start, start: row.start_time, end: row.end_time, cells: new Map() };
+  }
+  mapHour.cells.set(row.cell_id, { row, points });
+}
+
+function renderMap() {
+  const section = document.getElementById("map");
+  if (!mapHour || mapHour.cells.size === 0) return;
+  const cells = [...mapHour.cells.values()];
+  // An equirectangular view of the cells' extent: x = lon·cos(mean lat), y = -lat, scaled to fit.
+  let west = Infinity, east = -Infinity, south = Infinity, north = -Infinity;
+  for (const { points } of cells) {
+    for (const [lon, lat] of points) {
+      west = Math.min(west, lon); east = Math.max(east, lon);
+      south = Math.min(south, lat); north = Math.max(north, lat);
+    }
+  }
+  const squeeze = Math.cos(((south + north) / 2) * Math.PI / 180);
+  const spanX = Math.max((east - west) * squeeze, 1e-9);
+  const spanY = Math.max(north - south, 1e-9);
+  const inner = { width: MAP_SIZE.width - 2 * MAP_SIZE.margin, height: MAP_SIZE.height - 2 * MAP_SIZE.margin };
+  const scale = Math.min(inner.width / spanX, inner.height / spanY);
+  const offsetX = MAP_SIZE.margin + (inner.width - spanX * scale) / 2;
+  const offsetY = MAP_SIZE.margin + (inner.height - spanY * scale) / 2;
+  const svg = document.getElementById("map-svg");
+  const svgNs = svg.namespaceURI; // the SVG namespace, from the page's own <svg>
+  const shapes = cells.map(({ row, points }) => {
+    const polygon = document.createElementNS(svgNs, "polygon");
+    polygon.setAttribute("class", "cell");
+    polygon.setAttribute("points", points.map(([lon, lat]) =>
+      `${(offsetX + (lon - west) * squeeze * scale).toFixed(1)},${(offsetY + (north - lat) * scale).toFixed(1)}`).join(" "));
+    const band = Number.isInteger(row.eaqi_band) && row.eaqi_band >= 1 && row.eaqi_band <= 6 ? row.eaqi_band : null;
+    polygon.setAttribute("fill", band ? EAQI[band - 1].colour : "#808080");
+    polygon.dataset.cell = row.cell_id;
+    polygon.dataset.band = band ? String(band) : "";
+    const title = document.createElementNS(svgNs, "title");
+    const mean = Number.isFinite(row.pm2_5_ugm3_mean) ? `${numberFr.format(row.pm2_5_ugm3_mean)} µg/m³` : "–";
+    title.textContent = `${row.cell_id} · ${mean} · ${row.sample_count} mesures, ${row.vehicle_count} véhicules`;
+    polygon.append(title);
+    return polygon;
+  });
+  svg.replaceChildren(...shapes);
+  setText(section, "#map-when",
+    `Moyenne horaire par carreau de 100 m · ${span(mapHour.start, mapHour.end)} · ${cells.length} carreaux`);
+  const legend = document.getElementById("map-legend");
+  if (legend.children.length === 0) {
+    legend.replaceChildren(...EAQI.map((style, index) => {
+      const item = document.createElement("li");
+      item.dataset.band = String(index + 1);
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.backgroundColor = style.colour;
+      const label = document.createElement("span");
+      label.textContent = `${style.fr} · ${style.en}`;
+      item.append(swatch, label);
+      return item;
+    }));
+  }
+  section.hidden = false;
+}
+
+async function loadMap() {
+  // The newest hour, then all its cells at once from the GeoJSON export (no row limit).
+  const base = `api/explore/v2.1/catalog/datasets/${encodeURIComponent(MAP_DATASET)}`;
+  const newest = await fetch(apiUrl(`${base}/records`, {
+    select: "start_time", where: "window_minutes = 60", order_by: "start_time desc", limit: "1",
+  }), { headers: { Accept: "application/json" } });
+  if (!newest.ok) return; // not published here: the map stays hidden
+  const first = ((await newest.json()).results || [])[0];
+  if (!first || typeof first.start_time !== "string") return;
+  const export_ = await fetch(apiUrl(`${base}/exports/geojson`, {
+    where: `window_minutes = 60 and start_time = date'${first.start_time}'`,
+  }));
+  if (!export_.ok) return;
+  const collection = await export_.json();
+  for (const feature of collection.features || []) {
+    if (feature && feature.properties) applyCell({ ...feature.properties, geo_shape: feature.geometry });
+  }
+  renderMap();
+}
+
+function followMap() {
+  const source = new EventSource(apiUrl(`api/live/${encodeURIComponent(MAP_DATASET)}`));
+  let loaded = false;
+  source.addEventListener("ready", () => {
+    if (!loaded) {
+      loaded = true;
+      loadMap().catch(() => { loaded = false; });
+    }
+  });
+  source.addEventListener("reload", () => { loadMap().catch(() => {}); });
+  source.addEventListener(MAP_DATASET, (event) => {
+    let row;
+    try {
+      row = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    applyCell(row);
+    renderMap();
+  });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) source.close(); // not published here
+  });
+}
+
 for (const kind of Object.keys(DATASETS)) follow(kind);
+followMap();
 tick();
 setInterval(tick, 30e3);

@@ -17,6 +17,7 @@ from schemas import encode
 from sinks.timescale import migrate
 from sinks.timescale._registry import sync_registry
 from sinks.timescale._writer import Rows, add_record, decode_record, write_rows
+from streams._grid import parse_cell_id
 from tests.sinks._helpers import fresh_database
 
 #: A small city: a square with noise and air sensors, a boulevard with a counting camera, a
@@ -133,3 +134,44 @@ async def fetch(url: str, query: str, params: Sequence[Any] = ()) -> list[dict[s
     ):
         await cursor.execute(query, params)
         return await cursor.fetchall()
+
+
+def cell(
+    cell_id: str,
+    start: datetime,
+    size_s: int,
+    mean: float,
+    *,
+    samples: int = 12,
+    vehicles: int = 3,
+    band: int | None = 2,
+) -> dict[str, Any]:
+    """A ``CellAggregate`` record (schemas/avsc/CellAggregate.avsc) as the grid stage sends it."""
+    corners = parse_cell_id(cell_id).corners()
+    return {
+        "cell_id": cell_id,
+        "resolution_m": 100,
+        "window_start": start,
+        "window_end": start + timedelta(seconds=size_s),
+        "window_size_seconds": size_s,
+        "revision": samples,
+        "final": True,
+        "sample_count": samples,
+        "vehicle_count": vehicles,
+        "pm2_5_ugm3_mean": mean,
+        "pm2_5_ugm3_max": mean * 2,
+        "eaqi_band": band,
+        "corners": [{"lon": lon, "lat": lat} for lon, lat in corners],
+    }
+
+
+async def write_cells(url: str, records: list[dict[str, Any]]) -> None:
+    rows = Rows()
+    for record in records:
+        name, decoded = decode_record(encode("CellAggregate", record))
+        add_record(rows, name, decoded)
+    async with (
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        await write_rows(conn, rows.tables())

@@ -23,6 +23,7 @@ EXPECTED = {
     "bruit-horaire": ("noise_hourly", True),
     "bruit-lden-journalier": ("noise_daily", False),
     "qualite-air-horaire": ("air_hourly", True),
+    "qualite-air-carte-pm25": ("air_cells_pm25", True),
     "comptage-mobilites-sites": ("mobility_sites", False),
     "comptage-mobilites-canaux": ("mobility_channels", False),
     "comptage-mobilites-mesures": ("mobility_measures", True),

@@ -338,7 +338,8 @@ async def test_results_stored_before_the_migration_get_their_slots(
             await migrations.migrate(conn)
             await write_windows(conn, WINDOWS)
             monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
-            assert [m.version for m in await migrations.migrate(conn)] == [3]
+            # 0003, and the migrations after it.
+            assert next(m.version for m in await migrations.migrate(conn)) == 3
             await sync_registry(conn, REGISTRY)
         rows = await rows_of(db_url, "comptage-mobilites-mesures", "channel_id, start_datetime")
         channels = await rows_of(db_url, "comptage-mobilites-canaux", "channel_id")

@@ -23,6 +23,7 @@ from citysense.settings import Settings
 from sinks.opendata._routes_page import PAGE_FILES
 from sinks.opendata._routes_page import router as page_router
 from sinks.opendata._state import ApiError
+from tests.sinks.opendata._db import cell, write_cells
 from tests.sinks.opendata._live_db import (
     LiveDb,
     api_pool,
@@ -221,4 +222,76 @@ async def test_the_page_shows_each_sites_values_and_updates_them_live(db: LiveDb
         finally:
             await browser.close()
     # No script error and no Content-Security-Policy violation (both are console errors).
+    assert errors == []
+
+
+#: A 3 x 3 block of 100 m cells around Châtelet, each with its band (1-6, and a 4 twice).
+MAP_BANDS = [[1, 2, 3], [4, 5, 6], [4, 2, 1]]
+MAP_NORTH, MAP_EAST = 2_889_400, 3_760_700
+#: The EEA index legend's colours of bands 1-6 (as in the page's EAQI table).
+EEA_COLOURS = ["#50f0e6", "#50ccaa", "#f0e641", "#ff5050", "#960032", "#7d2181"]
+
+
+def _map_cell(row: int, column: int) -> str:
+    return f"CRS3035RES100mN{MAP_NORTH + 100 * row}E{MAP_EAST + 100 * column}"
+
+
+@pytest.mark.integration
+async def test_the_page_maps_the_newest_hour_of_pm25_cells_and_follows_it_live(
+    db: LiveDb,
+) -> None:
+    newest = hour(-2)
+    cells = [
+        cell(_map_cell(r, c), newest, 3600, 10.0 * band, band=band)
+        for r, bands in enumerate(MAP_BANDS)
+        for c, band in enumerate(bands)
+    ]
+    # An older hour's cell and a quarter hour of the newest: neither is on the hourly map.
+    cells.append(cell(_map_cell(5, 5), hour(-1), 3600, 99.0, band=6))
+    cells.append(cell(_map_cell(6, 6), newest, 900, 99.0, band=6))
+    await write_cells(db.owner_url, cells)
+    errors: list[str] = []
+    async with (
+        api_pool(db) as pool,
+        serve(live_app(publication_for(pool))) as base,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            await _open(page, f"{base}/", errors)
+            shapes = page.locator("#map-svg polygon.cell")
+            await expect(page.locator("#map")).to_be_visible(timeout=_WAIT_MS)
+            await expect(shapes).to_have_count(9, timeout=_WAIT_MS)
+            for r, bands in enumerate(MAP_BANDS):
+                for c, band in enumerate(bands):
+                    shape = page.locator(f'#map-svg polygon[data-cell="{_map_cell(r, c)}"]')
+                    await expect(shape).to_have_attribute("fill", EEA_COLOURS[band - 1])
+                    await expect(shape).to_have_attribute("data-band", str(band))
+            # North is up and east is right: the cell north-east of the block's south-west one
+            # is drawn above and to its right.
+            south_west = await page.locator(
+                f'#map-svg polygon[data-cell="{_map_cell(0, 0)}"]'
+            ).bounding_box()
+            north_east = await page.locator(
+                f'#map-svg polygon[data-cell="{_map_cell(2, 2)}"]'
+            ).bounding_box()
+            assert south_west is not None
+            assert north_east is not None
+            assert north_east["x"] > south_west["x"]
+            assert north_east["y"] < south_west["y"]
+            await expect(page.locator("#map-legend li")).to_have_count(6)
+            await expect(page.locator("#map-when")).to_contain_text("9 carreaux")
+            await page.locator("#map").screenshot(path=str(_artifacts() / "display-map.png"))
+
+            # Live: a late cell of the same hour joins; a newer hour replaces the map.
+            await write_cells(db.owner_url, [cell(_map_cell(3, 3), newest, 3600, 30.0, band=3)])
+            await expect(shapes).to_have_count(10, timeout=_WAIT_MS)
+            await write_cells(db.owner_url, [cell(_map_cell(0, 0), hour(-3), 3600, 12.0, band=2)])
+            await expect(shapes).to_have_count(1, timeout=_WAIT_MS)
+            await expect(shapes.first).to_have_attribute("fill", EEA_COLOURS[1])
+        finally:
+            await browser.close()
     assert errors == []
