@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,8 +32,13 @@ def test_the_generated_configuration_is_valid_for_promtool(tmp_path: Path) -> No
 
 def _active_targets(prometheus_port: int) -> list[dict[str, object]]:
     url = f"http://127.0.0.1:{prometheus_port}/api/v1/targets"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:  # still starting (loading its rules, replaying its WAL)
+            return []
+        raise
     targets: list[dict[str, object]] = body["data"]["activeTargets"]
     return targets
 
