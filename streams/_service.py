@@ -44,7 +44,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
 from citysense.registry import Registry
@@ -319,13 +319,28 @@ class _StageRunner:
 
     async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
         """Partitions the consumer is behind on are not idle (see :mod:`streams._watermark`):
-        their end offset, from the last fetch, is beyond the next offset to read."""
+        their end offset, from the last fetch, is beyond the next offset to read.
+
+        Called right after each poll, before the polled records are judged, with that poll's
+        clock reading: a partition whose records are already fetched but not yet handed out
+        (``getmany`` hands out at most ``max_poll_records``) is not idle, however long this
+        loop was kept from polling (a slow flush, a busy process). Judged with the clock of the
+        previous round, such a partition looked idle after one slow round, the others moved
+        the watermark past its records, and they all went to the late topic."""
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
+            if end is None:  # no fetch answered yet
+                self.busy(tp, now_s)
+                continue
             position = self.positions.get(tp)
-            # No fetch answered yet, or records left to read. A partition that has delivered
-            # nothing in this process stays subject to the idle timeout from its assignment.
-            if end is None or (position is not None and position < end):
+            if position is None:
+                # Nothing handed out in this process yet: the consumer's own position (known
+                # without a request once a fetch has answered, as ``end`` shows).
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:  # revoked meanwhile by a rebalance
+                    continue
+            if position < end:
                 self.busy(tp, now_s)
 
     async def run(self) -> None:
@@ -337,6 +352,7 @@ class _StageRunner:
                 timeout_ms=_POLL_MS, max_records=service.settings.aggregate.max_poll_records
             )
             now = time.monotonic()
+            await self.mark_busy(consumer, now)
             for tp, records in batches.items():
                 if records:
                     await self.handle(tp, records, now)

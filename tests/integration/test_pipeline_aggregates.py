@@ -47,6 +47,7 @@ from simulators import Fleet, Publisher
 from sinks.opendata import PublishService, default_catalog
 from sinks.timescale import TimescaleSink
 from streams import AggregateService, WindowStage
+from streams import _metrics as metrics
 from streams._columns import extract
 from streams._indicators import PARIS
 from tests.streams._records import Polled, noise
@@ -162,9 +163,10 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
         for component in reversed(components):
             await component.stop()
     # A whole local day of minutes and hours for the site (plus the 20 minutes after).
-    assert sizes[60] >= 24 * 60
-    assert sizes[3600] >= 24
-    assert sizes[900] >= 96
+    why = _late_so_far()
+    assert sizes[60] >= 24 * 60, why
+    assert sizes[3600] >= 24, why
+    assert sizes[900] >= 96, why
     daily = await _rows(
         own_settings,
         "SELECT key, indicators, bucket FROM noise_aggregates "
@@ -190,6 +192,17 @@ async def test_simulated_day_fills_minute_hour_and_daily_aggregates(own_settings
     )
     assert traffic_daily
     assert all(entry["count"] >= 0 for row in traffic_daily for entry in row[0] or [])
+
+
+def _late_so_far() -> str:
+    """The aggregator's late-record counters, to say why windows are missing when some are."""
+    counts = {
+        (sample.labels["kind"], sample.labels["reason"]): sample.value
+        for metric in metrics.LATE_RECORDS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+    return f"late records so far (kind, reason): {counts}"
 
 
 async def _follow_live(url: str, seen: dict[tuple[str, datetime], float]) -> None:
