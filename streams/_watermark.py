@@ -50,31 +50,42 @@ class Watermarks:
         self._idle_s = idle_timeout_s
         self._partitions: dict[object, _Partition] = {}
         self._floor = NO_WATERMARK
+        #: (now_s, result) of the last :meth:`current`, dropped by every change of a partition:
+        #: the rollup asks once per input record, mostly with nothing changed in between.
+        self._cached: tuple[float, int] | None = None
 
     def assign(self, partition: object, now_s: float) -> None:
         """A partition joins; it holds the watermark back until it is idle or delivers."""
-        self._partitions.setdefault(partition, _Partition(NO_WATERMARK, now_s))
+        if partition not in self._partitions:
+            self._partitions[partition] = _Partition(NO_WATERMARK, now_s)
+            self._cached = None
 
     def revoke(self, partition: object) -> None:
-        self._partitions.pop(partition, None)
+        if self._partitions.pop(partition, None) is not None:
+            self._cached = None
 
     def observe(self, partition: object, max_event_us: int, now_s: float) -> None:
         """``partition`` delivered records whose largest event time is ``max_event_us``."""
         state = self._partitions.get(partition)
         if state is None:
             self._partitions[partition] = _Partition(max_event_us, now_s)
+            self._cached = None
             return
         if max_event_us > state.max_event_us:
             state.max_event_us = max_event_us
-        state.last_active_s = now_s
+            self._cached = None
+        if state.last_active_s != now_s:
+            state.last_active_s = now_s
+            self._cached = None
 
     def busy(self, partition: object, now_s: float) -> None:
         """``partition`` still has records to deliver (the consumer is behind its end): it is
         not idle, however long since it delivered (a consumer catching up a backlog may not
         fetch every partition every few seconds)."""
         state = self._partitions.get(partition)
-        if state is not None:
+        if state is not None and state.last_active_s != now_s:
             state.last_active_s = now_s
+            self._cached = None
 
     def partition_watermark(self, partition: object) -> int:
         state = self._partitions.get(partition)
@@ -88,6 +99,9 @@ class Watermarks:
 
     def current(self, now_s: float) -> int:
         """The consumer's watermark: never decreases, whatever the partitions do."""
+        cached = self._cached
+        if cached is not None and cached[0] == now_s:
+            return cached[1]
         active = [
             self.partition_watermark(p)
             for p, state in self._partitions.items()
@@ -100,9 +114,11 @@ class Watermarks:
             candidate = max(known, default=NO_WATERMARK)
         if candidate > self._floor:
             self._floor = candidate
+        self._cached = (now_s, self._floor)
         return self._floor
 
     def restore(self, watermark_us: int) -> None:
         """Start from a watermark reached before a restart (it only ever moves forward)."""
         if watermark_us > self._floor:
             self._floor = watermark_us
+            self._cached = None
