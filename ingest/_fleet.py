@@ -12,19 +12,29 @@ device in a noisy street loses now and then. Low battery is below 20 %: a projec
 primary cells hold their voltage until late in discharge, so the reported percentage falls fast
 at the end), early enough to plan a round of replacements.
 
-Wiring (one call per accepted measurement, one refresh every few seconds): see
-:class:`FleetHealth`.
+Wiring, kept off ingest's hot path: per accepted measurement ingest only stores the measurement
+in :attr:`FleetHealth.heard` under its sensor id (a dict store, nothing allocated); every
+``ingest.fleet_refresh_s`` a supervised task (:func:`run_fleet_refresh`) takes those latest
+measurements, feeds the RSSI/SNR histograms and the last-seen and battery tables from them, and
+recomputes the gauges. A sensor that sent twice within one refresh period has its latest uplink
+in the histograms only: with the default 5 s period and registry intervals of a minute or more,
+that is every uplink of a healthy fleet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge, Histogram
 
 from citysense.registry import Registry, Sensor
+
+if TYPE_CHECKING:
+    from ingest._router import Accepted
 
 __all__ = [
     "LOW_BATTERY",
@@ -35,6 +45,7 @@ __all__ = [
     "FleetCounts",
     "FleetHealth",
     "fleet_counts",
+    "run_fleet_refresh",
 ]
 
 #: Site label of sensors the registry places nowhere.
@@ -107,9 +118,9 @@ def fleet_counts(
 class FleetHealth:
     """Per-sensor last-seen and battery, published as the bounded gauges above.
 
-    Hook: ingest calls :meth:`observe` for every accepted measurement of a registered sensor
-    (a dict store and two histogram observations, no allocation per call beyond the float) and
-    :meth:`refresh` from a periodic task (every scrape interval is enough).
+    Hook: ingest stores each accepted measurement in :attr:`heard` (``heard[sensor_id] =
+    accepted``) and a periodic task calls :meth:`take_heard` then :meth:`refresh`
+    (:func:`run_fleet_refresh`); :meth:`observe` is the same for one measurement's parts.
     """
 
     def __init__(self, registry: Registry, *, clock: float | None = None) -> None:
@@ -117,6 +128,26 @@ class FleetHealth:
         self._since = time.time() if clock is None else clock
         self._last_seen: dict[str, float] = {}
         self._battery: dict[str, float] = {}
+        #: The latest accepted measurement per sensor id since the last :meth:`take_heard`.
+        self.heard: dict[str, Accepted] = {}
+
+    def take_heard(self) -> int:
+        """Observe the measurements in :attr:`heard` and empty it; returns how many."""
+        heard = self.heard
+        if not heard:
+            return 0
+        self.heard = {}
+        for sensor_id, accepted in heard.items():
+            source = accepted.source
+            self.observe(
+                sensor_id,
+                accepted.decoded.kind,
+                received_at=accepted.received_at.timestamp(),
+                battery_pct=accepted.decoded.values.get("battery_pct"),
+                rssi_dbm=source.rssi,
+                snr_db=source.snr,
+            )
+        return len(heard)
 
     def observe(
         self,
@@ -152,3 +183,14 @@ class FleetHealth:
             SILENT.labels(kind, site).set(c.silent)
             LOW_BATTERY.labels(kind, site).set(c.low_battery)
         return counts
+
+
+async def run_fleet_refresh(fleet: FleetHealth, interval_s: float) -> None:
+    """Take what ingest heard and refresh the gauges every ``interval_s``, until cancelled.
+
+    The first refresh is immediate, so ``/metrics`` shows every (kind, site) from the start.
+    """
+    while True:
+        fleet.take_heard()
+        fleet.refresh()
+        await asyncio.sleep(interval_s)

@@ -319,14 +319,24 @@ class _StageRunner:
 
     async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
         """Partitions the consumer is behind on are not idle (see :mod:`streams._watermark`):
-        their end offset, from the last fetch, is beyond the next offset to read."""
+        their end offset, from the last fetch, is beyond the next offset to read.
+
+        The same numbers give the consumer lag per topic (``citysense_aggregate_consumer_lag_
+        records``, what the autoscaler and the lag panel read); a partition not fetched yet
+        counts in neither.
+        """
+        lag: dict[str, int] = {}
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             position = self.positions.get(tp)
+            if end is not None and position is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
             # No fetch answered yet, or records left to read. A partition that has delivered
             # nothing in this process stays subject to the idle timeout from its assignment.
             if end is None or (position is not None and position < end):
                 self.busy(tp, now_s)
+        for topic, value in lag.items():
+            metrics.CONSUMER_LAG.labels(self.name, topic).set(value)
 
     async def run(self) -> None:
         consumer = self.consumer

@@ -292,6 +292,8 @@ class Stack:
                     f"max_queued_messages {self.mqtt_max_queued_messages}",
                     "max_queued_bytes 0",
                     "max_inflight_messages 1000",
+                    # $SYS every 10 s: ingest reads the store's queue depth from it.
+                    "sys_interval 10",
                     "set_tcp_nodelay true",
                     "log_dest stdout",
                     "log_type error",
