@@ -19,7 +19,7 @@ import schemas
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
-from citysense.settings import Settings
+from citysense.settings import IngestSettings, Settings
 from ingest._broker import SYS_TOPICS, observe_sys_message
 from ingest._fleet import FleetHealth, run_fleet_refresh
 from ingest._kafka import KafkaBatcher
@@ -28,7 +28,7 @@ from ingest._mqtt import MqttListener
 from ingest._records import accepted_kafka_record, dead_letter_record
 from ingest._router import Accepted, Incoming, Rejected, Router
 
-__all__ = ["IngestService"]
+__all__ = ["IngestService", "broker_subscriptions"]
 
 log = logging.getLogger("citysense.ingest")
 
@@ -46,6 +46,15 @@ _FAMILIES = {
     "": "other",
 }
 _ROUTES = {**_FAMILIES, _SYS: _SYS}
+
+
+def broker_subscriptions(ingest: IngestSettings, index: int) -> list[str]:
+    """The topics ingest subscribes to on broker ``index`` (0: ``settings.mqtt``): the uplinks,
+    and on the first broker Mosquitto's queue depth (the gauges have no broker label)."""
+    topics = ingest.subscriptions()
+    if index == 0 and ingest.broker_stats:
+        topics += SYS_TOPICS
+    return topics
 
 
 def _family(topic: str) -> str:
@@ -130,14 +139,10 @@ class IngestService:
             brokers = [self._settings.mqtt, *ingest.extra_brokers]
             for index, broker in enumerate(brokers):
                 client_id = f"{broker.client_id}{self._client_id_suffix}"
-                subscriptions = ingest.subscriptions()
-                if index == 0 and ingest.broker_stats:
-                    # The queue depth of the first broker (the gauges have no broker label).
-                    subscriptions += SYS_TOPICS
                 listener = MqttListener(
                     broker,
                     client_id=client_id,
-                    subscriptions=subscriptions,
+                    subscriptions=broker_subscriptions(ingest, index),
                     receive_maximum=ingest.max_inflight,
                     handler=self.handle,
                     lifecycle=lifecycle,
