@@ -269,6 +269,8 @@ class Stack:
             "# The pipeline's own user reads and writes everything.\n"
             f"user {MQTT_USER}\n"
             "topic readwrite #\n"
+            "# '#' does not cover $SYS: ingest reads the store's queue depth there.\n"
+            "topic read $SYS/broker/store/#\n"
             "# Any other user is a gateway: it may publish only under its own name, which is how\n"
             "# ingest trusts the gateway segment of gateways/<gateway>/sensors/<id>/up.\n"
             "pattern write gateways/%u/#\n"
