@@ -666,7 +666,7 @@ class TimescaleSink:
                         commit_started = time.perf_counter()
                         await conn.commit()
                         metrics.COMMIT_DURATION.observe(time.perf_counter() - commit_started)
-                    observe_committed_rows(tables, written, time.time())
+                        observe_committed_rows(tables, written, time.time())
                     break
                 except psycopg.Error as exc:
                     if not is_poison(exc):
