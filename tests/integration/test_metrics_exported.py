@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from citysense.ops import collect_metrics, metric_modules
 from citysense.settings import Settings
 from citysense.stack import free_port
+from sinks.timescale import migrate
 from tests._lifecycle import ROOT, clean_env, probe
 from tests.sinks._helpers import fresh_database, wait_until
 
@@ -155,6 +157,12 @@ async def test_every_catalogue_metric_is_exported_by_a_running_pipeline(
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     async with fresh_database(settings) as db:
+        # Migrated first, as `citysense db migrate` does before a deployment: `citysense run`
+        # starts the publication API while the sink migrates in its background task, and the
+        # API refuses to start on a database without its views.
+        url = db.database.url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
         env = clean_env(
             CITYSENSE_HTTP_PORT=str(port),
             CITYSENSE_PUBLISH_PORT=str(free_port()),
@@ -163,7 +171,7 @@ async def test_every_catalogue_metric_is_exported_by_a_running_pipeline(
             CITYSENSE_MQTT_CLIENT_ID=f"metrics-{tag}",
             CITYSENSE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
             CITYSENSE_KAFKA_IDEMPOTENCE="false",
-            CITYSENSE_DATABASE_URL=db.database.url.get_secret_value(),
+            CITYSENSE_DATABASE_URL=url,
             CITYSENSE_SINK_GROUP_ID=f"metrics-sink-{tag}",
             CITYSENSE_SINK_BATCH_MAX_WAIT_S="0.2",
             CITYSENSE_AGGREGATE_GROUP_ID=f"metrics-aggregate-{tag}",
