@@ -39,7 +39,7 @@ async def test_lag_is_summed_per_stage_and_topic_over_the_fetched_partitions() -
     # in neither the lag nor as read. air: position unknown (nothing read in this process).
     runner.positions = {noise[0]: 40, noise[1]: 50, noise[2]: 7}
     consumer = _Consumer({noise[0]: 100, noise[1]: 50, noise[2]: None, air: 30})
-    await runner.mark_busy(consumer, 0.0)  # type: ignore[arg-type]
+    await runner.mark_busy(consumer, 0.0)
     value = REGISTRY.get_sample_value
     assert (
         value(
@@ -55,7 +55,7 @@ async def test_lag_is_summed_per_stage_and_topic_over_the_fetched_partitions() -
     assert runner.busy_partitions == {noise[0], noise[2]}
     # Caught up: the gauge goes back to 0.
     runner.positions[noise[0]] = 100
-    await runner.mark_busy(consumer, 0.0)  # type: ignore[arg-type]
+    await runner.mark_busy(consumer, 0.0)
     assert (
         value(
             "citysense_aggregate_consumer_lag_records", {"stage": "lagtest", "topic": "lag.noise"}
