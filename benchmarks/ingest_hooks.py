@@ -16,7 +16,8 @@ single runs vary by more than the hook costs):
 The refresh task's own work (the RSSI/SNR histograms of what was heard, the silent and
 low-battery counts over the registry) runs once every ``fleet_refresh_s`` (5 s), not per
 message; it is timed per call here and spread over the messages of 5 s at 20,000 msg/s (the
-ingest target of issue 4).
+ingest target of issue 4), and timed again for a city-sized registry (``CITY_SENSORS``), as it
+walks the whole registry on ingest's event loop.
 
 The garbage collector is set as the stages run it. Whether the hot modules run compiled (``make
 native``) is printed with the results.
@@ -32,6 +33,7 @@ from typing import Any
 
 from benchmarks import table
 from benchmarks.decode_encode import _compiled, fleet_samples
+from citysense.registry import Registry
 from citysense.runtime import GC_YOUNG_THRESHOLD
 from citysense.settings import IngestSettings, Settings
 from ingest import Incoming, IngestService
@@ -45,6 +47,8 @@ READ_BUDGET = 64
 #: The rate over which one refresh is spread (ingest's target, issue 4) and the refresh period.
 RATE = 20_000
 REFRESH_S = 5.0
+#: Registered sensors of a city, for the refresh's cost (it walks the whole registry).
+CITY_SENSORS = 20_000
 
 
 class _NullBatcher:
@@ -97,6 +101,35 @@ def _refresh_us(fleet: FleetHealth, service: IngestService, messages: Sequence[I
     return statistics.median(timings)
 
 
+def _city_refresh_ms(service: IngestService) -> float:
+    """ms of CPU for one refresh with ``CITY_SENSORS`` registered sensors, the twelfth of them
+    heard since the last one (a 60 s reporting interval, a 5 s refresh period): the nation
+    sensors repeated under new ids, each heard with one of the nation's measurements."""
+    fleet = service._fleet
+    assert fleet is not None
+    registry = fleet._registry
+    base = list(registry.sensors.values())
+    sensors = [
+        base[i % len(base)].model_copy(
+            update={"id": f"{base[i % len(base)].id}-{i}", "dev_eui": None}
+        )
+        for i in range(CITY_SENSORS)
+    ]
+    accepted = list(fleet.heard.values())
+    assert accepted, "the nation's measurements were taken already"
+    city = FleetHealth(Registry(sensors, list(registry.sites.values())))
+    timings = []
+    for _ in range(REPETITIONS):
+        city.heard = {
+            s.id: accepted[i % len(accepted)] for i, s in enumerate(sensors[: CITY_SENSORS // 12])
+        }
+        started = time.process_time()
+        city.take_heard()
+        city.refresh()
+        timings.append((time.process_time() - started) * 1e3)
+    return statistics.median(timings)
+
+
 def main() -> dict[str, Any]:
     thresholds = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
@@ -129,6 +162,9 @@ def _main() -> dict[str, Any]:
     fleet = services["on"]._fleet
     assert fleet is not None
     refresh = _refresh_us(fleet, services["on"], messages)
+    for incoming in messages[:2_000]:  # every nation sensor heard once, for the city's copies
+        services["on"].handle(incoming, _nothing)
+    city_ms = _city_refresh_ms(services["on"])
     refresh_per_message = refresh / (RATE * REFRESH_S)
     sensors = len(fleet._registry.sensors)
     print(
@@ -148,7 +184,8 @@ def _main() -> dict[str, Any]:
         f"hook: {hook:+.3f} µs per message (median of paired differences, "
         f"{hook / off * 100:+.1f} %); one refresh "
         f"({sensors} sensors): {refresh:.0f} µs, {refresh_per_message:.4f} µs per message at "
-        f"{RATE:,} msg/s every {REFRESH_S:g} s"
+        f"{RATE:,} msg/s every {REFRESH_S:g} s; at {CITY_SENSORS:,} sensors: {city_ms:.1f} ms "
+        f"(the event loop is held that long every {REFRESH_S:g} s)"
     )
     return {
         "messages": MESSAGES,
@@ -161,6 +198,8 @@ def _main() -> dict[str, Any]:
         "refresh_us": refresh,
         "refresh_us_per_message": refresh_per_message,
         "sensors": sensors,
+        "city_sensors": CITY_SENSORS,
+        "city_refresh_ms": city_ms,
         "comparisons": [
             {
                 "figure": "ingest handle, fleet-health hook on",
