@@ -280,6 +280,20 @@ class _StageRunner:
             cut += 1
         return records[:cut], records[cut:], resume.watermark
 
+    def update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """``citysense_aggregate_consumer_lag_records`` per topic: the end offset of the last
+        fetch minus the next offset to read, summed over the partitions this process holds
+        (what the autoscaler and the lag panel read); a partition not fetched or not read yet
+        in this process counts in no sum."""
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = self.positions.get(tp)
+            if end is not None and position is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
+        for topic, value in lag.items():
+            metrics.CONSUMER_LAG.labels(self.name, topic).set(value)
+
     async def commit(self, *, force: bool = False) -> None:
         """Commit, per partition, the lowest offset kept windows need.
 
@@ -319,24 +333,14 @@ class _StageRunner:
 
     async def mark_busy(self, consumer: AIOKafkaConsumer, now_s: float) -> None:
         """Partitions the consumer is behind on are not idle (see :mod:`streams._watermark`):
-        their end offset, from the last fetch, is beyond the next offset to read.
-
-        The same numbers give the consumer lag per topic (``citysense_aggregate_consumer_lag_
-        records``, what the autoscaler and the lag panel read); a partition not fetched yet
-        counts in neither.
-        """
-        lag: dict[str, int] = {}
+        their end offset, from the last fetch, is beyond the next offset to read."""
         for tp in consumer.assignment():
             end = consumer.highwater(tp)
             position = self.positions.get(tp)
-            if end is not None and position is not None:
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
             # No fetch answered yet, or records left to read. A partition that has delivered
             # nothing in this process stays subject to the idle timeout from its assignment.
             if end is None or (position is not None and position < end):
                 self.busy(tp, now_s)
-        for topic, value in lag.items():
-            metrics.CONSUMER_LAG.labels(self.name, topic).set(value)
 
     async def run(self) -> None:
         consumer = self.consumer
@@ -353,6 +357,7 @@ class _StageRunner:
                     self.positions[tp] = records[-1].offset + 1
             await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
+            self.update_lag(consumer)
             await service.flush()
             await self.commit()
         await self.emit(time.monotonic())
