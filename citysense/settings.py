@@ -279,6 +279,12 @@ class IngestSettings(_Section):
     #: Recent LoRaWAN uplinks remembered to recognise duplicates (several gateways, redelivery).
     duplicate_window: int = Field(default=100_000, ge=0)
     retry_backoff_max_s: float = Field(default=5.0, gt=0, le=300)
+    #: Seconds between two refreshes of the fleet-health gauges (silent and low-battery sensors,
+    #: RSSI/SNR histograms: ``ingest._fleet``); 0 turns fleet health off.
+    fleet_refresh_s: float = Field(default=5.0, ge=0, le=3600)
+    #: Read Mosquitto's queue depth from its ``$SYS`` topics (``ingest._broker``), on the first
+    #: broker; off where the ACL does not let ingest read ``$SYS/broker/store/#``.
+    broker_stats: bool = True
     #: More brokers to subscribe to, each with its own connection settings.
     extra_brokers: tuple[MqttSettings, ...] = ()
     #: Tolerated clock skew of device timestamps ahead of our receive time.

@@ -5,14 +5,19 @@ store up to ``max_queued_messages`` and are then dropped: the queue depth is the
 data loss, and only the broker knows it. Mosquitto publishes it on ``$SYS/broker/store/messages/
 count`` and ``.../bytes`` every ``sys_interval`` seconds (mosquitto(8), "$SYS/broker/store/
 messages/count: the number of messages currently held in the message store, including retained
-messages and messages queued for durable clients"). Ingest's user may read ``$SYS/#`` (the
-stack's ACL gives it ``#``; production ACLs must add ``topic read $SYS/broker/store/#``).
+messages and messages queued for durable clients"). Ingest's user must be allowed to read them:
+an ACL's ``topic readwrite #`` does not cover ``$SYS`` topics (with Mosquitto 2.0 such a user
+receives nothing on ``$SYS/#``), so both the embedded stack's ACL and ``citysense mqtt acl`` add
+``topic read $SYS/broker/store/#``.
 
 Hook: ingest subscribes to :data:`SYS_TOPICS` and passes each such message to
-:func:`observe_sys_message` instead of the router.
+:func:`observe_sys_message` instead of the router. Until the first one arrives the gauges are
+NaN, not 0: an unknown queue depth must not read as an empty queue.
 """
 
 from __future__ import annotations
+
+import math
 
 from prometheus_client import Gauge
 
@@ -28,6 +33,8 @@ STORED_BYTES = Gauge(
 )
 SYS_TOPICS = ("$SYS/broker/store/messages/count", "$SYS/broker/store/messages/bytes")
 _GAUGES = dict(zip(SYS_TOPICS, (STORED_MESSAGES, STORED_BYTES), strict=True))
+for _gauge in _GAUGES.values():
+    _gauge.set(math.nan)
 
 
 def observe_sys_message(topic: str, payload: bytes) -> bool:

@@ -12,19 +12,29 @@ device in a noisy street loses now and then. Low battery is below 20 %: a projec
 primary cells hold their voltage until late in discharge, so the reported percentage falls fast
 at the end), early enough to plan a round of replacements.
 
-Wiring (one call per accepted measurement, one refresh every few seconds): see
-:class:`FleetHealth`.
+Wiring, kept off ingest's hot path: per accepted measurement ingest only stores the measurement
+in :attr:`FleetHealth.heard` under its sensor id (a dict store, nothing allocated); every
+``ingest.fleet_refresh_s`` a supervised task (:func:`run_fleet_refresh`) takes those latest
+measurements, feeds the RSSI/SNR histograms and the last-seen and battery tables from them, and
+recomputes the gauges. A sensor that sent twice within one refresh period has its latest uplink
+in the histograms only: with the default 5 s period and registry intervals of a minute or more,
+that is every uplink of a healthy fleet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge, Histogram
 
 from citysense.registry import Registry, Sensor
+
+if TYPE_CHECKING:
+    from ingest._router import Accepted
 
 __all__ = [
     "LOW_BATTERY",
@@ -35,6 +45,7 @@ __all__ = [
     "FleetCounts",
     "FleetHealth",
     "fleet_counts",
+    "run_fleet_refresh",
 ]
 
 #: Site label of sensors the registry places nowhere.
@@ -89,27 +100,32 @@ def fleet_counts(
     silence_factor: float = 3.0,
     low_battery_pct: float = 20.0,
 ) -> dict[tuple[str, str], FleetCounts]:
-    """Counts per (kind, site). A sensor not heard from at all counts from ``since`` (start)."""
-    out: dict[tuple[str, str], FleetCounts] = {}
+    """Counts per (kind, site). A sensor not heard from at all counts from ``since`` (start).
+
+    Runs over the whole registry at each refresh (tens of thousands of sensors in a city), on
+    ingest's event loop: plain integer counters per key, nothing allocated per sensor.
+    """
+    totals: dict[tuple[str, str], list[int]] = {}
     for sensor in sensors:
         key = (sensor.kind, sensor.site or NO_SITE)
-        counts = out.get(key, FleetCounts())
-        heard = last_seen.get(sensor.id, since)
-        silent = now - heard > silence_factor * sensor.interval_s
+        row = totals.get(key)
+        if row is None:
+            row = totals[key] = [0, 0, 0]
+        row[0] += 1
+        if now - last_seen.get(sensor.id, since) > silence_factor * sensor.interval_s:
+            row[1] += 1
         battery = battery_pct.get(sensor.id)
-        low = battery is not None and battery < low_battery_pct
-        out[key] = FleetCounts(
-            counts.sensors + 1, counts.silent + int(silent), counts.low_battery + int(low)
-        )
-    return out
+        if battery is not None and battery < low_battery_pct:
+            row[2] += 1
+    return {key: FleetCounts(*row) for key, row in totals.items()}
 
 
 class FleetHealth:
     """Per-sensor last-seen and battery, published as the bounded gauges above.
 
-    Hook: ingest calls :meth:`observe` for every accepted measurement of a registered sensor
-    (a dict store and two histogram observations, no allocation per call beyond the float) and
-    :meth:`refresh` from a periodic task (every scrape interval is enough).
+    Hook: ingest stores each accepted measurement in :attr:`heard` (``heard[sensor_id] =
+    accepted``) and a periodic task calls :meth:`take_heard` then :meth:`refresh`
+    (:func:`run_fleet_refresh`); :meth:`observe` is the same for one measurement's parts.
     """
 
     def __init__(self, registry: Registry, *, clock: float | None = None) -> None:
@@ -117,6 +133,28 @@ class FleetHealth:
         self._since = time.time() if clock is None else clock
         self._last_seen: dict[str, float] = {}
         self._battery: dict[str, float] = {}
+        # Histogram children per kind, looked up once: ``labels()`` costs more than ``observe``.
+        self._signal: dict[str, tuple[Histogram, Histogram]] = {}
+        #: The latest accepted measurement per sensor id since the last :meth:`take_heard`.
+        self.heard: dict[str, Accepted] = {}
+
+    def take_heard(self) -> int:
+        """Observe the measurements in :attr:`heard` and empty it; returns how many."""
+        heard = self.heard
+        if not heard:
+            return 0
+        self.heard = {}
+        for sensor_id, accepted in heard.items():
+            source = accepted.source
+            self.observe(
+                sensor_id,
+                accepted.decoded.kind,
+                received_at=accepted.received_at.timestamp(),
+                battery_pct=accepted.decoded.values.get("battery_pct"),
+                rssi_dbm=source.rssi,
+                snr_db=source.snr,
+            )
+        return len(heard)
 
     def observe(
         self,
@@ -133,10 +171,15 @@ class FleetHealth:
             self._last_seen[sensor_id] = received_at
             if battery_pct is not None:
                 self._battery[sensor_id] = battery_pct
+        if rssi_dbm is None and snr_db is None:
+            return
+        children = self._signal.get(kind)
+        if children is None:
+            children = self._signal[kind] = (RSSI.labels(kind), SNR.labels(kind))
         if rssi_dbm is not None:
-            RSSI.labels(kind).observe(rssi_dbm)
+            children[0].observe(rssi_dbm)
         if snr_db is not None:
-            SNR.labels(kind).observe(snr_db)
+            children[1].observe(snr_db)
 
     def refresh(self, now: float | None = None) -> dict[tuple[str, str], FleetCounts]:
         """Recompute the gauges; returns the counts (for logs and tests)."""
@@ -152,3 +195,14 @@ class FleetHealth:
             SILENT.labels(kind, site).set(c.silent)
             LOW_BATTERY.labels(kind, site).set(c.low_battery)
         return counts
+
+
+async def run_fleet_refresh(fleet: FleetHealth, interval_s: float) -> None:
+    """Take what ingest heard and refresh the gauges every ``interval_s``, until cancelled.
+
+    The first refresh is immediate, so ``/metrics`` shows every (kind, site) from the start.
+    """
+    while True:
+        fleet.take_heard()
+        fleet.refresh()
+        await asyncio.sleep(interval_s)

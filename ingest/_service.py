@@ -19,14 +19,16 @@ import schemas
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
-from citysense.settings import Settings
+from citysense.settings import IngestSettings, Settings
+from ingest._broker import SYS_TOPICS, observe_sys_message
+from ingest._fleet import FleetHealth, run_fleet_refresh
 from ingest._kafka import KafkaBatcher
 from ingest._metrics import METRICS
 from ingest._mqtt import MqttListener
 from ingest._records import accepted_kafka_record, dead_letter_record
 from ingest._router import Accepted, Incoming, Rejected, Router
 
-__all__ = ["IngestService"]
+__all__ = ["IngestService", "broker_subscriptions"]
 
 log = logging.getLogger("citysense.ingest")
 
@@ -34,6 +36,8 @@ log = logging.getLogger("citysense.ingest")
 _SAMPLE_EVERY = 64
 
 
+#: The family of Mosquitto's own ``$SYS`` topics: broker statistics, not uplinks.
+_SYS = "$SYS"
 _FAMILIES = {
     "application": "chirpstack",
     "v3": "tts",
@@ -41,10 +45,20 @@ _FAMILIES = {
     "sensors": "direct",
     "": "other",
 }
+_ROUTES = {**_FAMILIES, _SYS: _SYS}
+
+
+def broker_subscriptions(ingest: IngestSettings, index: int) -> list[str]:
+    """The topics ingest subscribes to on broker ``index`` (0: ``settings.mqtt``): the uplinks,
+    and on the first broker Mosquitto's queue depth (the gauges have no broker label)."""
+    topics = ingest.subscriptions()
+    if index == 0 and ingest.broker_stats:
+        topics += SYS_TOPICS
+    return topics
 
 
 def _family(topic: str) -> str:
-    return _FAMILIES.get(topic.split("/", 1)[0], "other")
+    return _ROUTES.get(topic.split("/", 1)[0], "other")
 
 
 class IngestService:
@@ -62,6 +76,9 @@ class IngestService:
     ) -> None:
         self._settings = settings
         self._router = Router(registry, settings.ingest)
+        #: Fleet health (``ingest._fleet``): ``handle`` only stores each accepted measurement
+        #: in ``_heard``; a background task does the rest every ``fleet_refresh_s``.
+        self._fleet = FleetHealth(registry) if settings.ingest.fleet_refresh_s > 0 else None
         self._producer_factory = producer_factory or (
             lambda: kafka_producer(settings.kafka, request_timeout_ms=15_000)
         )
@@ -125,7 +142,7 @@ class IngestService:
                 listener = MqttListener(
                     broker,
                     client_id=client_id,
-                    subscriptions=ingest.subscriptions(),
+                    subscriptions=broker_subscriptions(ingest, index),
                     receive_maximum=ingest.max_inflight,
                     handler=self.handle,
                     lifecycle=lifecycle,
@@ -136,6 +153,10 @@ class IngestService:
                 await listener.start()  # releases its own client if it fails
                 self._listeners.append(listener)
                 lifecycle.started(f"mqtt listener {listener.name}", listener.stop)
+            if self._fleet is not None:
+                lifecycle.spawn(
+                    run_fleet_refresh(self._fleet, ingest.fleet_refresh_s), name="ingest-fleet"
+                )
         self._running = True
 
     @property
@@ -198,11 +219,16 @@ class IngestService:
         Metrics are counted in ``_pending``; the listener calls :meth:`flush_metrics` after each
         read, and a caller of ``handle`` outside a listener should too.
         """
+        family = _family(incoming.topic)
+        if family is _SYS:
+            observe_sys_message(incoming.topic, incoming.payload)
+            release()
+            return
         self._count += 1
         sample = self._count % _SAMPLE_EVERY == 0
         started = time.perf_counter() if sample else 0.0
         pending = self._pending
-        counter: Any = self._received[_family(incoming.topic)]
+        counter: Any = self._received[family]
         pending[counter] = pending.get(counter, 0) + 1
         batcher = self._batcher
         assert batcher is not None
@@ -215,6 +241,9 @@ class IngestService:
                     return
                 record = accepted_kafka_record(verdict)
                 counter = self._decoded[verdict.decoded.kind]
+                fleet = self._fleet
+                if fleet is not None:
+                    fleet.heard[verdict.sensor_id] = verdict
         except Exception as exc:
             # A fault of ours (a codec or the encoder raising something other than its errors):
             # the message still leaves as a dead letter with its bytes, and its PUBACK is not

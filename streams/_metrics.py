@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "CONSUMER_LAG",
     "DEAD_LETTERS",
     "EMIT_DELAY",
     "GRID_CELLS",
@@ -49,6 +50,12 @@ WATERMARK_DELAY = Gauge(
     "citysense_aggregate_watermark_delay_seconds",
     "Wall clock minus the stage's watermark (event time), per stage and kind.",
     ["stage", "kind"],
+)
+CONSUMER_LAG = Gauge(
+    "citysense_aggregate_consumer_lag_records",
+    "Records in Kafka past the stage's read position (end offset minus next offset to read), "
+    "summed over the partitions assigned to this process, per stage and topic.",
+    ["stage", "topic"],
 )
 OPEN_WINDOWS = Gauge(
     "citysense_aggregate_open_windows",

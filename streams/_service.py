@@ -280,6 +280,20 @@ class _StageRunner:
             cut += 1
         return records[:cut], records[cut:], resume.watermark
 
+    def update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """``citysense_aggregate_consumer_lag_records`` per topic: the end offset of the last
+        fetch minus the next offset to read, summed over the partitions this process holds
+        (what the autoscaler and the lag panel read); a partition not fetched or not read yet
+        in this process counts in no sum."""
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            position = self.positions.get(tp)
+            if end is not None and position is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
+        for topic, value in lag.items():
+            metrics.CONSUMER_LAG.labels(self.name, topic).set(value)
+
     async def commit(self, *, force: bool = False) -> None:
         """Commit, per partition, the lowest offset kept windows need.
 
@@ -359,6 +373,7 @@ class _StageRunner:
                     self.positions[tp] = records[-1].offset + 1
             await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
+            self.update_lag(consumer)
             await service.flush()
             await self.commit()
         await self.emit(time.monotonic())

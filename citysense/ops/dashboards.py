@@ -239,7 +239,11 @@ def _pipeline() -> Dashboard:
             ids,
             "Consumer lag",
             "short",
-            ("sum by (topic) (citysense_sink_consumer_lag_records)", "{{topic}}"),
+            ("sum by (topic) (citysense_sink_consumer_lag_records)", "sink {{topic}}"),
+            (
+                "sum by (stage, topic) (citysense_aggregate_consumer_lag_records)",
+                "aggregate {{stage}} {{topic}}",
+            ),
         )
     )
     d = d.with_panel(

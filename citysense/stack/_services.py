@@ -269,6 +269,8 @@ class Stack:
             "# The pipeline's own user reads and writes everything.\n"
             f"user {MQTT_USER}\n"
             "topic readwrite #\n"
+            "# '#' does not cover $SYS: ingest reads the store's queue depth there.\n"
+            "topic read $SYS/broker/store/#\n"
             "# Any other user is a gateway: it may publish only under its own name, which is how\n"
             "# ingest trusts the gateway segment of gateways/<gateway>/sensors/<id>/up.\n"
             "pattern write gateways/%u/#\n"
@@ -292,6 +294,8 @@ class Stack:
                     f"max_queued_messages {self.mqtt_max_queued_messages}",
                     "max_queued_bytes 0",
                     "max_inflight_messages 1000",
+                    # $SYS every 10 s: ingest reads the store's queue depth from it.
+                    "sys_interval 10",
                     "set_tcp_nodelay true",
                     "log_dest stdout",
                     "log_type error",

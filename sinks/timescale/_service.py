@@ -55,6 +55,7 @@ from citysense.runtime import Lifecycle
 from citysense.settings import Settings, mask_url
 from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
+from sinks.timescale._latency import observe_committed_rows
 from sinks.timescale._migrations import migrate, set_role_passwords
 from sinks.timescale._policies import apply_policies, drop_old_chunks
 from sinks.timescale._registry import sync_registry
@@ -665,6 +666,7 @@ class TimescaleSink:
                         commit_started = time.perf_counter()
                         await conn.commit()
                         metrics.COMMIT_DURATION.observe(time.perf_counter() - commit_started)
+                        observe_committed_rows(tables, written, time.time())
                     break
                 except psycopg.Error as exc:
                     if not is_poison(exc):

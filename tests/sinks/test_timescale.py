@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from citysense.clients import connect_database, kafka_consumer
@@ -681,18 +682,36 @@ async def _terminate_sessions(admin_url: str, database_name: str) -> None:
         )
 
 
+def _latency_count() -> float:
+    """Observations of the end-to-end latency histogram for noise rows so far."""
+    value = REGISTRY.get_sample_value(
+        "citysense_sink_end_to_end_latency_seconds_count", {"kind": "noise"}
+    )
+    return value or 0.0
+
+
+async def _latency_is(expected: float) -> bool:
+    count = _latency_count()
+    assert count <= expected, f"{count} latency observations, {expected} rows"
+    return count == expected
+
+
 async def test_read_only_database_pauses_the_sink_until_it_is_writable_again(
     settings: Settings,
 ) -> None:
+    """Also: the end-to-end latency is observed once per committed row, and the failed
+    transactions in between observe nothing (each of the 299 rows counts once, not per retry)."""
     topic = unique("test.noise")
     config = sink_settings(topic)
     admin_url = settings.database.url.get_secret_value()
+    latency0 = _latency_count()
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
         name = url.rsplit("/", 1)[1]
         async with TimescaleSink(db, config) as sink:
             await produce(settings, topic, framed("NoiseMeasurement", [noise_record("ro", 0)]))
             await wait_until(lambda: _eq(url, 1), 30, "first row")
+            await wait_until(lambda: _latency_is(latency0 + 1), 5, "the first row's latency")
             async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
                 await conn.execute(
                     f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
@@ -705,11 +724,13 @@ async def test_read_only_database_pauses_the_sink_until_it_is_writable_again(
             )
             await wait_until(lambda: _not_ready(sink), 15, "sink not ready")
             assert await count(url, "noise_measurements") == 1
+            assert _latency_count() == latency0 + 1
             async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
                 await conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
             await _terminate_sessions(admin_url, name)
             await wait_until(lambda: _eq(url, 300), 30, "every row after the database is writable")
             assert sink.ready()
+            await wait_until(lambda: _latency_is(latency0 + 300), 5, "every row's latency")
 
 
 async def test_apache_retention_drops_old_chunks_only(settings: Settings) -> None:
