@@ -133,6 +133,7 @@ def stack_env() -> None:
 def run() -> None:
     """Run every stage in one process (the embedded default) until SIGTERM/SIGINT."""
     from citysense.logs import configure_logging
+    from citysense.runtime import AfterSinkPrepared
     from ingest import IngestService
     from sinks.timescale import TimescaleSink
     from streams import AggregateService
@@ -140,14 +141,16 @@ def run() -> None:
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format, stage="run")
     registry = _registry(settings)
-    # Start order is drain order reversed: the sink starts first (it migrates the database the
-    # API reads) and stops last; the API stops just before it, the aggregator after ingest.
+    sink = TimescaleSink(settings, settings.sink, registry)
+    # Start order is drain order reversed: the sink starts first and stops last; the API stops
+    # just before it, the aggregator after ingest. The API starts once the sink has migrated
+    # the database (on a fresh one, its views do not exist before).
     _run_stage(
         settings,
         "run",
         [
-            TimescaleSink(settings, settings.sink, registry),
-            *_publication(settings),
+            sink,
+            *(AfterSinkPrepared(c, sink) for c in _publication(settings)),
             AggregateService(settings, registry),
             IngestService(settings, registry),
         ],

@@ -36,6 +36,7 @@ from citysense.errors import StartupError
 from citysense.settings import HttpSettings, Settings
 
 __all__ = [
+    "AfterSinkPrepared",
     "Component",
     "HealthServer",
     "Lifecycle",
@@ -66,6 +67,38 @@ class Component(Protocol):
 
     async def wait_failed(self) -> None:
         """Returns (or raises) only when the component has failed beyond recovery."""
+
+
+class _Preparing(Protocol):
+    async def wait_prepared(self) -> None: ...
+
+
+class AfterSinkPrepared:
+    """``component``, started only once ``sink`` has prepared the database it reads.
+
+    In one process (``citysense run``) the publication API starts right after the sink, whose
+    migrations run in its background task: on a fresh database the API's views would not exist
+    yet when it checks them. Everything else is ``component``'s own.
+    """
+
+    def __init__(self, component: Component, sink: _Preparing) -> None:
+        self._component = component
+        self._sink = sink
+        self.name = component.name
+
+    async def start(self) -> None:
+        log.info("waiting for the database to be prepared", extra={"component": self.name})
+        await self._sink.wait_prepared()
+        await self._component.start()
+
+    async def stop(self) -> None:
+        await self._component.stop()
+
+    def ready(self) -> bool:
+        return self._component.ready()
+
+    async def wait_failed(self) -> None:
+        await self._component.wait_failed()
 
 
 class StageFailedError(Exception):

@@ -51,7 +51,7 @@ from citysense.clients import (
 )
 from citysense.logs import partition_summary
 from citysense.registry import Registry
-from citysense.runtime import Lifecycle
+from citysense.runtime import Lifecycle, StageFailedError
 from citysense.settings import Settings, mask_url
 from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
@@ -237,6 +237,8 @@ class TimescaleSink:
         self._excluded: set[tuple[str, int, int]] = set()
         self._dead_sent: set[tuple[str, int, int]] = set()
         self._prepared = False
+        #: Set once the database is migrated and the registry synced (see :meth:`wait_prepared`).
+        self._prepared_event = asyncio.Event()
         self._failing = False
         self._failures = 0
         self._retry_at = 0.0
@@ -325,6 +327,26 @@ class TimescaleSink:
 
     async def wait_failed(self) -> None:
         await self._lifecycle.wait_failed()
+
+    async def wait_prepared(self, timeout_s: float = 120.0) -> None:
+        """Until the database is migrated, the role passwords set and the registry synced.
+
+        ``citysense run`` starts the publication API after this: on a fresh database the API
+        would otherwise look for its views before the sink's first migration made them. Raises
+        :class:`~citysense.runtime.StageFailedError` if the sink fails first (a migration that
+        cannot apply ends the sink) or the database stays unreachable for ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._prepared_event.is_set():
+            if self._lifecycle.failed or self._stopped:
+                raise StageFailedError(f"{self.name}: {self._lifecycle.failure or 'stopped'}")
+            if time.monotonic() > deadline:
+                raise StageFailedError(
+                    f"{self.name}: the database was not prepared within {timeout_s:g} s "
+                    "(see the sink's log lines above)"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._prepared_event.wait(), 0.2)
 
     async def __aenter__(self) -> TimescaleSink:
         await self.start()
@@ -548,6 +570,7 @@ class TimescaleSink:
         finally:
             await conn.close()
         self._prepared = True
+        self._prepared_event.set()
         metrics.READY.set(1)
         if report is not None and not report.retention_by_jobs and self._maintenance is None:
             self._maintenance = self._lifecycle.spawn(
