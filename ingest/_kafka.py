@@ -311,38 +311,16 @@ def _append_all(
 ) -> int:
     """Append ``batch[start:stop]`` to ``builder`` until it is full; how many records went in.
 
-    aiokafka's ``BatchBuilder.append`` wraps its C record-batch builder (keyword arguments, a
-    serializer check, a clock read per record); with no serializers configured, appending to the
-    C builder directly and setting the count it keeps writes the same bytes.
+    aiokafka's public ``BatchBuilder.append``. (Appending to its C builder ``_builder`` directly,
+    skipping the keyword arguments and the serializer check, gained ingest under 15 % in
+    ``make bench``: removed, docs/runtime.md#fast-paths.)
     """
-    inner = getattr(builder, "_builder", None)
-    offset = getattr(builder, "_relative_offset", None)
-    fast = (
-        type(builder) is BatchBuilder
-        and offset == 0
-        and not builder.closed()
-        and builder._key_serializer is None
-        and builder._value_serializer is None
-        and inner is not None
-    )
-    if not fast or inner is None:
-        for index in range(start, stop):
-            record = batch[index]
-            if (
-                builder.append(
-                    timestamp=timestamp, key=record.key, value=record.value, headers=record.headers
-                )
-                is None
-            ):
-                return index - start
-        return stop - start
-    append = inner.append
-    count = 0
+    append = builder.append
     for index in range(start, stop):
         record = batch[index]
-        if append(count, timestamp, record.key, record.value, record.headers) is None:
-            builder.close()
-            break
-        count += 1
-    builder._relative_offset = count
-    return count
+        if (
+            append(timestamp=timestamp, key=record.key, value=record.value, headers=record.headers)
+            is None
+        ):
+            return index - start
+    return stop - start

@@ -19,7 +19,7 @@ import schemas
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
-from citysense.settings import Settings
+from citysense.settings import FastPath, Settings
 from ingest._kafka import KafkaBatcher
 from ingest._metrics import METRICS
 from ingest._mqtt import MqttListener
@@ -132,6 +132,7 @@ class IngestService:
                     on_read=self.flush_metrics,
                     backoff_max_s=ingest.retry_backoff_max_s,
                     name=f"mqtt-{index}",
+                    fast=self._settings.fast(FastPath.MQTT_READ),
                 )
                 await listener.start()  # releases its own client if it fails
                 self._listeners.append(listener)
