@@ -10,9 +10,10 @@ In one run on a private stack (Mosquitto + Tansu from the project's ``Stack``):
 3. backlog drain: the simulator publishes flat out for ``BACKLOG_S`` while ingest is stopped
    (its persistent session queues the messages, as during an outage), then one ingest process
    drains the backlog with no publisher competing for the cores: ingest's own capacity; run
-   twice, with the ``mqtt-read`` fast path on and off (``CITYSENSE_LEAN``: paho's public
-   ``on_message``), the figure that keeps the fast path only while it makes ingest at least 15 %
-   faster (docs/runtime.md#fast-paths);
+   three times, with every fast path on, with ``mqtt-read`` off (paho's public ``on_message``)
+   and with ``kafka-batch`` off (aiokafka's public ``BatchBuilder.append``), through
+   ``CITYSENSE_LEAN``: the figures that keep each fast path only while it makes ingest at least
+   15 % faster (docs/runtime.md#fast-paths);
 4. latency at 5,000 msg/s: p50/p99 of MQTT receive → Kafka acknowledgement (ingest's sampled
    latency histogram, interpolated within buckets); the rate shown is the load offered (messages
    sent over the paced window), with the counts sent and Kafka-acknowledged beside it;
@@ -42,7 +43,7 @@ import psutil
 
 from benchmarks import table
 from benchmarks.simulator import Broker, Subscriber
-from citysense.settings import MqttSettings
+from citysense.settings import FastPath, MqttSettings
 from citysense.stack import free_port, temporary_stack
 
 DURATION_S = float(os.environ.get("CITYSENSE_BENCH_DURATION_S", "30"))
@@ -271,6 +272,11 @@ def throughput(env: dict[str, str], processes: int) -> dict[str, float]:
         ingest.stop()
 
 
+def _all_but(path: FastPath) -> str:
+    """``CITYSENSE_LEAN`` with every fast path on but ``path``."""
+    return ",".join(other.value for other in FastPath if other is not path)
+
+
 def backlog(env: dict[str, str], lean: str = "1") -> dict[str, float]:
     """Ingest's own capacity, with no publisher competing for the cores: the broker holds a
     backlog for ingest's persistent session (published while ingest was stopped, as after an
@@ -362,7 +368,8 @@ def main() -> dict[str, Any]:
             ceil = ceiling(env)
             runs = [throughput(env, 1), throughput(env, 2)]
             drain = backlog(env)
-            drain_off = backlog(env, lean="0")
+            drain_off = backlog(env, lean=_all_but(FastPath.MQTT_READ))
+            drain_batch_off = backlog(env, lean=_all_but(FastPath.KAFKA_BATCH))
             lat = latency(env)
             soaked = soak(env) if SOAK_MINUTES > 0 else None
     finally:
@@ -400,6 +407,11 @@ def main() -> dict[str, Any]:
                     f"{drain_off['drained']:,.0f} / {drain_off['backlog']:,.0f}",
                 ],
                 ["backlog drain, mqtt-read off: CPU µs per message", drain_off["cpu_us_per_msg"]],
+                ["backlog drain, kafka-batch off: msg/s", drain_batch_off["drain_per_s"]],
+                [
+                    "backlog drain, kafka-batch off: CPU µs per message",
+                    drain_batch_off["cpu_us_per_msg"],
+                ],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p50 ms", lat["p50_ms"]],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p99 ms", lat["p99_ms"]],
                 [
@@ -423,11 +435,14 @@ def main() -> dict[str, Any]:
             ],
         )
     )
-    gain = drain["drain_per_s"] / drain_off["drain_per_s"] - 1 if drain_off["drain_per_s"] else 0.0
-    print(
-        f"fast path mqtt-read (backlog drain): {drain['drain_per_s']:,.0f} msg/s on, "
-        f"{drain_off['drain_per_s']:,.0f} off ({gain:+.0%}; kept at >= +15 %)"
-    )
+    fast_paths: dict[str, dict[str, float]] = {}
+    for name, off in (("mqtt-read", drain_off), ("kafka-batch", drain_batch_off)):
+        gain = drain["drain_per_s"] / off["drain_per_s"] - 1 if off["drain_per_s"] else 0.0
+        fast_paths[name] = {"on": drain["drain_per_s"], "off": off["drain_per_s"], "gain": gain}
+        print(
+            f"fast path {name} (backlog drain): {drain['drain_per_s']:,.0f} msg/s on, "
+            f"{off['drain_per_s']:,.0f} off ({gain:+.0%}; kept at >= +15 %)"
+        )
     target = best["ingest_per_s"] >= 20_000 and ratio >= 0.6 and lat["p99_ms"] < 250
     if soaked is not None:
         target = target and bool(soaked["flat"])
@@ -436,9 +451,8 @@ def main() -> dict[str, Any]:
         "throughput": runs,
         "backlog": drain,
         "backlog_mqtt_read_off": drain_off,
-        "fast_paths": {
-            "mqtt-read": {"on": drain["drain_per_s"], "off": drain_off["drain_per_s"], "gain": gain}
-        },
+        "backlog_kafka_batch_off": drain_batch_off,
+        "fast_paths": fast_paths,
         "latency": lat,
         "soak": soaked,
         "ratio_to_ceiling": ratio,
