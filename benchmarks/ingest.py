@@ -9,7 +9,11 @@ In one run on a private stack (Mosquitto + Tansu from the project's ``Stack``):
    ingest's own ``produced`` counter) over the steady part of the run, and peak RSS;
 3. backlog drain: the simulator publishes flat out for ``BACKLOG_S`` while ingest is stopped
    (its persistent session queues the messages, as during an outage), then one ingest process
-   drains the backlog with no publisher competing for the cores: ingest's own capacity;
+   drains the backlog with no publisher competing for the cores: ingest's own capacity; run
+   three times, with every fast path on, with ``mqtt-read`` off (paho's public ``on_message``)
+   and with ``kafka-batch`` off (aiokafka's public ``BatchBuilder.append``), through
+   ``CITYSENSE_LEAN``: the figures that keep each fast path only while it makes ingest at least
+   15 % faster (docs/runtime.md#fast-paths);
 4. latency at 5,000 msg/s: p50/p99 of MQTT receive → Kafka acknowledgement (ingest's sampled
    latency histogram, interpolated within buckets); the rate shown is the load offered (messages
    sent over the paced window), with the counts sent and Kafka-acknowledged beside it;
@@ -39,7 +43,7 @@ import psutil
 
 from benchmarks import table
 from benchmarks.simulator import Broker, Subscriber
-from citysense.settings import MqttSettings
+from citysense.settings import FastPath, MqttSettings
 from citysense.stack import free_port, temporary_stack
 
 DURATION_S = float(os.environ.get("CITYSENSE_BENCH_DURATION_S", "30"))
@@ -268,15 +272,22 @@ def throughput(env: dict[str, str], processes: int) -> dict[str, float]:
         ingest.stop()
 
 
-def backlog(env: dict[str, str]) -> dict[str, float]:
+def _all_but(path: FastPath) -> str:
+    """``CITYSENSE_LEAN`` with every fast path on but ``path``."""
+    return ",".join(other.value for other in FastPath if other is not path)
+
+
+def backlog(env: dict[str, str], lean: str = "1") -> dict[str, float]:
     """Ingest's own capacity, with no publisher competing for the cores: the broker holds a
     backlog for ingest's persistent session (published while ingest was stopped, as after an
     outage), then one ingest process drains it; the rate counts from ingest being ready to the
-    last record Kafka acknowledged."""
-    tag = f"backlog-{int(time.time())}"
-    Ingest(env, 1, tag).stop(keep_sessions=True)  # the session and its subscriptions exist
+    last record Kafka acknowledged. ``lean`` is ingest's ``CITYSENSE_LEAN`` (the simulator
+    keeps its own fast path either way)."""
+    tag = f"backlog-{lean}-{int(time.time())}"
+    ingest_env = {**env, "CITYSENSE_LEAN": lean}
+    Ingest(ingest_env, 1, tag).stop(keep_sessions=True)  # the session and its subscriptions exist
     sent = int(_summary(simulate(env, 0, BACKLOG_S))["sent"])
-    ingest = Ingest(env, 1, tag)
+    ingest = Ingest(ingest_env, 1, tag)
     try:
         start_count, start_at, start_cpu = (
             ingest.metric("citysense_ingest_produced_records_total"),
@@ -357,6 +368,8 @@ def main() -> dict[str, Any]:
             ceil = ceiling(env)
             runs = [throughput(env, 1), throughput(env, 2)]
             drain = backlog(env)
+            drain_off = backlog(env, lean=_all_but(FastPath.MQTT_READ))
+            drain_batch_off = backlog(env, lean=_all_but(FastPath.KAFKA_BATCH))
             lat = latency(env)
             soaked = soak(env) if SOAK_MINUTES > 0 else None
     finally:
@@ -388,6 +401,17 @@ def main() -> dict[str, Any]:
                     f"{drain['drained']:,.0f} / {drain['backlog']:,.0f}",
                 ],
                 ["backlog drain: CPU µs per message", drain["cpu_us_per_msg"]],
+                ["backlog drain, mqtt-read off: msg/s", drain_off["drain_per_s"]],
+                [
+                    "backlog drain, mqtt-read off: messages drained / published",
+                    f"{drain_off['drained']:,.0f} / {drain_off['backlog']:,.0f}",
+                ],
+                ["backlog drain, mqtt-read off: CPU µs per message", drain_off["cpu_us_per_msg"]],
+                ["backlog drain, kafka-batch off: msg/s", drain_batch_off["drain_per_s"]],
+                [
+                    "backlog drain, kafka-batch off: CPU µs per message",
+                    drain_batch_off["cpu_us_per_msg"],
+                ],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p50 ms", lat["p50_ms"]],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p99 ms", lat["p99_ms"]],
                 [
@@ -411,6 +435,14 @@ def main() -> dict[str, Any]:
             ],
         )
     )
+    fast_paths: dict[str, dict[str, float]] = {}
+    for name, off in (("mqtt-read", drain_off), ("kafka-batch", drain_batch_off)):
+        gain = drain["drain_per_s"] / off["drain_per_s"] - 1 if off["drain_per_s"] else 0.0
+        fast_paths[name] = {"on": drain["drain_per_s"], "off": off["drain_per_s"], "gain": gain}
+        print(
+            f"fast path {name} (backlog drain): {drain['drain_per_s']:,.0f} msg/s on, "
+            f"{off['drain_per_s']:,.0f} off ({gain:+.0%}; kept at >= +15 %)"
+        )
     target = best["ingest_per_s"] >= 20_000 and ratio >= 0.6 and lat["p99_ms"] < 250
     if soaked is not None:
         target = target and bool(soaked["flat"])
@@ -418,6 +450,9 @@ def main() -> dict[str, Any]:
         "ceiling": ceil,
         "throughput": runs,
         "backlog": drain,
+        "backlog_mqtt_read_off": drain_off,
+        "backlog_kafka_batch_off": drain_batch_off,
+        "fast_paths": fast_paths,
         "latency": lat,
         "soak": soaked,
         "ratio_to_ceiling": ratio,

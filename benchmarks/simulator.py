@@ -7,6 +7,9 @@ mosquitto-clients) consumes every uplink topic at QoS 1:
 (a) ``run_simulation(rate=0, duration_s=30)``: one simulator process publishing the nation fleet
     at QoS 1 as fast as the broker acknowledges (up to 1000 in flight);
 (b) the same with ``processes=2``;
+(a') the same as (a) with the ``mqtt-publish`` fast path off (``CITYSENSE_LEAN``, paho's public
+    ``Properties`` and PUBACK handling): the fast path is kept only while (a) acknowledges at
+    least 15 % more per second than (a') in the same run (docs/runtime.md#fast-paths);
 (c) the ceiling: the C publisher ``mosquitto_pub -q 1 -M 1000 -l`` fed a pre-generated file of
     fleet payloads (one per line, binary ones in hex, a fixed topic), run back to back for the
     same 30 s; the figure is messages / wall time until its last PUBACK.
@@ -234,8 +237,10 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def simulator_run(broker: Broker, processes: int) -> Run:
+def simulator_run(broker: Broker, processes: int, *, fast: bool = True) -> Run:
     label = f"simulator, {processes} process{'es' if processes > 1 else ''}"
+    if not fast:
+        label += ", mqtt-publish off"
     print(f"  {label}: {DURATION_S:.0f} s at QoS 1, rate 0 (as fast as acked) ...", flush=True)
     load = os.getloadavg()[0]
     subscriber = Subscriber(broker, f"p{processes}")
@@ -255,6 +260,7 @@ def simulator_run(broker: Broker, processes: int) -> Run:
             processes=processes,
             client_id=f"bench-sim-{os.getpid()}",
             max_inflight=MAX_INFLIGHT,
+            fast=fast,
         )
         summary = _run_simulation_elsewhere(spec)
         finished = time.perf_counter()
@@ -358,11 +364,12 @@ def main() -> dict[str, Any]:
         workdir = Path(tempfile.mkdtemp(prefix="citysense-bench-lines-"))
         try:
             one = simulator_run(broker, 1)
+            plain = simulator_run(broker, 1, fast=False)
             two = simulator_run(broker, 2)
             ceiling, mean_line, mean_fleet = ceiling_run(broker, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    runs = [one, two, ceiling]
+    runs = [one, plain, two, ceiling]
     rows = [
         [
             run.label,
@@ -418,7 +425,15 @@ def main() -> dict[str, Any]:
         f"{ceiling.acked_per_s:,.0f}/s); more with 2 processes: "
         f"{'PASS' if scales else 'FAIL'} ({two.acked_per_s:,.0f} acked/s)"
     )
+    gain = one.acked_per_s / plain.acked_per_s - 1 if plain.acked_per_s else float("nan")
+    print(
+        f"fast path mqtt-publish: {one.acked_per_s:,.0f} acked/s on, {plain.acked_per_s:,.0f} "
+        f"off ({gain:+.0%}; kept at >= +15 %)"
+    )
     return {
+        "fast_paths": {
+            "mqtt-publish": {"on": one.acked_per_s, "off": plain.acked_per_s, "gain": gain}
+        },
         "duration_s": DURATION_S,
         "max_inflight": MAX_INFLIGHT,
         "target_msgs_per_s": TARGET_MSGS_S,
@@ -427,7 +442,8 @@ def main() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "target_met": target_met,
         "summary": (
-            f"1 process {one.acked_per_s:,.0f} msg/s, 2 processes {two.acked_per_s:,.0f} msg/s, "
+            f"1 process {one.acked_per_s:,.0f} msg/s ({plain.acked_per_s:,.0f} with "
+            f"mqtt-publish off), 2 processes {two.acked_per_s:,.0f} msg/s, "
             f"C ceiling {ceiling.acked_per_s:,.0f} msg/s (target >= {TARGET_MSGS_S:,.0f} from one)"
         ),
     }

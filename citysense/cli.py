@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from citysense import __version__
-from citysense.settings import Settings, SettingsError, load_settings
+from citysense.settings import FastPath, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # imported lazily: the CLI must start fast
     from citysense.registry import Registry
@@ -385,6 +385,7 @@ def simulate(
                 bad_ratio=bad_ratio,
                 late_ratio=late_ratio,
                 processes=processes,
+                fast=settings.fast(FastPath.MQTT_PUBLISH),
             )
         )
     except (RegistryError, PublishError, OSError, ValueError) as exc:

@@ -47,7 +47,14 @@ TRAFFIC_CLASSES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Plain slots classes, not frozen: a frozen dataclass stores each field through
+# ``object.__setattr__`` (to get past its own ``__setattr__``, which raises), a good part of the
+# cost of objects built once per message, and the workarounds (writing the slots from outside)
+# leaned on CPython's member descriptors and mypyc's attribute layout. Nothing changes one once
+# built. The ``__init__`` is spelled out (the dataclass decorator keeps it) so that mypyc compiles
+# it; ``__hash__`` too, to stay hashable as the frozen classes were (the decorator would remove
+# it from a mutable class).
+@dataclass(slots=True)
 class TrafficCount:
     """Crossings of one counting line in one direction for one class.
 
@@ -61,13 +68,37 @@ class TrafficCount:
     count: int | None
     cumulative: int | None
 
+    def __init__(
+        self,
+        line: int,
+        direction: Direction,
+        traffic_class: str,
+        count: int | None,
+        cumulative: int | None,
+    ) -> None:
+        self.line = line
+        self.direction = direction
+        self.traffic_class = traffic_class
+        self.count = count
+        self.cumulative = cumulative
 
-@dataclass(frozen=True, slots=True)
+    def __hash__(self) -> int:
+        return hash((self.line, self.direction, self.traffic_class, self.count, self.cumulative))
+
+
+@dataclass(slots=True)
 class RegionCount:
     """People counted in one region (1-based), e.g. a pool lane or basin."""
 
     region: int
     count: int
+
+    def __init__(self, region: int, count: int) -> None:
+        self.region = region
+        self.count = count
+
+    def __hash__(self) -> int:
+        return hash((self.region, self.count))
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,13 +47,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FunctionType
 from typing import Any, Final, Literal
 
 import orjson
 
 from decoders._model import InvalidPayloadError, Position
-from decoders._slots import slot_setter
 
 __all__ = [
     "CHIRPSTACK_UPLINK_SUBSCRIPTION",
@@ -78,7 +76,13 @@ _TTS_TOPIC = re.compile(r"v3/(?P<app>[^/@]+)(?:@(?P<tenant>[^/]+))?/devices/(?P<
 _EUI = re.compile(r"[0-9A-F]{16}")
 
 
-@dataclass(frozen=True, slots=True)
+# Plain slots classes, not frozen: a frozen dataclass stores each field through
+# ``object.__setattr__`` (Uplink(...) cost 1.1-1.6 µs in plain Python, a third of a whole fast
+# path), and the workarounds (writing the slots from outside) leaned on CPython's member
+# descriptors and mypyc's attribute layout. Nothing changes one once built. The ``__init__`` is
+# spelled out (the dataclass decorator keeps it) so that mypyc compiles it; ``__hash__`` too, to
+# stay hashable as the frozen classes were.
+@dataclass(slots=True)
 class GatewayRx:
     """One gateway that heard the uplink; rssi in dBm, snr in dB (0 when the server omits them)."""
 
@@ -86,8 +90,16 @@ class GatewayRx:
     rssi: float = 0.0
     snr: float = 0.0
 
+    def __init__(self, gateway_id: str, rssi: float = 0.0, snr: float = 0.0) -> None:
+        self.gateway_id = gateway_id
+        self.rssi = rssi
+        self.snr = snr
 
-@dataclass(frozen=True, slots=True)
+    def __hash__(self) -> int:
+        return hash((self.gateway_id, self.rssi, self.snr))
+
+
+@dataclass(slots=True)
 class Uplink:
     """A LoRaWAN uplink as a network server published it, before decoding.
 
@@ -110,6 +122,55 @@ class Uplink:
     dedup_id: str | None = None
     #: The device's location as the network server gives it (TTS ``uplink_message.locations``).
     location: Position | None = None
+
+    def __init__(
+        self,
+        network: Network,
+        application_id: str,
+        payload: bytes,
+        dev_eui: str | None = None,
+        device_name: str | None = None,
+        tenant_id: str | None = None,
+        device_profile: str | None = None,
+        fport: int | None = None,
+        fcnt: int = 0,
+        gateways: tuple[GatewayRx, ...] = (),
+        received_at: datetime | None = None,
+        dedup_id: str | None = None,
+        location: Position | None = None,
+    ) -> None:
+        self.network = network
+        self.application_id = application_id
+        self.payload = payload
+        self.dev_eui = dev_eui
+        self.device_name = device_name
+        self.tenant_id = tenant_id
+        self.device_profile = device_profile
+        self.fport = fport
+        self.fcnt = fcnt
+        self.gateways = gateways
+        self.received_at = received_at
+        self.dedup_id = dedup_id
+        self.location = location
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.network,
+                self.application_id,
+                self.payload,
+                self.dev_eui,
+                self.device_name,
+                self.tenant_id,
+                self.device_profile,
+                self.fport,
+                self.fcnt,
+                self.gateways,
+                self.received_at,
+                self.dedup_id,
+                self.location,
+            )
+        )
 
     @property
     def idempotency_key(self) -> str:
@@ -172,103 +233,6 @@ def _is_eui(eui: str) -> bool:
     return len(eui) == 16 and not eui.strip(_HEX_DIGITS)
 
 
-# A frozen dataclass's __init__ stores each field through object.__setattr__, to get past its own
-# __setattr__ (which raises): Uplink(...) costs 1.1-1.6 µs in plain Python, a third of a whole
-# fast path. Compiled by mypyc (``make native``) the classes are native but their __init__ is still
-# the dataclasses module's Python function, ~0.5 µs for an Uplink: there the builders allocate the
-# object and store each field directly (mypyc writes a native attribute without __setattr__),
-# ~0.1 µs, as ``decoders.codecs._fields`` does. In plain Python, where a frozen field cannot be
-# assigned, they use object.__new__ and each slot's member descriptor, the store
-# object.__setattr__ ends in, at about half the constructor's cost. This holds while the
-# dataclasses have no __post_init__; tests check the builders take every field and equal the
-# constructors, compiled and not.
-
-#: Whether this module runs compiled (its functions are then not Python functions).
-_NATIVE: Final = not isinstance(_is_eui, FunctionType)
-
-
-_set_gateway_id = slot_setter(GatewayRx, "gateway_id")
-_set_rssi = slot_setter(GatewayRx, "rssi")
-_set_snr = slot_setter(GatewayRx, "snr")
-_set_network = slot_setter(Uplink, "network")
-_set_application_id = slot_setter(Uplink, "application_id")
-_set_payload = slot_setter(Uplink, "payload")
-_set_dev_eui = slot_setter(Uplink, "dev_eui")
-_set_device_name = slot_setter(Uplink, "device_name")
-_set_tenant_id = slot_setter(Uplink, "tenant_id")
-_set_device_profile = slot_setter(Uplink, "device_profile")
-_set_fport = slot_setter(Uplink, "fport")
-_set_fcnt = slot_setter(Uplink, "fcnt")
-_set_gateways = slot_setter(Uplink, "gateways")
-_set_received_at = slot_setter(Uplink, "received_at")
-_set_dedup_id = slot_setter(Uplink, "dedup_id")
-_set_location = slot_setter(Uplink, "location")
-
-
-def _new_gateway(gateway_id: str, rssi: float, snr: float) -> GatewayRx:
-    """``GatewayRx(gateway_id, rssi, snr)``, quicker (see above)."""
-    if _NATIVE:
-        built = GatewayRx.__new__(GatewayRx)
-        built.gateway_id = gateway_id  # type: ignore[misc]  # frozen: only while building
-        built.rssi = rssi  # type: ignore[misc]
-        built.snr = snr  # type: ignore[misc]
-        return built
-    gateway: GatewayRx = object.__new__(GatewayRx)
-    _set_gateway_id(gateway, gateway_id)
-    _set_rssi(gateway, rssi)
-    _set_snr(gateway, snr)
-    return gateway
-
-
-def _new_uplink(
-    network: Network,
-    application_id: str,
-    payload: bytes,
-    dev_eui: str | None,
-    device_name: str | None,
-    tenant_id: str | None,
-    device_profile: str | None,
-    fport: int | None,
-    fcnt: int,
-    gateways: tuple[GatewayRx, ...],
-    received_at: datetime | None,
-    dedup_id: str | None,
-    location: Position | None = None,
-) -> Uplink:
-    """``Uplink(...)`` with every field given, quicker (see above)."""
-    if _NATIVE:
-        built = Uplink.__new__(Uplink)
-        built.network = network  # type: ignore[misc]  # frozen: only while building
-        built.application_id = application_id  # type: ignore[misc]
-        built.payload = payload  # type: ignore[misc]
-        built.dev_eui = dev_eui  # type: ignore[misc]
-        built.device_name = device_name  # type: ignore[misc]
-        built.tenant_id = tenant_id  # type: ignore[misc]
-        built.device_profile = device_profile  # type: ignore[misc]
-        built.fport = fport  # type: ignore[misc]
-        built.fcnt = fcnt  # type: ignore[misc]
-        built.gateways = gateways  # type: ignore[misc]
-        built.received_at = received_at  # type: ignore[misc]
-        built.dedup_id = dedup_id  # type: ignore[misc]
-        built.location = location  # type: ignore[misc]
-        return built
-    uplink: Uplink = object.__new__(Uplink)
-    _set_network(uplink, network)
-    _set_application_id(uplink, application_id)
-    _set_payload(uplink, payload)
-    _set_dev_eui(uplink, dev_eui)
-    _set_device_name(uplink, device_name)
-    _set_tenant_id(uplink, tenant_id)
-    _set_device_profile(uplink, device_profile)
-    _set_fport(uplink, fport)
-    _set_fcnt(uplink, fcnt)
-    _set_gateways(uplink, gateways)
-    _set_received_at(uplink, received_at)
-    _set_dedup_id(uplink, dedup_id)
-    _set_location(uplink, location)
-    return uplink
-
-
 def _fast_payload(text: object) -> bytes | None:
     """Strict base64 of a non-empty string, else None: ``b64decode(validate=True)`` in one call."""
     if type(text) is not str or not text:
@@ -312,7 +276,7 @@ def _fast_gateway(gateway_id: str, rx: dict[str, Any], gateways: list[GatewayRx]
     rssi, snr = rx.get("rssi"), rx.get("snr")
     if not (_optional_number(rssi) and _optional_number(snr)):
         return False
-    gateways.append(_new_gateway(gateway_id, float(rssi or 0), float(snr or 0)))
+    gateways.append(GatewayRx(gateway_id, float(rssi or 0), float(snr or 0)))
     return True
 
 
@@ -382,7 +346,7 @@ def _chirpstack_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
         received_at = _fast_utc(time)
         if received_at is None:
             return None
-    return _new_uplink(
+    return Uplink(
         network="chirpstack",
         application_id=application_id,
         payload=payload,
@@ -495,7 +459,7 @@ def _tts_fast(event: dict[str, Any], topic: str | None) -> Uplink | None:
         location = _tts_location(up.get("locations"))
     except InvalidPayloadError:
         return None  # the careful parser says what is wrong
-    return _new_uplink(
+    return Uplink(
         network="tts",
         application_id=application_id,
         payload=payload,

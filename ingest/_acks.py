@@ -1,23 +1,21 @@
 """PUBACKs in arrival order, released by Kafka's acknowledgements (MQTT 3.1.1 section 4.6).
 
 Every QoS 1 message gets a :class:`Release`, the callable its Kafka record carries: calling it
-marks the message's slot, and the head of released slots is acknowledged in one write. The slot
-is its own release callback (``__call__``), so a message costs one object and no closure;
+marks the message's slot, and the head of released slots is acknowledged with paho's public
+``ack``. (Writing a run of PUBACKs as one packet through paho's private ``_packet_queue`` was
+measured with ``make bench`` and gained ingest under 15 %: removed, docs/runtime.md#fast-paths.)
+The slot is its own release callback (``__call__``), so a message costs one object and no closure;
 compiled with mypyc (``deploy/scripts/build_native.py``), the ``.py`` being the fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["AckQueue", "Release"]
-
-_PUBACK = 0x40
-_PUBACK_PACKET = struct.Struct("!BBH")
 
 
 class Release:
@@ -45,22 +43,19 @@ class Release:
 class AckQueue:
     """PUBACKs in arrival order: a release marks its slot, the head of done slots is sent."""
 
-    __slots__ = ("client", "flush_scheduled", "generation", "lean", "on_flushed", "slots")
+    __slots__ = ("client", "flush_scheduled", "generation", "on_flushed", "slots")
 
     def __init__(self, on_flushed: Callable[[], None]) -> None:
-        #: The paho client (``Any``: its private ``_packet_queue`` is used when ``lean``).
+        #: The paho client (``Any``: the compiled module does not import paho).
         self.client: Any = None
         self.slots: deque[Release] = deque()
         self.on_flushed = on_flushed
-        #: paho's ``_packet_queue`` is there (checked by the listener): one write for a run.
-        self.lean = False
         self.flush_scheduled = False
         self.generation = 0
 
-    def reset(self, client: Any, lean: bool) -> None:
+    def reset(self, client: Any) -> None:
         """A new connection: unacknowledged messages will be redelivered, forget them."""
         self.client = client
-        self.lean = lean
         self.slots.clear()
         self.generation += 1
 
@@ -84,15 +79,9 @@ class AckQueue:
         mids: list[int] = []
         while slots and slots[0].done:
             mids.append(slots.popleft().mid)
-        if mids and client is not None:
-            if self.lean:
-                # The same bytes paho's ``ack`` queues (``_send_command_with_mid``), one write.
-                pack = _PUBACK_PACKET.pack
-                packet = b"".join([pack(_PUBACK, 2, mid) for mid in mids])
-                client._packet_queue(_PUBACK, packet, mids[-1], 1)
-            else:
-                for mid in mids:
-                    client.ack(mid, 1)
+        if client is not None:
+            for mid in mids:
+                client.ack(mid, 1)
         self.on_flushed()
 
     def __len__(self) -> int:

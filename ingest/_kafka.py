@@ -1,12 +1,14 @@
 """Batched, ordered, retrying Kafka output whose acknowledgements release MQTT PUBACKs.
 
 Records are appended synchronously from the MQTT callback (no task per message), grouped per
-topic-partition, and sent as aiokafka batches (``create_batch`` / ``send_batch``) by one flusher
-task, each partition with at most one batch in flight, so a partition's records reach Kafka in
-arrival order even across retries. Each record carries a callback run when Kafka acknowledged it;
-that is where the MQTT PUBACK is released (docs/architecture.md#delivery-guarantees, rule 1). While
-Kafka fails, a partition's batch is retried with capped, jittered backoff and kept; the MQTT receive
-maximum stops new deliveries, so memory is bounded.
+topic-partition, and sent as aiokafka batches (``create_batch`` / ``send_batch``; filled through
+aiokafka's C builder with the ``kafka-batch`` fast path, docs/runtime.md#fast-paths) by one
+flusher task, each partition with at most one batch in flight, so a partition's records reach
+Kafka in arrival order even across retries. Each record carries a callback run when Kafka
+acknowledged it; that is where the MQTT PUBACK is released
+(docs/architecture.md#delivery-guarantees, rule 1). While Kafka fails, a partition's batch is
+retried with capped, jittered backoff and kept; the MQTT receive maximum stops new deliveries, so
+memory is bounded.
 
 Partitions follow the Java client's default partitioner (murmur2 of the key), cached per key: a
 city has a bounded set of sensors.
@@ -28,6 +30,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter
 
+from citysense import _aiokafka_private
 from citysense.runtime import Lifecycle
 from ingest._metrics import METRICS
 from ingest._records import KafkaRecord
@@ -82,8 +85,11 @@ class KafkaBatcher:
         linger_s: float,
         backoff_max_s: float,
         lifecycle: Lifecycle | None = None,
+        fast: bool = True,
     ) -> None:
         self._producer = producer
+        #: The ``kafka-batch`` fast path (``Settings.fast``), used only with a supported aiokafka.
+        self._fast = fast and _aiokafka_private.supported()
         #: The stage's lifecycle: a flusher that dies fails the stage (every later record would
         #: wait for an acknowledgement that never comes).
         self._lifecycle = lifecycle or Lifecycle("kafka-batcher")
@@ -213,7 +219,7 @@ class KafkaBatcher:
         try:
             while start < count:
                 builder = producer.create_batch()
-                appended = _append_all(builder, records, start, count, timestamp)
+                appended = _append_all(builder, records, start, count, timestamp, self._fast)
                 # aiokafka takes any record into an empty batch (an oversized one alone).
                 assert appended > 0
                 start += appended
@@ -307,42 +313,30 @@ def _ignore(future: asyncio.Future[object]) -> None:
 
 
 def _append_all(
-    builder: BatchBuilder, batch: list[KafkaRecord], start: int, stop: int, timestamp: int
+    builder: BatchBuilder,
+    batch: list[KafkaRecord],
+    start: int,
+    stop: int,
+    timestamp: int,
+    fast: bool,
 ) -> int:
     """Append ``batch[start:stop]`` to ``builder`` until it is full; how many records went in.
 
-    aiokafka's ``BatchBuilder.append`` wraps its C record-batch builder (keyword arguments, a
-    serializer check, a clock read per record); with no serializers configured, appending to the
-    C builder directly and setting the count it keeps writes the same bytes.
+    With the ``kafka-batch`` fast path (``fast``: on and a supported aiokafka), through
+    aiokafka's C builder directly (:func:`citysense._aiokafka_private.append_all`: no keyword
+    arguments, serializer check or clock read per record); otherwise, or for a builder it does
+    not take, the public ``BatchBuilder.append``.
     """
-    inner = getattr(builder, "_builder", None)
-    offset = getattr(builder, "_relative_offset", None)
-    fast = (
-        type(builder) is BatchBuilder
-        and offset == 0
-        and not builder.closed()
-        and builder._key_serializer is None
-        and builder._value_serializer is None
-        and inner is not None
-    )
-    if not fast or inner is None:
-        for index in range(start, stop):
-            record = batch[index]
-            if (
-                builder.append(
-                    timestamp=timestamp, key=record.key, value=record.value, headers=record.headers
-                )
-                is None
-            ):
-                return index - start
-        return stop - start
-    append = inner.append
-    count = 0
+    if fast:
+        appended = _aiokafka_private.append_all(builder, batch, start, stop, timestamp)
+        if appended is not None:
+            return appended
+    append = builder.append
     for index in range(start, stop):
         record = batch[index]
-        if append(count, timestamp, record.key, record.value, record.headers) is None:
-            builder.close()
-            break
-        count += 1
-    builder._relative_offset = count
-    return count
+        if (
+            append(timestamp=timestamp, key=record.key, value=record.value, headers=record.headers)
+            is None
+        ):
+            return index - start
+    return stop - start

@@ -9,16 +9,20 @@ another), so PUBACKs are sent in the order the PUBLISH packets arrived, as MQTT 
 4.6 asks. The session is persistent (fixed client id, clean start off, session expiry) and the
 Receive Maximum bounds unacknowledged deliveries, so the broker keeps what we cannot take.
 
-Three paho costs per message are avoided, each guarded (paho 2.x internals checked at start,
-paho's own code kept for anything unusual), as the simulator's publisher does on its side:
+The ``mqtt-read`` fast path (docs/runtime.md#fast-paths) avoids two paho costs per message with
+paho's private names, all kept in :mod:`citysense._paho_private` (checked against paho's version
+at import; paho's own code is kept for anything unusual):
 
 - reading: paho reads a packet with one ``recv`` for its first byte, one per length byte and
-  one for the rest; the client's ``_sock_recv`` is served from one large ``recv`` instead;
+  one for the rest; here one large ``recv`` serves them, and whole QoS 1 PUBLISH packets at the
+  head of the buffer are framed and decoded in one compiled call (:mod:`ingest._wire`);
 - a QoS 1 v5 PUBLISH whose properties are only user properties (or none) is decoded here, with
   no ``MQTTMessage`` nor ``Properties`` object (a ``Properties`` costs its name tables, its
   ``clear()`` and its ``unpack()``, about a third of paho's work per message); anything else
-  (QoS 0/2, topic alias, other properties, a topic that is not UTF-8) goes through paho;
-- PUBACKs released together are queued as one write of back-to-back 4-byte packets.
+  (QoS 0/2, topic alias, other properties, a topic that is not UTF-8) goes through paho.
+
+With the switch off (``CITYSENSE_LEAN=0``) or an unsupported paho, messages come through paho's
+public ``on_message`` callback.
 """
 
 from __future__ import annotations
@@ -28,17 +32,16 @@ import contextlib
 import logging
 import random
 import socket
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from citysense import _paho_private
 from citysense.clients import mqtt_client
 from citysense.errors import StartupError
 from citysense.runtime import Lifecycle
@@ -59,30 +62,9 @@ _NO_PROPERTIES: dict[str, str] = {}
 READ_BUDGET = 64
 #: One ``recv`` for many packets: paho asks for one byte at a time for each packet's header.
 _RECV_SIZE = 65536
-#: paho internals the lean paths rely on (paho 2.x); without them paho's own paths are kept.
-_PAHO_INTERNALS = (
-    "_handle_publish",
-    "_last_bytes_received",
-    "_in_packet",
-    "_sock_recv",
-    "_packet_queue",
-    "_protocol",
-    "_manual_ack",
-)
-
-
 #: CONNACK reason codes that say "later", not "never" (MQTT 5.0 section 3.2.2.2): Server
 #: unavailable, Server busy, Quota exceeded, Connection rate exceeded.
 _TRANSIENT_REFUSALS = frozenset({0x88, 0x89, 0x97, 0x9F})
-
-#: paho's clock for ``_last_bytes_received`` (``time.monotonic`` on every current platform).
-_paho_time: Callable[[], float] = getattr(mqtt, "time_func", time.monotonic)
-
-
-def _lean_supported(client: mqtt.Client) -> bool:
-    return all(hasattr(client, name) for name in _PAHO_INTERNALS) and isinstance(
-        getattr(client, "_in_packet", None), dict
-    )
 
 
 class MqttListener:
@@ -100,8 +82,11 @@ class MqttListener:
         backoff_max_s: float = 5.0,
         name: str = "mqtt",
         on_read: Callable[[], None] | None = None,
+        fast: bool = True,
     ) -> None:
         self.name = name
+        #: The ``mqtt-read`` fast path (``Settings.fast``); used only with a supported paho.
+        self._fast = fast
         #: Called after each read of the socket, once the messages it delivered were handled.
         self._on_read = on_read
         self._settings = settings
@@ -163,14 +148,12 @@ class MqttListener:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
-        if _lean_supported(client):
-            # Instance attributes shadow paho's methods for this client only; paho calls them
-            # as ``self._sock_recv(n)`` and ``self._handle_publish()``.
-            paho_recv = type(client)._sock_recv
-            paho_publish = type(client)._handle_publish
-            self._paho_recv = paho_recv
-            setattr(client, "_sock_recv", lambda n: self._buffered_recv(client, paho_recv, n))  # noqa: B010
-            setattr(client, "_handle_publish", lambda: self._lean_publish(client, paho_publish))  # noqa: B010
+        if self._fast and _paho_private.supported():
+            self._paho_recv = _paho_private.install_read_hooks(
+                client,
+                lambda paho_recv, size: self._buffered_recv(client, paho_recv, size),
+                lambda: self._lean_publish(client),
+            )
         self._client = client
         self._host, self._port = host, port
         self._misc_task = self._lifecycle.spawn(self._misc(), name=f"{self.name}-misc")
@@ -200,7 +183,7 @@ class MqttListener:
             self._refusal = None
             self._refusal_transient = False
             try:
-                self._acks.reset(self._client, _lean_supported(self._client))
+                self._acks.reset(self._client)
                 # A blocking TCP connect (paho's ``connect_timeout``, 5 s, bounds it): on
                 # loopback or a LAN broker it takes microseconds.
                 self._client.connect(
@@ -338,22 +321,18 @@ class MqttListener:
             properties = dict(user)
         self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos)
 
-    def _lean_publish(
-        self, client: mqtt.Client, paho_publish: Callable[[mqtt.Client], MQTTErrorCode]
-    ) -> MQTTErrorCode:
-        """paho's ``_handle_publish`` for a v5 QoS 1 PUBLISH with manual acks, without objects."""
-        in_packet = client._in_packet
-        if (
-            in_packet["command"] & 0x06 == 0x02
-            and client._protocol == mqtt.MQTTv5
-            and client._manual_ack
-        ):
-            decoded = decode_qos1_publish(in_packet["packet"])
-            if decoded is not None:
-                topic, payload, properties, mid = decoded
-                self._deliver(topic, payload, properties, mid, 1)
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return paho_publish(client)
+    def _lean_publish(self, client: mqtt.Client) -> bool:
+        """paho's ``_handle_publish`` for a v5 QoS 1 PUBLISH with manual acks, without objects;
+        False leaves the packet to paho."""
+        packet = _paho_private.publish_packet(client)
+        if packet is None:
+            return False
+        decoded = decode_qos1_publish(packet)
+        if decoded is None:
+            return False
+        topic, payload, properties, mid = decoded
+        self._deliver(topic, payload, properties, mid, 1)
+        return True
 
     def _buffered_recv(
         self, client: mqtt.Client, paho_recv: Callable[[mqtt.Client, int], bytes], size: int
@@ -462,7 +441,7 @@ class MqttListener:
                 self._loop.call_soon(self._read)
         finally:
             if lean_taken:  # paho's keepalive watches the broker's silence with this
-                client._last_bytes_received = _paho_time()
+                _paho_private.mark_received(client)
             if self._on_read is not None:
                 self._on_read()
 
@@ -474,7 +453,7 @@ class MqttListener:
         self._drained = False
         buf = self._inbuf
         if not buf:
-            if client._in_packet["command"] != 0:
+            if _paho_private.packet_in_progress(client):
                 return 0  # paho is inside a packet: let it finish
             assert self._paho_recv is not None
             try:
@@ -488,11 +467,7 @@ class MqttListener:
                 return 0  # end of stream: the same, paho reports the lost connection
             self._received_at = datetime.now(UTC)
             buf += data
-        if (
-            client._in_packet["command"] != 0
-            or client._protocol != mqtt.MQTTv5
-            or not client._manual_ack
-        ):
+        if _paho_private.packet_in_progress(client) or not _paho_private.manual_ack_v5(client):
             return 0
         acks = self._acks
         limit = min(budget, self._receive_maximum - len(acks.slots))

@@ -30,12 +30,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
 
 from citysense.registry import Registry, Sensor
 from citysense.settings import IngestSettings
 from decoders import EMPTY_PROFILE, Codec, Decoded, DecodeError, DeviceProfile, get_codec
-from decoders._slots import is_plain_python_class, slot_setter
 from decoders.envelopes import parse_uplink
 from schemas import Measurement, Source
 
@@ -129,52 +127,6 @@ class Rejected:
     sensor_id: str | None = None
 
 
-# ``schemas.Source`` is a frozen dataclass of a plain Python module: its ``__init__`` stores each
-# of the eight fields through ``object.__setattr__``, ~1.5 µs. ``_new_source`` builds the same
-# object through its slots (``decoders._slots``), about a third of that. Not compiling
-# ``schemas._measurement`` instead: a native class checks each field's declared type on every
-# store, so ``Measurement(sensor_id=42)`` would raise ``TypeError`` where it is built, not
-# ``SchemaError`` naming the field where it is encoded. Tests check the builder takes every field
-# and equals the constructor; were Source ever a native class, the builder calls the constructor.
-_SOURCE_SLOTS: Final = is_plain_python_class(Source)
-_set_network: Final = slot_setter(Source, "network")
-_set_gateway_id: Final = slot_setter(Source, "gateway_id")
-_set_rssi: Final = slot_setter(Source, "rssi")
-_set_snr: Final = slot_setter(Source, "snr")
-_set_f_cnt: Final = slot_setter(Source, "f_cnt")
-_set_dev_eui: Final = slot_setter(Source, "dev_eui")
-_set_dedup_id: Final = slot_setter(Source, "dedup_id")
-_set_idempotency_key: Final = slot_setter(Source, "idempotency_key")
-
-
-def _new_source(
-    network: str | None,
-    gateway_id: str | None,
-    rssi: float | None,
-    snr: float | None,
-    f_cnt: int | None,
-    dev_eui: str | None,
-    dedup_id: str | None,
-    idempotency_key: str | None,
-) -> Source:
-    """``Source(...)`` with every field given, quicker (see above)."""
-    if not _SOURCE_SLOTS:
-        return Source(network, gateway_id, rssi, snr, f_cnt, dev_eui, dedup_id, idempotency_key)
-    source: Source = object.__new__(Source)
-    _set_network(source, network)
-    _set_gateway_id(source, gateway_id)
-    _set_rssi(source, rssi)
-    _set_snr(source, snr)
-    _set_f_cnt(source, f_cnt)
-    _set_dev_eui(source, dev_eui)
-    _set_dedup_id(source, dedup_id)
-    _set_idempotency_key(source, idempotency_key)
-    return source
-
-
-# (The setters are Final so that compiled code keeps them in C variables, not the module's dict.)
-
-
 def _rejected(reason: str, message: str, **more: str | None) -> Rejected:
     return Rejected(reason, "IngestError", message, more.get("codec"), more.get("sensor_id"))
 
@@ -254,7 +206,7 @@ class Router:
             digest.update(observed_at.isoformat().encode())
             message_id = digest.hexdigest()
         key = f"{sensor_id}:{message_id}"
-        source = _new_source("mqtt", gateway or sensor.gateway, None, None, None, None, None, key)
+        source = Source("mqtt", gateway or sensor.gateway, None, None, None, None, None, key)
         return self._accept(decoded, sensor, sensor_id, observed_at, incoming, source, key, None)
 
     # --- LoRaWAN envelopes -----------------------------------------------------------------
@@ -297,11 +249,11 @@ class Router:
         key = uplink.idempotency_key
         first = uplink.gateways[0] if uplink.gateways else None
         if first is None:
-            source = _new_source(
+            source = Source(
                 uplink.network, None, None, None, uplink.fcnt, uplink.dev_eui, uplink.dedup_id, key
             )
         else:
-            source = _new_source(
+            source = Source(
                 uplink.network,
                 first.gateway_id,
                 first.rssi,

@@ -19,7 +19,7 @@ import schemas
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
-from citysense.settings import IngestSettings, Settings
+from citysense.settings import FastPath, IngestSettings, Settings
 from ingest._broker import SYS_TOPICS, observe_sys_message
 from ingest._fleet import FleetHealth, run_fleet_refresh
 from ingest._kafka import KafkaBatcher
@@ -133,6 +133,7 @@ class IngestService:
                 linger_s=ingest.linger_ms / 1000,
                 backoff_max_s=ingest.retry_backoff_max_s,
                 lifecycle=lifecycle,
+                fast=self._settings.fast(FastPath.KAFKA_BATCH),
             )
             lifecycle.started("kafka batcher", batcher.cancel)
             await batcher.prepare(topics)
@@ -149,6 +150,7 @@ class IngestService:
                     on_read=self.flush_metrics,
                     backoff_max_s=ingest.retry_backoff_max_s,
                     name=f"mqtt-{index}",
+                    fast=self._settings.fast(FastPath.MQTT_READ),
                 )
                 await listener.start()  # releases its own client if it fails
                 self._listeners.append(listener)

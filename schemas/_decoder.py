@@ -44,9 +44,13 @@ from __future__ import annotations
 import copy
 import struct
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
+from schemas._avro import EPOCH as _EPOCH
+from schemas._avro import MAX_MICROS as _MAX_MICROS
+from schemas._avro import MIN_MICROS as _MIN_MICROS
+from schemas._avro import TOO_LONG, TRUNCATED, read_long, read_long_8
 from schemas._codegen import SourceBuilder
 from schemas._encoder import UnsupportedSchemaError
 
@@ -64,7 +68,6 @@ Decoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
 
 _INT_MIN: Final = -(1 << 31)
 _INT_MAX: Final = (1 << 31) - 1
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _PRIMITIVES: Final = frozenset(
     {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 )
@@ -91,21 +94,16 @@ class DecodeError(ValueError):
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint of at most 10 bytes and 64 bits at ``pos``; ``IndexError`` at the end."""
-    b = data[pos]
-    pos += 1
-    n = b & 0x7F
-    shift = 7
-    while b & 0x80:
-        if shift > 63:
+    """A zig-zag varint of at most 10 bytes and 64 bits at ``pos``
+    (:func:`schemas._avro.read_long`); ``IndexError`` at the end."""
+    value, end = read_long(data, pos)
+    if end < 0:
+        if end == TRUNCATED:
+            raise IndexError("varint beyond the end of the body")
+        if end == TOO_LONG:
             raise DecodeError("", "varint longer than 10 bytes")
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-    if n >> 64:
         raise DecodeError("", "varint beyond 64 bits")
-    return (n >> 1) ^ -(n & 1), pos
+    return value, end
 
 
 def _read_int(data: bytes, pos: int, path: str) -> tuple[int, int]:
@@ -133,36 +131,11 @@ def _bad_boolean(value: int, path: str) -> DecodeError:
     return DecodeError(path, f"boolean byte {value:#04x}, expected 0x00 or 0x01")
 
 
-# The 8-byte varints of timestamps from 1978 to 3111, non-negative (an even zig-zag value): the
-# 8 bytes unpacked at once, and the value summed from one table per byte position, each giving
-# that byte's part of ``zigzag >> 1``, or _NOT_8 when the byte does not fit (continuation bit
-# clear before the last byte or set on it, or an odd zig-zag value): then the sum is too large.
-_UNPACK_8: Final = struct.Struct("<8B").unpack_from
-_NOT_8: Final = 1 << 64
-_BYTE_0: Final = tuple((b & 0x7F) >> 1 if b & 0x81 == 0x80 else _NOT_8 for b in range(256))
-_BYTE_1, _BYTE_2, _BYTE_3, _BYTE_4, _BYTE_5, _BYTE_6 = (
-    tuple((b & 0x7F) << (7 * i - 1) if b & 0x80 else _NOT_8 for b in range(256))
-    for i in range(1, 7)
-)
-_BYTE_7: Final = tuple(b << 48 if b < 0x80 else _NOT_8 for b in range(256))
-
-
 def _read_epoch_micros(data: bytes, pos: int) -> tuple[int, int]:
     """A ``long``, with an 8-byte varint (a timestamp of 1978 to 3111) read in one unpack."""
-    if pos + 8 <= len(data):
-        b0, b1, b2, b3, b4, b5, b6, b7 = _UNPACK_8(data, pos)
-        n = (
-            _BYTE_0[b0]
-            + _BYTE_1[b1]
-            + _BYTE_2[b2]
-            + _BYTE_3[b3]
-            + _BYTE_4[b4]
-            + _BYTE_5[b5]
-            + _BYTE_6[b6]
-            + _BYTE_7[b7]
-        )
-        if n < _NOT_8:
-            return n, pos + 8
+    n, end = read_long_8(data, pos)
+    if end >= 0:
+        return n, end
     return _read_long(data, pos)
 
 
@@ -170,12 +143,6 @@ def _read_timestamp(data: bytes, pos: int) -> tuple[datetime, int]:
     """A ``timestamp-micros``: fastavro's ``epoch + timedelta(microseconds=n)``, exact."""
     n, pos = _read_epoch_micros(data, pos)
     return _EPOCH + timedelta(0, 0, n), pos
-
-
-#: The ``timestamp-micros`` values a ``datetime`` holds (years 1 to 9999), in µs since 1970: read
-#: as ints, the values outside are errors as they are when read as ``datetime``.
-_MIN_MICROS: Final = -62_135_596_800_000_000
-_MAX_MICROS: Final = 253_402_300_799_999_999
 
 
 def _read_micros(data: bytes, pos: int, epoch: int) -> tuple[int, int]:

@@ -40,10 +40,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from numbers import Integral, Real
 from typing import Any, Final, cast
 
+from schemas._avro import EPOCH as _EPOCH
+from schemas._avro import HIGH_VARINTS as _HIGH_VARINTS
+from schemas._avro import VARINT_GROUPS_14 as _GROUPS_14
+from schemas._avro import double_bytes, epoch_micros
+from schemas._avro import high_varint as _high_varint
+from schemas._avro import varint as _varint
+from schemas._avro import write_varint as _write_varint
 from schemas._codegen import SourceBuilder
 
 __all__ = ["EncodeError", "Encoder", "UnsupportedSchemaError", "compile_encoder", "epoch_micros"]
@@ -55,8 +62,10 @@ _INT_MIN: Final = -(1 << 31)
 _INT_MAX: Final = (1 << 31) - 1
 _LONG_MIN: Final = -(1 << 63)
 _LONG_MAX: Final = (1 << 63) - 1
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_PACK_DOUBLE: Final = struct.Struct("<d").pack
+_PACK_DOUBLE: Final = double_bytes
+#: Smallest long whose zig-zag varint has 5 bytes or more (zigzag >= 2**28): the generated code
+#: writes those (timestamps) from the varint tables inline.
+_LARGE_TIMESTAMP: Final = 1 << 27
 _PACK_BRANCH_DOUBLE: Final = struct.Struct("<Bd").pack  # a union branch index < 64, a double
 _PRIMITIVES: Final = frozenset({"null", "boolean", "int", "long", "double", "string", "bytes"})
 _VALUE_PREVIEW = 60  # characters of a bad value quoted in an error
@@ -91,60 +100,6 @@ def _mismatch(path: str, expected: str, value: object) -> EncodeError:
     if len(shown) > _VALUE_PREVIEW:
         shown = shown[: _VALUE_PREVIEW - 3] + "..."
     return EncodeError(path, f"expected {expected}, got {type(value).__name__} {shown}")
-
-
-def epoch_micros(value: datetime) -> int:
-    """Microseconds since 1970-01-01T00:00:00Z of a timezone-aware ``value``, as Avro's
-    ``timestamp-micros`` stores it. A naive ``datetime`` is a ``ValueError``: its instant is
-    unknown (fastavro would take it as the host's local time)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"expected a timezone-aware datetime, got naive {value.isoformat()}")
-    delta = value - _EPOCH
-    # fastavro's formula: exact integer arithmetic, identical to ``delta // 1 µs``.
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-# --- varints -------------------------------------------------------------------------------------
-
-# Two 7-bit groups with their continuation bits set: bits 0-13 of a varint of 3 bytes or more.
-_GROUPS_14: Final = tuple(bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14))
-# Varints of ``zigzag >> 28``, which for a timestamp changes every ~134 s: a small cache hits.
-_HIGH_VARINTS: dict[int, bytes] = {}
-_HIGH_VARINTS_SIZE = 1024
-# Smallest long whose zig-zag varint has 5 bytes or more (zigzag >= 2**28).
-_LARGE_TIMESTAMP: Final = 1 << 27
-
-
-def _varint(zigzag: int) -> bytes:
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append(zigzag & 0x7F | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
-
-
-def _high_varint(high: int) -> bytes:
-    if len(_HIGH_VARINTS) >= _HIGH_VARINTS_SIZE:
-        _HIGH_VARINTS.clear()
-    encoded = _HIGH_VARINTS[high] = _varint(high)
-    return encoded
-
-
-def _write_varint(out: bytearray, zigzag: int) -> None:
-    """Append the base-128 varint of ``zigzag`` (a zig-zag encoded long, 0 ≤ zigzag < 2**64)."""
-    if zigzag < 0x80:
-        out.append(zigzag)
-    elif zigzag < 0x1000_0000:
-        out += _varint(zigzag)
-    else:
-        low = zigzag & 0xFFF_FFFF
-        out += _GROUPS_14[low & 0x3FFF]
-        out += _GROUPS_14[low >> 14]
-        high = _HIGH_VARINTS.get(zigzag >> 28)
-        if high is None:
-            high = _high_varint(zigzag >> 28)
-        out += high
 
 
 # --- the slow side of each type: what the inlined fast checks do not cover ------------------------

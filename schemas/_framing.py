@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas._avro import SINGLE_OBJECT_HEADER_SIZE, SINGLE_OBJECT_MARKER
 from schemas._decoder import DecodeError, Decoder, compile_decoder, compile_tuple_decoder
 from schemas._encoder import (
     EncodeError,
@@ -55,8 +56,7 @@ __all__ = [
     "micros_decoder",
 ]
 
-SINGLE_OBJECT_MARKER = b"\xc3\x01"
-_SINGLE_OBJECT_HEADER_SIZE = 10
+_SINGLE_OBJECT_HEADER_SIZE = SINGLE_OBJECT_HEADER_SIZE
 # What fastavro raises on a record that does not fit the schema, or on bytes that do not fit it.
 _WRITE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 _READ_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError)

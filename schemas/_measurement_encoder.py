@@ -30,16 +30,18 @@ from operator import itemgetter
 from typing import Any, Final
 
 from decoders import KINDS, Decoded, Position, RegionCount, TrafficCount
+from schemas._avro import (
+    double_bytes,
+    single_object_header,
+    string_bytes,
+    utc_micros,
+    varint,
+)
 from schemas._encoder import (
-    _EPOCH,
-    _GROUPS_14,
-    _HIGH_VARINTS,
     _INT_MAX,
     _INT_MIN,
     _LONG_MAX,
     _LONG_MIN,
-    _PACK_DOUBLE,
-    _high_varint,
 )
 from schemas._framing import encode
 from schemas._measurement import (
@@ -64,65 +66,29 @@ class _FallbackError(Exception):
     """A value this path does not encode itself: the generic encoder will, or will say why."""
 
 
-_ONE_BYTE_VARINTS: Final = tuple(bytes((n,)) for n in range(0x80))
-#: A 7-bit group with its continuation bit set: the first byte of a two-byte varint.
-_CONTINUED: Final = tuple(bytes((n | 0x80,)) for n in range(0x80))
-
-
-def _varint_loop(zigzag: int) -> bytes:
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
-
-
-def _varint(zigzag: int) -> bytes:
-    """Base-128 varint of a zig-zag encoded long (0 ≤ zigzag < 2**64).
-
-    The one-byte ones (most lengths, counts, lines) come from a table, the two- and three-byte
-    ones (strings of 64 bytes or more, fCnt, counts) from two tables. Long ones are mostly
-    timestamps, whose 8 bytes the byte loop writes in ~0.3 µs: instead, bits 0-27 come from the
-    record encoder's table of 7-bit group pairs and the rest, which for a timestamp changes every
-    ~134 s, from its small cache, as its ``_write_varint`` does.
-    """
-    if zigzag < 0x80:
-        return _ONE_BYTE_VARINTS[zigzag]
-    if zigzag < 0x4000:
-        return _CONTINUED[zigzag & 0x7F] + _ONE_BYTE_VARINTS[zigzag >> 7]
-    if zigzag < 0x20_0000:
-        return _GROUPS_14[zigzag & 0x3FFF] + _ONE_BYTE_VARINTS[zigzag >> 14]
-    if zigzag < 0x1000_0000:
-        return _varint_loop(zigzag)
-    low = zigzag & 0xFFF_FFFF
-    high = zigzag >> 28
-    tail = _HIGH_VARINTS.get(high)
-    if tail is None:
-        tail = _high_varint(high)
-    return _GROUPS_14[low & 0x3FFF] + _GROUPS_14[low >> 14] + tail
+# The varints, doubles, strings and timestamps are schemas._avro's: compiled in the same extension,
+# its functions are called natively.
 
 
 def _long(value: object) -> bytes:
     if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
         raise _FallbackError
-    return _varint(value << 1 if value >= 0 else ~(value << 1))
+    return varint(value << 1 if value >= 0 else ~(value << 1))
 
 
 def _int(value: object) -> bytes:
     if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
         raise _FallbackError
-    return _varint(value << 1 if value >= 0 else ~(value << 1))
+    return varint(value << 1 if value >= 0 else ~(value << 1))
 
 
 def _string(value: object) -> bytes:
     if type(value) is not str:
         raise _FallbackError
     try:
-        encoded = value.encode()
+        return string_bytes(value)
     except UnicodeEncodeError:
         raise _FallbackError from None
-    return _varint(len(encoded) << 1) + encoded
 
 
 _STRINGS: dict[str, bytes] = {}
@@ -148,16 +114,15 @@ def _timestamp(value: object) -> bytes:
     # ``utcoffset()`` costs more than the rest of the conversion: skip it for UTC itself.
     if zone is not UTC and (zone is None or value.utcoffset() is None):
         raise _FallbackError
-    delta = value - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    micros = utc_micros(value)
     # Any datetime is within ±2**62 µs of the epoch: no range check needed, unlike _long.
-    return _varint(micros << 1 if micros >= 0 else ~(micros << 1))
+    return varint(micros << 1 if micros >= 0 else ~(micros << 1))
 
 
 def _double(value: object) -> bytes:
     if type(value) is not float:
         raise _FallbackError
-    return _PACK_DOUBLE(value)
+    return double_bytes(value)
 
 
 class _Shape:
@@ -236,7 +201,7 @@ class _KindLayout:
         if names != expected:
             # The writer below follows this order; a schema change must come with a change here.
             raise RuntimeError(f"{self.name}: field order {names} is not the one encoded here")
-        self.header = b"\xc3\x01" + fingerprint(self.name)
+        self.header = single_object_header(fingerprint(self.name))
         self.kind = _string(kind)
         self.shapes: dict[tuple[str, ...], _Shape] = {}
 

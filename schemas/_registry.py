@@ -25,6 +25,8 @@ from fastavro import parse_schema
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
+from schemas._avro import single_object_header
+
 __all__ = [
     "NAMESPACE",
     "SCHEMA_NAMES",
@@ -103,7 +105,7 @@ def _load(resource: Traversable, label: str, current: bool) -> SchemaVersion:
         parsed=parsed,
         canonical_form=canonical,
         fingerprint=digest,
-        header=b"\xc3\x01" + digest,
+        header=single_object_header(digest),
     )
 
 

@@ -8,13 +8,11 @@ queues, each batch is written with one ``loop_write``, PUBACKs are read between 
 process sustains well over ten thousand QoS 1 messages per second.
 
 Two paho costs dominate what remains per message, both measured with cProfile on paho 2.2 (about
-150 µs of CPU per message before, 50 µs after, on the 2-core development machine):
-
-- building a ``Properties`` object and its ``pack()`` (about 100 µs each for one user property):
-  the user properties are encoded once here with paho's own helpers (``_PackedProperties``);
-- decoding every PUBACK into a new ``ReasonCode`` and two ``Properties`` (about 35 µs): a PUBACK
-  without properties is handed to paho's own completion (``_do_on_publish``) with shared objects
-  (``_lean_puback``); anything else goes through paho's decoder as before.
+150 µs of CPU per message before, 50 µs after, on the 2-core development machine): building a
+``Properties`` object and its ``pack()`` for the user properties, and decoding every PUBACK into
+new objects. The ``mqtt-publish`` fast path (docs/runtime.md#fast-paths) avoids both with paho's
+private names, kept in :mod:`citysense._paho_private`; with the switch off (or an unsupported
+paho) the publisher uses paho's public ``Properties`` and its own PUBACK handling.
 
 ``max_inflight`` bounds the messages awaiting PUBACK (our window, not paho's, whose bookkeeping
 scans every queued message on each PUBACK).
@@ -24,24 +22,19 @@ from __future__ import annotations
 
 import select
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties, VariableByteIntegers, writeUTF
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from citysense import _paho_private
 from citysense.clients import mqtt_client
 from citysense.settings import MqttSettings
 
 __all__ = ["Outgoing", "PublishError", "Publisher"]
-
-#: MQTT v5 §2.2.2.2: identifier 0x26 (38), User Property, a UTF-8 string pair.
-_USER_PROPERTY = b"\x26"
 
 
 class PublishError(Exception):
@@ -57,77 +50,6 @@ class Outgoing:
     user_properties: tuple[tuple[str, str], ...] = ()
 
 
-class _PackedProperties(Properties):
-    """PUBLISH properties encoded once; paho only calls ``pack()`` on them (when sending and when
-    resending after a reconnect).
-
-    ``Properties.__init__`` builds its name and type tables on every instance and ``pack()``
-    walks them all; this skips both. The encoding is paho's own (``writeUTF``,
-    ``VariableByteIntegers``), as MQTT v5 §2.2.2 lays out a property list.
-    """
-
-    def __init__(self, user_properties: tuple[tuple[str, str], ...]) -> None:
-        # Not Properties.__init__ (the cost avoided); its __setattr__ accepts only property names.
-        body = b"".join(
-            _USER_PROPERTY + writeUTF(name) + writeUTF(value)  # type: ignore[no-untyped-call]
-            for name, value in user_properties
-        )
-        packed: bytes = VariableByteIntegers.encode(len(body)) + body  # type: ignore[no-untyped-call]
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", packed)
-        object.__setattr__(self, "_user_properties", user_properties)
-
-    def pack(self) -> bytes:
-        packed: bytes = self.__dict__["_packed"]
-        return packed
-
-    def __str__(self) -> str:  # paho formats properties into its debug log when one is set
-        return f"[UserProperty : {list(self.__dict__['_user_properties'])}]"
-
-    __repr__ = __str__
-
-
-#: One ``ReasonCode`` per PUBACK reason value, shared: paho builds a new one for every PUBACK.
-_PUBACK_REASONS: dict[int, ReasonCode] = {}
-_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-#: paho internals ``_lean_puback`` relies on (paho 2.x); without them paho's own path is kept.
-_PAHO_INTERNALS = ("_handle_pubackcomp", "_do_on_publish", "_in_packet", "_out_messages")
-
-
-def _lean_puback(client: mqtt.Client, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
-    """paho's ``_handle_pubackcomp`` for a PUBACK without properties, without new objects.
-
-    A v5 PUBACK (MQTT v5 §3.4.2) is the packet id, then optionally a reason code, then
-    optionally a property length: 2, 3 or 4 bytes when it carries no properties.
-    """
-    packet = client._in_packet["packet"]
-    size = len(packet)
-    if cmd == "PUBACK" and (size <= 3 or (size == 4 and packet[3] == 0)) and size >= 2:
-        code = packet[2] if size > 2 else 0
-        reason = _PUBACK_REASONS.get(code)
-        if reason is None:
-            try:
-                reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
-            except (KeyError, ValueError):  # a code paho does not know: let it decide
-                return type(client)._handle_pubackcomp(client, cmd)
-            _PUBACK_REASONS[code] = reason
-        mid = packet[0] << 8 | packet[1]
-        with client._out_message_mutex:
-            if mid in client._out_messages:
-                return client._do_on_publish(mid, reason, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-    return type(client)._handle_pubackcomp(client, cmd)
-
-
-def _install_lean_puback(client: mqtt.Client) -> bool:
-    if not all(hasattr(client, name) for name in _PAHO_INTERNALS):
-        return False
-    # An instance attribute shadows the method for this client only; paho calls it as
-    # ``self._handle_pubackcomp("PUBACK")``.
-    setattr(client, "_handle_pubackcomp", types.MethodType(_lean_puback, client))  # noqa: B010
-    return True
-
-
 def _ignore_socket(*_args: object) -> None:
     """Registered so that ``publish`` queues instead of writing; ``publish_batch`` writes."""
 
@@ -139,6 +61,8 @@ class Publisher:
     settings: MqttSettings
     client_id: str
     max_inflight: int = 1000
+    #: The ``mqtt-publish`` fast path (``CITYSENSE_LEAN``); used only with a supported paho.
+    fast: bool = True
     acked: int = 0
     #: PUBACKs with a failure reason (MQTT v5 §3.4.2.1, e.g. 0x87 not authorized).
     refused: int = 0
@@ -146,6 +70,7 @@ class Publisher:
     _connected: bool = field(default=False, repr=False)
     _published: int = field(default=0, repr=False)
     _last_refusal: str = field(default="", repr=False)
+    _lean: bool = field(default=False, repr=False)
 
     def __enter__(self) -> Publisher:
         client, host, port = mqtt_client(self.settings, self.client_id)
@@ -156,7 +81,9 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_socket_register_write = _ignore_socket
-        _install_lean_puback(client)
+        self._lean = self.fast and _paho_private.supported()
+        if self._lean:
+            _paho_private.install_lean_puback(client)
         client.connect(host, port, keepalive=60)
         self._client = client
         deadline = time.monotonic() + 10
@@ -218,10 +145,15 @@ class Publisher:
         client = self._client
         assert client is not None
         publish = client.publish
+        lean = self._lean
         for message in messages:
-            properties = None
+            properties: Properties | None = None
             if message.user_properties:
-                properties = _PackedProperties(message.user_properties)
+                if lean:
+                    properties = _paho_private.PackedProperties(message.user_properties)
+                else:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    properties.UserProperty = list(message.user_properties)
             publish(message.topic, message.payload, qos=1, properties=properties)
         self._published += len(messages)
         # Keep the number awaiting PUBACK near the window: read until it is under it.

@@ -38,6 +38,8 @@ class SimulationSpec:
     processes: int = 1
     client_id: str = "citysense-simulator"
     max_inflight: int = 1000
+    #: The publisher's ``mqtt-publish`` fast path (``Settings.fast``).
+    fast: bool = True
 
 
 def _worker(spec: SimulationSpec, index: int) -> dict[str, Any]:
@@ -57,7 +59,9 @@ def _worker(spec: SimulationSpec, index: int) -> dict[str, Any]:
     deadline = started + spec.duration_s if spec.duration_s is not None else None
     # Batches of ~5 ms of traffic keep pacing smooth without a syscall per message.
     batch = max(1, min(500, int(rate / 200))) if rate > 0 else 200
-    with Publisher(spec.mqtt, f"{spec.client_id}-{index}", spec.max_inflight) as publisher:
+    with Publisher(
+        spec.mqtt, f"{spec.client_id}-{index}", spec.max_inflight, fast=spec.fast
+    ) as publisher:
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:

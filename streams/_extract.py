@@ -42,6 +42,10 @@ from librt.strings import (
 )
 from mypy_extensions import i32, i64
 
+from schemas._avro import MAX_MICROS as _MAX_MICROS
+from schemas._avro import MIN_MICROS as _MIN_MICROS
+from schemas._avro import read_long as _read_long
+
 __all__ = [
     "OP_BOOLEAN",
     "OP_COUNTS",
@@ -91,8 +95,6 @@ OP_DOUBLE: Final = 32
 
 #: The ``timestamp-micros`` values a ``datetime`` holds (years 1 to 9999), in µs since 1970; the
 #: ordinary decoder raises beyond them (``schemas._decoder``).
-_MIN_MICROS: Final = -62_135_596_800_000_000
-_MAX_MICROS: Final = 253_402_300_799_999_999
 #: What the body reader returns for a record left to the ordinary path (outside the range above).
 _FAIL: Final = -(1 << 62)
 _INT_MIN: Final = -(1 << 31)
@@ -363,31 +365,6 @@ def _read_body(
     if pos != size:
         return _FAIL
     return time
-
-
-def _read_long(data: bytes, pos: i64) -> tuple[i64, i64]:
-    """A zig-zag varint at ``pos`` and the position after it; position -1 when malformed (at
-    most 10 bytes and 64 bits, as ``schemas._decoder`` reads it), all in i64 arithmetic."""
-    size: i64 = len(data)
-    n: i64 = 0  # bits 0-62: the first 9 bytes
-    shift: i64 = 0
-    while True:
-        if pos >= size:
-            return 0, -1
-        b: i64 = data[pos]
-        pos += 1
-        if shift == 63:  # the 10th byte: only bit 63 is left, and no continuation
-            if b > 1:
-                return 0, -1
-            half = n >> 1
-            if b:
-                top: i64 = 0x2000_0000_0000_0000
-                half |= top << 1  # bit 63 of the varint, bit 62 once halved
-            return half ^ -(n & 1), pos
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return (n >> 1) ^ -(n & 1), pos
 
 
 def _block(data: bytes, pos: i64, count: i64) -> tuple[i64, i64]:

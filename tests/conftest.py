@@ -51,3 +51,12 @@ def settings(stack: Stack) -> Settings:
         kafka=KafkaSettings(bootstrap=env["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False),
         database=DatabaseSettings(url=env["CITYSENSE_DATABASE_URL"]),
     )
+
+
+@pytest.fixture(params=["1", "0"], ids=["fast-on", "fast-off"])
+def lean(request: pytest.FixtureRequest) -> str:
+    """``CITYSENSE_LEAN`` for the suites that run in both modes (delivery, kill -9, outages):
+    every fast path on, then every one off (the libraries' public paths,
+    docs/runtime.md#fast-paths)."""
+    value: str = request.param
+    return value

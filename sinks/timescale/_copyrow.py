@@ -40,6 +40,10 @@ from librt.strings import (
 )
 from mypy_extensions import i16, i32, i64
 
+from schemas._avro import MAX_MICROS as _MAX_MICROS
+from schemas._avro import MIN_MICROS as _MIN_MICROS
+from schemas._avro import read_long as _read_long
+
 __all__ = [
     "OP_BOOLEAN",
     "OP_MAP_DOUBLE_JSONB",
@@ -75,10 +79,6 @@ OP_MAP_DOUBLE_JSONB: Final = 9
 
 #: PostgreSQL's epoch, 2000-01-01T00:00:00Z, in µs since 1970.
 _PG_EPOCH_MICROS: Final = 946_684_800_000_000
-#: The ``timestamp-micros`` values a ``datetime`` holds (years 1 to 9999), in µs since 1970; the
-#: ordinary decoder raises beyond them (``schemas._decoder``).
-_MIN_MICROS: Final = -62_135_596_800_000_000
-_MAX_MICROS: Final = 253_402_300_799_999_999
 #: A varint beyond 64 bits, or malformed: the caller decodes the record the ordinary way.
 _BAD: Final = -1
 
@@ -183,26 +183,6 @@ def copy_row(data: bytes, pos: i64, program: bytes, fields: i64) -> bytes | None
     if pos != size:
         return None
     return out.getvalue()
-
-
-def _read_long(data: bytes, pos: i64) -> tuple[i64, i64]:
-    """A zig-zag varint at ``pos`` and the position after it; position -1 when malformed (at
-    most 10 bytes and 64 bits, as ``schemas._decoder`` reads it)."""
-    size: i64 = len(data)
-    n = 0  # a Python int: 64 bits do not fit an i64 before the zig-zag
-    shift = 0
-    while True:
-        if shift > 63 or pos >= size:
-            return 0, _BAD
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            break
-    if n >> 64:
-        return 0, _BAD
-    return (n >> 1) ^ -(n & 1), pos
 
 
 def _map_jsonb(data: bytes, pos: i64, out: BytesWriter) -> i64:

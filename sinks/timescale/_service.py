@@ -52,7 +52,7 @@ from citysense.clients import (
 from citysense.logs import partition_summary
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle, StageFailedError
-from citysense.settings import Settings, mask_url
+from citysense.settings import FastPath, Settings, mask_url
 from schemas import SchemaError, encode
 from sinks.timescale import _metrics as metrics
 from sinks.timescale._latency import observe_committed_rows
@@ -67,6 +67,7 @@ from sinks.timescale._writer import (
     Rows,
     add_record,
     decode_record,
+    decode_record_generic,
     is_poison,
     load_offsets,
     record_labels,
@@ -129,9 +130,11 @@ class _Batch:
     offset + 1, dead-lettered ones included); ``rows`` holds the rows of every entry.
     """
 
-    __slots__ = ("count", "dead", "entries", "first_at", "records", "rows")
+    __slots__ = ("count", "dead", "decode", "entries", "first_at", "records", "rows")
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[bytes], tuple[str, Record]] = decode_record) -> None:
+        #: :func:`decode_record`, or its generic twin with the ``sink-copy`` fast path off.
+        self.decode = decode
         self.records: dict[TopicPartition, list[Any]] = {}
         self.entries: list[_Entry] = []
         self.dead: list[_DeadLetter] = []
@@ -144,13 +147,13 @@ class _Batch:
         if not self.count:
             self.first_at = time.monotonic()
         topic, partition = tp.topic, tp.partition
-        entries, dead, rows = self.entries, self.dead, self.rows
+        entries, dead, rows, decode = self.entries, self.dead, self.rows, self.decode
         for r in records:
             value = r.value
             try:
                 if value is None:
                     raise SchemaError("record has no value (tombstone)")
-                name, record = decode_record(value)
+                name, record = decode(value)
                 add_record(rows, name, record)  # RowError, before adding anything: no table
             except (SchemaError, RowError) as exc:
                 dead.append(
@@ -177,7 +180,7 @@ class _Batch:
         if not partitions & self.records.keys():
             return self
         dropped = {(tp.topic, tp.partition) for tp in partitions}
-        kept = _Batch()
+        kept = _Batch(self.decode)
         kept.first_at = self.first_at
         kept.records = {tp: r for tp, r in self.records.items() if tp not in partitions}
         kept.count = sum(len(r) for r in kept.records.values())
@@ -217,6 +220,10 @@ class TimescaleSink:
         self._settings = settings
         self._sink = sink
         self._registry = registry
+        #: The COPY transcoder (the ``sink-copy`` fast path) or the generic Avro decoder.
+        self._decode: Callable[[bytes], tuple[str, Record]] = (
+            decode_record if settings.fast(FastPath.SINK_COPY) else decode_record_generic
+        )
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -228,7 +235,7 @@ class TimescaleSink:
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
         #: Records being taken in; the batch being written (or waiting to be written again).
-        self._buffer = _Batch()
+        self._buffer = _Batch(self._decode)
         self._pending: _Batch | None = None
         self._writing: asyncio.Task[None] | None = None
         self._write_error: BaseException | None = None
@@ -413,7 +420,7 @@ class TimescaleSink:
                 if self._pending is not None:
                     await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
                 if self._buffer.count:
-                    self._pending, self._buffer = self._buffer, _Batch()
+                    self._pending, self._buffer = self._buffer, _Batch(self._decode)
                     await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
 
     def _start_write(self) -> None:
@@ -422,7 +429,7 @@ class TimescaleSink:
             self._pending = None
             if not self._buffer.count or not (self._failing or self._due()):
                 return
-            self._pending, self._buffer = self._buffer, _Batch()
+            self._pending, self._buffer = self._buffer, _Batch(self._decode)
         self._writing = self._lifecycle.spawn(
             self._attempt(self._flush, "write"), name="sink-timescale-write", finite=True
         )

@@ -72,6 +72,7 @@ __all__ = [
     "cell_row",
     "check_record",
     "decode_record",
+    "decode_record_generic",
     "is_poison",
     "load_offsets",
     "pg_micros",
@@ -545,6 +546,13 @@ def decode_record(value: bytes) -> tuple[str, Record]:
         row = _copy_row(value, 10, fast[1], fast[2])
         if row is not None:
             return fast[0], row
+    return decode_record_generic(value)
+
+
+def decode_record_generic(value: bytes) -> tuple[str, Record]:
+    """:func:`decode_record` without the COPY transcoder: every value through the generic Avro
+    decoder (a noise or air measurement as a tuple row). The ``sink-copy`` fast path off
+    (``CITYSENSE_LEAN``, docs/runtime.md#fast-paths) uses it for every record."""
     name, record = _decode(value)
     build = _FLAT_ROWS.get(name)
     if build is not None:

@@ -130,3 +130,39 @@ def test_log_format_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CITYSENSE_LOG_FORMAT", "fancy")
     with pytest.raises(SettingsError, match="log_format"):
         load_settings()
+
+
+def test_lean_switch_defaults_to_every_fast_path() -> None:
+    from citysense.settings import FastPath
+
+    settings = load_settings()
+    assert all(settings.fast(path) for path in FastPath)
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [
+        ("0", set()),
+        ("off", set()),
+        ("1", {"mqtt-read", "kafka-batch", "mqtt-publish", "sink-copy"}),
+        ("mqtt-read", {"mqtt-read"}),
+        (" sink-copy , mqtt-publish ", {"sink-copy", "mqtt-publish"}),
+    ],
+)
+def test_lean_switch_turns_on_the_fast_paths_it_names(
+    monkeypatch: pytest.MonkeyPatch, value: str, on: set[str]
+) -> None:
+    from citysense.settings import FastPath
+
+    monkeypatch.setenv("CITYSENSE_LEAN", value)
+    settings = load_settings()
+    assert {path.value for path in FastPath if settings.fast(path)} == on
+
+
+@pytest.mark.parametrize("value", ["2", "mqtt-acks", "mqtt-read,nonsense"])
+def test_a_bad_lean_switch_fails_at_start_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CITYSENSE_LEAN", value)
+    with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, kafka-batch, mqtt-publish"):
+        load_settings()

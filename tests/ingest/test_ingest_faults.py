@@ -63,8 +63,11 @@ class PacedSender(threading.Thread):
             self.error = exc
 
 
-def _env(settings: Settings, kafka_bootstrap: str, client_id: str, tmp: Path) -> dict[str, str]:
+def _env(
+    settings: Settings, kafka_bootstrap: str, client_id: str, tmp: Path, lean: str = "1"
+) -> dict[str, str]:
     return {
+        "CITYSENSE_LEAN": lean,
         "CITYSENSE_MQTT_URL": settings.mqtt.url.get_secret_value(),
         "CITYSENSE_MQTT_CLIENT_ID": client_id,
         "CITYSENSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -79,13 +82,19 @@ def _keys(records: list[object]) -> set[bytes]:
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_publish(
-    settings: Settings, nation: Registry, tmp_path: Path
+    settings: Settings, nation: Registry, tmp_path: Path, lean: str
 ) -> None:
     messages = Fleet(nation, seed=21).next_batch(9000)
     expected = {idempotency_key(m).encode() for m in messages}
     assert len(expected) == len(messages)
     ingest = IngestProcess(
-        _env(settings, settings.kafka.bootstrap, f"ingest-kill-{uuid.uuid4().hex[:6]}", tmp_path),
+        _env(
+            settings,
+            settings.kafka.bootstrap,
+            f"ingest-kill-{uuid.uuid4().hex[:6]}",
+            tmp_path,
+            lean,
+        ),
         tmp_path / "ingest.log",
     )
     since = now_us()
@@ -160,12 +169,13 @@ def test_kafka_outage_holds_messages_in_the_broker_not_in_memory(
     nation: Registry,
     tmp_path: Path,
     outage_kafka: tuple[KafkaSettings, TcpProxy],
+    lean: str,
 ) -> None:
     kafka, proxy = outage_kafka
     rate, outage_s = 400, 30
     messages = Fleet(nation, seed=22).next_batch(rate * (outage_s + 8))
     expected = {idempotency_key(m).encode() for m in messages}
-    env = _env(settings, kafka.bootstrap, f"ingest-outage-{uuid.uuid4().hex[:6]}", tmp_path)
+    env = _env(settings, kafka.bootstrap, f"ingest-outage-{uuid.uuid4().hex[:6]}", tmp_path, lean)
     env["CITYSENSE_INGEST_MAX_INFLIGHT"] = "1000"
     ingest = IngestProcess(env, tmp_path / "ingest.log")
     since = now_us()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -25,14 +26,17 @@ def nation() -> Registry:
     return load_registry(scenario_path("nation"))
 
 
-def _settings_for(settings: Settings, client_id: str) -> Settings:
+def _settings_for(settings: Settings, client_id: str, lean: str = "1") -> Settings:
     mqtt = MqttSettings(url=settings.mqtt.url, client_id=client_id)
-    return settings.model_copy(update={"mqtt": mqtt, "ingest": IngestSettings(linger_ms=2)})
+    return settings.model_copy(
+        update={"mqtt": mqtt, "ingest": IngestSettings(linger_ms=2), "lean": lean}
+    )
 
 
 @pytest.fixture
-async def service(settings: Settings, nation: Registry) -> AsyncIterator[IngestService]:
-    ingest = IngestService(_settings_for(settings, f"ingest-{uuid.uuid4().hex[:8]}"), nation)
+async def service(settings: Settings, nation: Registry, lean: str) -> AsyncIterator[IngestService]:
+    """Ingest with every fast path on, then with every one off (the ``lean`` fixture)."""
+    ingest = IngestService(_settings_for(settings, f"ingest-{uuid.uuid4().hex[:8]}", lean), nation)
     await ingest.start()
     try:
         yield ingest
@@ -138,3 +142,34 @@ async def test_a_garbage_flood_does_not_stop_valid_messages(
     assert counts.pop(schemas.DEADLETTER_TOPIC) == len(flood)
     assert sum(counts.values()) == len(valid)
     assert service.ready()
+
+
+async def test_an_unsupported_paho_falls_back_to_its_public_callbacks(
+    settings: Settings,
+    nation: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A paho outside ``SUPPORTED_VERSIONS``: one warning, the fast path off although the switch
+    asks for it, every message still delivered (through paho's ``on_message``)."""
+    from paho import mqtt as paho_mqtt
+
+    from citysense import _paho_private
+
+    monkeypatch.setattr(paho_mqtt, "__version__", "2.1.0")
+    monkeypatch.setattr(_paho_private, "_checked", None)
+    caplog.set_level(logging.WARNING, logger="citysense.paho")
+    ingest = IngestService(_settings_for(settings, f"ingest-{uuid.uuid4().hex[:8]}", "1"), nation)
+    await ingest.start()
+    try:
+        assert all(listener._paho_recv is None for listener in ingest._listeners)
+        messages = Fleet(nation, seed=15).next_batch(500)
+        since = now_us()
+        await asyncio.to_thread(_publish, settings, messages)
+        records = await collect(settings.kafka, since, len(messages), deadline_s=60)
+    finally:
+        await ingest.stop()
+    assert len(records) == len(messages)
+    warnings = [r for r in caplog.records if r.name == "citysense.paho"]
+    assert len(warnings) == 1
+    assert "2.1.0" in warnings[0].getMessage()

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 import schemas
 from schemas import SchemaError
+from schemas._avro import HIGH_VARINTS as _HIGH_VARINTS
+from schemas._avro import HIGH_VARINTS_SIZE as _HIGH_VARINTS_SIZE
 from schemas._encoder import (
-    _HIGH_VARINTS,
-    _HIGH_VARINTS_SIZE,
     EncodeError,
     UnsupportedSchemaError,
     compile_encoder,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -189,15 +188,3 @@ def test_bad_values_get_the_record_encoders_error(
     with pytest.raises(SchemaError) as expected:
         _reference(measurement)
     assert str(caught.value) == str(expected.value)
-
-
-@pytest.mark.parametrize(
-    "module", [schemas._measurement_encoder, _SOURCE_MODULE], ids=["imported", "source"]
-)
-@given(
-    zigzag=st.integers(0, (1 << 64) - 1)
-    | st.sampled_from([(1 << bits) + delta for bits in range(7, 64, 7) for delta in (-1, 0, 1)])
-)
-def test_varint_tables_equal_the_byte_loop(module: ModuleType, zigzag: int) -> None:
-    """Each length's shortcut (one, two, three, five or more bytes) writes the loop's bytes."""
-    assert module._varint(zigzag) == module._varint_loop(zigzag)

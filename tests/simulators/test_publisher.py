@@ -12,10 +12,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from citysense._paho_private import PackedProperties, install_lean_puback
 from citysense.settings import MqttSettings
 from simulators import Publisher, PublishError
 from simulators._fleet import _uuid4_text
-from simulators._publisher import _install_lean_puback, _PackedProperties
 
 
 @pytest.mark.parametrize(
@@ -31,8 +31,8 @@ def test_packed_properties_encode_as_paho_does(
 ) -> None:
     reference = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     reference.UserProperty = list(user_properties)
-    assert _PackedProperties(user_properties).pack() == reference.pack()  # type: ignore[no-untyped-call]
-    assert str(_PackedProperties(user_properties)).startswith("[UserProperty")  # paho's debug log
+    assert PackedProperties(user_properties).pack() == reference.pack()  # type: ignore[no-untyped-call]
+    assert str(PackedProperties(user_properties)).startswith("[UserProperty")  # paho's debug log
 
 
 def test_uuid4_text_is_the_standard_library_uuid4() -> None:
@@ -48,7 +48,7 @@ def _client_with_one_in_flight() -> tuple[mqtt.Client, list[int]]:
     client.on_publish = lambda _c, _u, _mid, reason, _p: reasons.append(reason.value)
     info = client.publish("sensors/s1/up", b"x", qos=1)
     assert info.mid == 1
-    assert _install_lean_puback(client)
+    install_lean_puback(client)
     return client, reasons
 
 

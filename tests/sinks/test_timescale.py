@@ -258,7 +258,9 @@ async def test_db_migrate_and_status_commands_and_role_passwords(
 # --- exactly once ----------------------------------------------------------------------------
 
 
-async def test_replaying_the_same_records_twice_leaves_one_row_each(settings: Settings) -> None:
+async def test_replaying_the_same_records_twice_leaves_one_row_each(
+    settings: Settings, lean: str
+) -> None:
     noise, traffic, occupancy, aggregates = (
         unique("test.noise"),
         unique("test.traffic"),
@@ -299,7 +301,7 @@ async def test_replaying_the_same_records_twice_leaves_one_row_each(settings: Se
         for run in range(2):
             # A new group has no stored offsets: it reads every record again.
             config = sink_settings(*topics)
-            async with TimescaleSink(db, config) as sink:
+            async with TimescaleSink(db.model_copy(update={"lean": lean}), config) as sink:
 
                 async def done(group: str = config.group_id) -> bool:
                     return await caught_up(db, url, group, *topics)
@@ -519,7 +521,7 @@ async def _eq(url: str, rows: int) -> bool:
 
 
 async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
-    settings: Settings, stack: Stack, caplog: pytest.LogCaptureFixture
+    settings: Settings, stack: Stack, caplog: pytest.LogCaptureFixture, lean: str
 ) -> None:
     topic = unique("test.noise")
     config = sink_settings(topic)
@@ -530,7 +532,9 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
         through_proxy = with_database(url, url.rsplit("/", 1)[1]).replace(
             f":{stack.postgres_port}/", f":{proxy.port}/"
         )
-        sink_db = db.model_copy(update={"database": DatabaseSettings(url=through_proxy)})
+        sink_db = db.model_copy(
+            update={"database": DatabaseSettings(url=through_proxy), "lean": lean}
+        )
         produced = 0
 
         async def load(seconds: float) -> None:
@@ -613,7 +617,7 @@ def _spawn_sink(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_kill_9_mid_batch_and_restart_writes_every_record_exactly_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, lean: str
 ) -> None:
     topic = unique("test.noise")
     records = [
@@ -629,6 +633,7 @@ async def test_kill_9_mid_batch_and_restart_writes_every_record_exactly_once(
         env.update(
             CITYSENSE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
             CITYSENSE_KAFKA_IDEMPOTENCE="false",
+            CITYSENSE_LEAN=lean,
             CITYSENSE_DATABASE_URL=url,
             CITYSENSE_HTTP_PORT=str(port),
             CITYSENSE_STACK_DIR=str(tmp_path),
@@ -698,6 +703,7 @@ async def _latency_is(expected: float) -> bool:
 
 async def test_read_only_database_pauses_the_sink_until_it_is_writable_again(
     settings: Settings,
+    lean: str,
 ) -> None:
     """Also: the end-to-end latency is observed once per committed row, and the failed
     transactions in between observe nothing (each of the 299 rows counts once, not per retry)."""
@@ -708,7 +714,7 @@ async def test_read_only_database_pauses_the_sink_until_it_is_writable_again(
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
         name = url.rsplit("/", 1)[1]
-        async with TimescaleSink(db, config) as sink:
+        async with TimescaleSink(db.model_copy(update={"lean": lean}), config) as sink:
             await produce(settings, topic, framed("NoiseMeasurement", [noise_record("ro", 0)]))
             await wait_until(lambda: _eq(url, 1), 30, "first row")
             await wait_until(lambda: _latency_is(latency0 + 1), 5, "the first row's latency")
