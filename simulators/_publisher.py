@@ -18,6 +18,10 @@ Two paho costs dominate what remains per message, both measured with cProfile on
 
 ``max_inflight`` bounds the messages awaiting PUBACK (our window, not paho's, whose bookkeeping
 scans every queued message on each PUBACK).
+
+``journal``, when given, is called once per message with the message and whether the broker
+acknowledged it (a PUBACK with a success code): the simulator's own record of what it sent, the
+reference the fault suite checks the pipeline against.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import select
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -142,10 +146,14 @@ class Publisher:
     acked: int = 0
     #: PUBACKs with a failure reason (MQTT v5 §3.4.2.1, e.g. 0x87 not authorized).
     refused: int = 0
+    #: Called with each message and ``True`` once acknowledged, ``False`` once refused.
+    journal: Callable[[Outgoing, bool], None] | None = None
     _client: mqtt.Client | None = field(default=None, repr=False)
     _connected: bool = field(default=False, repr=False)
     _published: int = field(default=0, repr=False)
     _last_refusal: str = field(default="", repr=False)
+    #: Packet id -> message awaiting its PUBACK (only with a journal; ids are unique in flight).
+    _awaiting: dict[int, Outgoing] = field(default_factory=dict, repr=False)
 
     def __enter__(self) -> Publisher:
         client, host, port = mqtt_client(self.settings, self.client_id)
@@ -185,13 +193,18 @@ class Publisher:
         self._connected = True
 
     def _on_publish(
-        self, _client: object, _userdata: object, _mid: int, reason: ReasonCode, _props: object
+        self, _client: object, _userdata: object, mid: int, reason: ReasonCode, _props: object
     ) -> None:
-        if reason.value < 0x80:  # success codes, 0x10 "no matching subscribers" included
+        acked = reason.value < 0x80  # success codes, 0x10 "no matching subscribers" included
+        if acked:
             self.acked += 1
         else:
             self.refused += 1
             self._last_refusal = str(reason)
+        if self.journal is not None:
+            message = self._awaiting.pop(mid, None)
+            if message is not None:
+                self.journal(message, acked)
 
     def _pump(self, timeout: float) -> None:
         """Write what is queued, wait up to ``timeout`` for the socket, read what arrived."""
@@ -218,11 +231,14 @@ class Publisher:
         client = self._client
         assert client is not None
         publish = client.publish
+        awaiting = self._awaiting if self.journal is not None else None
         for message in messages:
             properties = None
             if message.user_properties:
                 properties = _PackedProperties(message.user_properties)
-            publish(message.topic, message.payload, qos=1, properties=properties)
+            info = publish(message.topic, message.payload, qos=1, properties=properties)
+            if awaiting is not None:
+                awaiting[info.mid] = message
         self._published += len(messages)
         # Keep the number awaiting PUBACK near the window: read until it is under it.
         while self.pending() > self.max_inflight:

@@ -1,0 +1,152 @@
+"""The invariants, checked against the load's own record of what it sent.
+
+- every acknowledged valid message is on a measurement topic under its idempotency key, all its
+  records there name one row, and that row is in TimescaleDB (the primary key makes it once);
+- every acknowledged malformed message is in ``city.deadletter.v1`` once per PUBLISH, with a
+  reason;
+- the records the aggregator declares late are late messages of the load, and every message late
+  beyond the 1-minute window's end + grace + allowed lateness is among them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from tests.faults._load import Load, Sent, idempotency_key
+from tests.faults._tap import KafkaTap, digest
+
+__all__ = ["Ledger", "measurement_rows"]
+
+RAW_TABLES = (
+    "noise_measurements",
+    "air_measurements",
+    "traffic_measurements",
+    "occupancy_measurements",
+)
+#: 1-minute windows: the watermark trails the newest event by 10 s, the window closes after
+#: grace 5 s and takes revisions for allowed lateness 300 s; a message older than this (plus
+#: the window length and a margin for the watermark's lag behind the send time) must be late.
+SURELY_LATE_S = 60 + 10 + 5 + 300 + 45
+
+
+def measurement_rows(database_url: str) -> set[tuple[str, int]]:
+    """Every raw row's natural key (sensor_id, time in µs)."""
+    rows: set[tuple[str, int]] = set()
+    with psycopg.connect(database_url) as conn:
+        for table in RAW_TABLES:
+            cursor = conn.execute(
+                f"SELECT sensor_id, (extract(epoch FROM time) * 1000000)::bigint FROM {table}"  # noqa: S608
+            )
+            rows.update((str(s), int(t)) for s, t in cursor.fetchall())
+    return rows
+
+
+class Ledger:
+    """What the loads of the module sent, scenario after scenario."""
+
+    def __init__(self) -> None:
+        self.loads: list[Load] = []
+        #: (topic, payload digest) of acknowledged malformed PUBLISHes, over every scenario.
+        self.bad: Counter[tuple[str, str]] = Counter()
+        #: Identities sent while ingest was killed: a crash may dead-letter them again.
+        self.crash_exposed: set[tuple[str, str]] = set()
+
+    def add(self, load: Load, *, ingest_crashed: bool = False) -> None:
+        assert load.error is None, load.error
+        self.loads.append(load)
+        for sent in load.sent:
+            if sent.tag == "bad" and load.acked[id(sent.message)] and not sent.duplicate:
+                identity = (sent.message.topic, digest(sent.message.payload))
+                self.bad[identity] += 1
+                if ingest_crashed:
+                    self.crash_exposed.add(identity)
+
+    @staticmethod
+    def owed(load: Load) -> list[Sent]:
+        """The valid messages the broker acknowledged (first deliveries only)."""
+        return [
+            s
+            for s in load.sent
+            if s.tag != "bad" and not s.duplicate and load.acked[id(s.message)] > 0
+        ]
+
+    def check_delivered(self, load: Load, tap: KafkaTap, database_url: str) -> dict[str, int]:
+        """Waits for the load's messages to reach Kafka and TimescaleDB; asserts the invariants
+        of delivery; returns counts for the report."""
+        owed = self.owed(load)
+        assert owed, "the load sent nothing valid"
+        keys = {idempotency_key(s.message): s for s in owed}
+        deadline = time.monotonic() + 300
+        while True:
+            assert tap.error is None, tap.error
+            with tap.lock:
+                missing = [k for k in keys if k not in tap.index.measurements]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not missing, f"{len(missing)} acknowledged messages never reached Kafka: {missing[:5]}"
+        with tap.lock:
+            naturals = {k: set(tap.index.measurements[k]) for k in keys}
+        split = {k: v for k, v in naturals.items() if len(v) != 1}
+        assert not split, f"messages that became more than one row: {list(split.items())[:5]}"
+        wanted = {next(iter(v)) for v in naturals.values()}
+        while True:
+            absent = wanted - measurement_rows(database_url)
+            if not absent or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not absent, f"{len(absent)} acknowledged messages not in TimescaleDB: {list(absent)[:5]}"
+        return {"owed": len(owed), "rows": len(wanted), "sent": len(load.sent)}
+
+    def check_dead_letters(self, tap: KafkaTap) -> None:
+        """Each acknowledged malformed PUBLISH is dead-lettered once, with its reason; twice
+        only when ingest crashed between producing it and its PUBACK (at-least-once)."""
+        deadline = time.monotonic() + 120
+        while True:
+            with tap.lock:
+                got = {i: list(tap.index.dead_letters.get(i, [])) for i in self.bad}
+            short = {i: (n, len(got[i])) for i, n in self.bad.items() if len(got[i]) < n}
+            if not short or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not short, f"malformed messages not dead-lettered: {list(short.items())[:5]}"
+        twice = {
+            i: (n, len(got[i]))
+            for i, n in self.bad.items()
+            if len(got[i]) > n and i not in self.crash_exposed
+        }
+        assert not twice, f"dead-lettered more than once: {list(twice.items())[:5]}"
+        assert all(reason for reasons in got.values() for reason in reasons)
+
+    def check_late(self, tap: KafkaTap) -> dict[str, int]:
+        """Late records are late messages; messages late beyond every allowance are all there."""
+        late_keys: dict[tuple[str, int], Sent] = {}
+        on_time: set[tuple[str, int]] = set()
+        with tap.lock:
+            measurements = dict(tap.index.measurements)
+            declared = set(tap.index.late)
+        for load in self.loads:
+            for sent in self.owed(load):
+                for natural in measurements.get(idempotency_key(sent.message), ()):
+                    if sent.tag == "late":
+                        late_keys[natural] = sent
+                    else:
+                        on_time.add(natural)
+        wrongly = declared & on_time
+        assert not wrongly, f"on-time records declared late: {list(wrongly)[:5]}"
+        surely = {
+            natural
+            for natural, sent in late_keys.items()
+            if sent.at - natural[1] / 1e6 > SURELY_LATE_S
+        }
+        missed = surely - declared
+        assert not missed, f"late records not in city.late.v1: {list(missed)[:5]}"
+        return {"late_sent": len(late_keys), "declared": len(declared), "surely": len(surely)}
+
+
+def summary(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
