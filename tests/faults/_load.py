@@ -97,7 +97,9 @@ class Load(threading.Thread):
         try:
             # replay=True: direct messages carry their ``observed_at`` (a gateway's timestamp), so
             # a redelivery after a crash is the same row; see docs/faults.md on stamping.
-            fleet = Fleet(self.registry, seed=self.seed, bad_ratio=0.1, late_ratio=0.05, replay=True)
+            fleet = Fleet(
+                self.registry, seed=self.seed, bad_ratio=0.1, late_ratio=0.05, replay=True
+            )
             client_id = f"faults-load-{uuid.uuid4().hex[:8]}"
             with Publisher(self.mqtt, client_id, journal=self._journal) as publisher:
                 started = time.monotonic()

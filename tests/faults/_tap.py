@@ -45,9 +45,13 @@ def _header(record: Any, name: str) -> bytes | None:
 @dataclass
 class TapIndex:
     #: idempotency-key -> natural keys (sensor_id, observed_at µs) of its records.
-    measurements: dict[bytes, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
+    measurements: dict[bytes, set[tuple[str, int]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
     #: (original topic, payload digest) -> reasons, one per dead-letter record.
-    dead_letters: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: dict[tuple[str, str], list[str]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     #: natural keys of the records the aggregator declared late.
     late: Counter[tuple[str, int]] = field(default_factory=Counter)
     #: (topic, partition, offset) -> (kind, natural key, Avro frame) of every measurement record.

@@ -104,7 +104,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             wait_port(broker_port, pid, "tansu", tansu_log)
             mqtt_target = urlsplit(env["CITYSENSE_MQTT_URL"]).port
             pg_target = urlsplit(env["CITYSENSE_DATABASE_URL"]).port
-            assert mqtt_target and pg_target
+            assert mqtt_target is not None
+            assert pg_target is not None
             proxies["kafka"] = FaultProxy(kafka_port, broker_port, "kafka")
             proxies["mqtt:ingest"] = FaultProxy(free_port(), mqtt_target, "mqtt:ingest")
             proxies["pg:sink"] = FaultProxy(free_port(), pg_target, "pg:sink")

@@ -53,7 +53,7 @@ def _check(pipeline: Pipeline, load: Load, *, ingest_crashed: bool = False) -> N
     counts = LEDGER.check_delivered(load, pipeline.tap, pipeline.database_url)
     LEDGER.check_dead_letters(pipeline.tap)
     _all_running(pipeline)
-    print(f"seed {SEED}: {summary(counts)}")  # noqa: T201  (shown with -s; the seed replays)
+    print(f"seed {SEED}: {summary(counts)}")
 
 
 def test_mixed_input_with_duplicate_deliveries(pipeline: Pipeline) -> None:
@@ -149,11 +149,11 @@ def test_sigterm_under_load_drains_and_exits_0(pipeline: Pipeline) -> None:
 def test_late_records_are_all_in_the_late_topic(pipeline: Pipeline) -> None:
     counts = LEDGER.check_late(pipeline.tap)
     assert counts["surely"] > 0, counts  # the check had something to check
-    print(f"late: {summary(counts)}")  # noqa: T201
+    print(f"late: {summary(counts)}")
 
 
 def test_memory_bounds(pipeline: Pipeline) -> None:
     peaks = {name: stage.peak_rss for name, stage in pipeline.stages.items()}
-    print("peak RSS MiB: " + summary({k: v // 2**20 for k, v in peaks.items()}))  # noqa: T201
+    print("peak RSS MiB: " + summary({k: v // 2**20 for k, v in peaks.items()}))
     assert all(peak > 0 for peak in peaks.values()), peaks
     assert all(peak <= MEMORY_BOUND_BYTES for peak in peaks.values()), peaks
