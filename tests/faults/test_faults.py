@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults._checks import Ledger, summary
+from tests.faults._checks import Ledger, measurement_rows, summary
 from tests.faults._load import Load
+from tests.faults._recompute import compare_minute_windows
 from tests.faults.conftest import MEMORY_BOUND_BYTES, STAGES, Pipeline, partition_seconds
 
 pytestmark = pytest.mark.integration
@@ -144,6 +145,12 @@ def test_sigterm_under_load_drains_and_exits_0(pipeline: Pipeline) -> None:
     load = _run_load(pipeline, 30, stop_each)
     assert statuses == dict.fromkeys(STAGES, 0), statuses
     _check(pipeline, load)
+
+
+def test_final_aggregates_equal_a_batch_recomputation(pipeline: Pipeline) -> None:
+    rows = measurement_rows(pipeline.database_url)
+    counts = compare_minute_windows(pipeline.tap, rows, pipeline.database_url, pipeline.registry)
+    print(f"windows compared: {summary(counts)}")
 
 
 def test_late_records_are_all_in_the_late_topic(pipeline: Pipeline) -> None:
