@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -87,15 +88,17 @@ class Ledger:
             if s.tag != "bad" and not s.duplicate and load.acked[id(s.message)] > 0
         ]
 
-    def check_delivered(self, load: Load, tap: KafkaTap, database_url: str) -> dict[str, int]:
+    def check_delivered(
+        self, load: Load, tap: KafkaTap, stored_rows: Callable[[], set[tuple[str, int]]]
+    ) -> dict[str, int]:
         """Waits for the load's messages to reach Kafka and TimescaleDB; asserts the invariants
         of delivery; returns counts for the report."""
         owed = self.owed(load)
         assert owed, "the load sent nothing valid"
         keys = {idempotency_key(s.message): s for s in owed}
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 240
         while True:
-            assert tap.error is None, tap.error
+            assert tap.error is None, repr(tap.error)
             with tap.lock:
                 missing = [k for k in keys if k not in tap.index.measurements]
             if not missing or time.monotonic() > deadline:
@@ -119,7 +122,7 @@ class Ledger:
                 wanted |= naturals[key]
         assert not split, f"messages that became more than one row: {list(split.items())[:5]}"
         while True:
-            absent = wanted - measurement_rows(database_url)
+            absent = wanted - stored_rows()
             if not absent or time.monotonic() > deadline:
                 break
             time.sleep(1)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
-
-import psycopg
 
 from citysense.registry import Registry
 from citysense.settings import AggregateSettings
@@ -23,7 +22,10 @@ from streams._stage import registry_facts
 from tests.faults._tap import KafkaTap
 from tests.streams._records import Polled
 
-__all__ = ["compare_minute_windows"]
+__all__ = ["Query", "compare_minute_windows"]
+
+#: Runs one SQL query on TimescaleDB and returns its rows.
+Query = Callable[[str], list[tuple[Any, ...]]]
 
 KINDS = ("noise", "air")
 
@@ -47,13 +49,12 @@ def _batch(
     }
 
 
-def _stored(database_url: str, kind: str) -> dict[tuple[str, int], tuple[int, dict[str, Any]]]:
-    with psycopg.connect(database_url) as conn:
-        cursor = conn.execute(
-            "SELECT key, (extract(epoch FROM bucket) * 1000000)::bigint, sample_count, indicators "
-            f"FROM {kind}_aggregates WHERE window_seconds = 60 AND key NOT LIKE 'site:%'"
-        )
-        return {(k, int(b)): (int(n), dict(i)) for k, b, n, i in cursor.fetchall()}
+def _stored(query: Query, kind: str) -> dict[tuple[str, int], tuple[int, dict[str, Any]]]:
+    rows = query(
+        "SELECT key, (extract(epoch FROM bucket) * 1000000)::bigint, sample_count, indicators "
+        f"FROM {kind}_aggregates WHERE window_seconds = 60 AND key NOT LIKE 'site:%'"
+    )
+    return {(k, int(b)): (int(n), dict(i)) for k, b, n, i in rows}
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -70,7 +71,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def compare_minute_windows(
-    tap: KafkaTap, rows: set[tuple[str, int]], database_url: str, registry: Registry
+    tap: KafkaTap, rows: set[tuple[str, int]], query: Query, registry: Registry
 ) -> dict[str, int]:
     """Asserts every window of the batch is stored alike; returns counts per kind. Waits up to
     two minutes for the last windows (they close once idle partitions stop holding the
@@ -78,7 +79,7 @@ def compare_minute_windows(
     deadline = time.monotonic() + 120
     while True:
         try:
-            return _compare(tap, rows, database_url, registry)
+            return _compare(tap, rows, query, registry)
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
@@ -86,7 +87,7 @@ def compare_minute_windows(
 
 
 def _compare(
-    tap: KafkaTap, rows: set[tuple[str, int]], database_url: str, registry: Registry
+    tap: KafkaTap, rows: set[tuple[str, int]], query: Query, registry: Registry
 ) -> dict[str, int]:
     with tap.lock:
         frames = list(tap.index.frames.values())
@@ -98,7 +99,7 @@ def _compare(
             if frame_kind == kind and natural in rows and natural not in declared:
                 kept.setdefault(natural, frame)
         expected = _batch(kind, list(kept.items()), registry)
-        stored = _stored(database_url, kind)
+        stored = _stored(query, kind)
         assert expected, f"the batch closed no {kind} window"
         wrong = []
         for identity, result in expected.items():

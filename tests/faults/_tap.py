@@ -10,6 +10,7 @@ only that address), so it sees the partitions too and catches up after them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 import schemas
 from citysense.settings import KafkaSettings
@@ -84,40 +86,52 @@ class KafkaTap:
             self.error = exc
 
     async def _consume(self) -> None:
+        """Reads until stopped; a Kafka error (the partition scenario cuts the tap's path too)
+        closes the consumer and a new one goes on from the next offsets it had not read."""
+        next_offsets: dict[TopicPartition, int] = {}
+        while not self._stop.is_set():
+            try:
+                await self._read(next_offsets)
+            except (KafkaError, OSError, TimeoutError):
+                await asyncio.sleep(1)
+
+    async def _read(self, next_offsets: dict[TopicPartition, int]) -> None:
         topics = [*MEASUREMENT_TOPICS, schemas.DEADLETTER_TOPIC, schemas.LATE_TOPIC]
         consumer = AIOKafkaConsumer(
-            **self.kafka.client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
+            **self.kafka.client_options(),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=10_000,
         )
         await consumer.start()
         try:
             assigned: set[TopicPartition] = set()
             while not self._stop.is_set():
                 # Topics appear as the stages create them: assign the new partitions.
-                await consumer.topics()
+                await asyncio.wait_for(consumer.topics(), 15)
                 wanted = {
                     TopicPartition(t, p)
                     for t in topics
                     for p in consumer.partitions_for_topic(t) or set()
                 }
                 if wanted - assigned:
-                    positions = {tp: await consumer.position(tp) for tp in assigned}
                     consumer.assign(list(wanted))
                     for tp in wanted:
-                        if tp in positions:
-                            consumer.seek(tp, positions[tp])
-                        else:
-                            consumer.seek(tp, 0)
+                        consumer.seek(tp, next_offsets.get(tp, 0))
                     assigned = wanted
                 if not assigned:
                     await asyncio.sleep(0.5)
                     continue
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 with self.lock:
-                    for records in batch.values():
+                    for tp, records in batch.items():
                         for record in records:
                             self._add(record)
+                        if records:
+                            next_offsets[tp] = records[-1].offset + 1
         finally:
-            await consumer.stop()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     def _add(self, record: Any) -> None:
         index = self.index

@@ -10,8 +10,10 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 
 from citysense.registry import Registry, load_registry, scenario_path
@@ -19,6 +21,7 @@ from citysense.settings import KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
 from tests._lifecycle import clean_env
 from tests.faults._broker import proxied_kafka
+from tests.faults._checks import measurement_rows
 from tests.faults._proxy import FaultProxy
 from tests.faults._stages import StageProcess
 from tests.faults._tap import KafkaTap
@@ -51,8 +54,15 @@ class Pipeline:
     #: "kafka" (every stage and the tap), "mqtt:ingest", "pg:sink", "pg:publish".
     proxies: dict[str, FaultProxy]
     tap: KafkaTap
-    database_url: str
-    samples: list[dict[str, int]] = field(default_factory=list)
+    #: Holds the password: kept out of the repr pytest prints with a failure.
+    database_url: str = field(repr=False)
+
+    def stored_rows(self) -> set[tuple[str, int]]:
+        return measurement_rows(self.database_url)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql).fetchall()
 
 
 class _RssSampler(threading.Thread):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults._checks import Ledger, measurement_rows, summary
+from tests.faults._checks import Ledger, summary
 from tests.faults._load import Load
 from tests.faults._recompute import compare_minute_windows
 from tests.faults.conftest import MEMORY_BOUND_BYTES, STAGES, Pipeline, partition_seconds
@@ -51,7 +51,7 @@ def _all_running(pipeline: Pipeline) -> None:
 
 def _check(pipeline: Pipeline, load: Load, *, ingest_crashed: bool = False) -> None:
     LEDGER.add(load, ingest_crashed=ingest_crashed)
-    counts = LEDGER.check_delivered(load, pipeline.tap, pipeline.database_url)
+    counts = LEDGER.check_delivered(load, pipeline.tap, pipeline.stored_rows)
     LEDGER.check_dead_letters(pipeline.tap)
     _all_running(pipeline)
     print(f"seed {SEED}: {summary(counts)}")
@@ -148,8 +148,9 @@ def test_sigterm_under_load_drains_and_exits_0(pipeline: Pipeline) -> None:
 
 
 def test_final_aggregates_equal_a_batch_recomputation(pipeline: Pipeline) -> None:
-    rows = measurement_rows(pipeline.database_url)
-    counts = compare_minute_windows(pipeline.tap, rows, pipeline.database_url, pipeline.registry)
+    counts = compare_minute_windows(
+        pipeline.tap, pipeline.stored_rows(), pipeline.query, pipeline.registry
+    )
     print(f"windows compared: {summary(counts)}")
 
 
