@@ -60,6 +60,8 @@ class Load(threading.Thread):
     rate: float
     duration_s: float
     duplicate_ratio: float = 0.02
+    #: Set to end the load before ``duration_s``.
+    stop: threading.Event = field(default_factory=threading.Event)
     sent: list[Sent] = field(default_factory=list)
     acked: Counter[int] = field(default_factory=Counter)
     error: BaseException | None = None
@@ -104,7 +106,7 @@ class Load(threading.Thread):
             with Publisher(self.mqtt, client_id, journal=self._journal) as publisher:
                 started = time.monotonic()
                 batch = max(1, int(self.rate / 20))
-                while time.monotonic() - started < self.duration_s:
+                while time.monotonic() - started < self.duration_s and not self.stop.is_set():
                     due = started + len(self.sent) / self.rate
                     if due > time.monotonic():
                         time.sleep(due - time.monotonic())

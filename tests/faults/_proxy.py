@@ -100,10 +100,13 @@ class FaultProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "drop":  # a black hole: hold the connection, answer nothing
             self._writers.add(writer)
-            with contextlib.suppress(OSError):
-                while await reader.read(65536):
-                    pass
-            self._writers.discard(writer)
+            try:
+                with contextlib.suppress(OSError):
+                    while await reader.read(65536):
+                        pass
+            finally:
+                writer.transport.abort()
+                self._writers.discard(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)

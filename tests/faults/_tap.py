@@ -92,7 +92,8 @@ class KafkaTap:
         while not self._stop.is_set():
             try:
                 await self._read(next_offsets)
-            except (KafkaError, OSError, TimeoutError):
+            except (KafkaError, OSError, TimeoutError, asyncio.CancelledError):
+                # aiokafka lets a CancelledError of its own out when a request times out.
                 await asyncio.sleep(1)
 
     async def _read(self, next_offsets: dict[TopicPartition, int]) -> None:
