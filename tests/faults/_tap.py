@@ -104,8 +104,8 @@ class KafkaTap:
             auto_offset_reset="earliest",
             request_timeout_ms=10_000,
         )
-        await consumer.start()
         try:
+            await consumer.start()
             assigned: set[TopicPartition] = set()
             while not self._stop.is_set():
                 # Topics appear as the stages create them: assign the new partitions.
