@@ -336,7 +336,7 @@ class MqttListener:
         user = getattr(msg_properties, "UserProperty", None) if msg_properties else None
         if user:
             properties = dict(user)
-        self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos)
+        self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos, bool(msg.dup))
 
     def _lean_publish(
         self, client: mqtt.Client, paho_publish: Callable[[mqtt.Client], MQTTErrorCode]
@@ -351,7 +351,8 @@ class MqttListener:
             decoded = decode_qos1_publish(in_packet["packet"])
             if decoded is not None:
                 topic, payload, properties, mid = decoded
-                self._deliver(topic, payload, properties, mid, 1)
+                dup = in_packet["command"] & 0x08 != 0  # MQTT v5 §3.3.1.1
+                self._deliver(topic, payload, properties, mid, 1, dup)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
         return paho_publish(client)
 
@@ -375,10 +376,16 @@ class MqttListener:
         return chunk
 
     def _deliver(
-        self, topic: str, payload: bytes, properties: dict[str, str], mid: int, qos: int
+        self,
+        topic: str,
+        payload: bytes,
+        properties: dict[str, str],
+        mid: int,
+        qos: int,
+        dup: bool = False,
     ) -> None:
         self._received += 1
-        incoming = Incoming(topic, payload, datetime.now(UTC), properties)
+        incoming = Incoming(topic, payload, datetime.now(UTC), properties, dup)
         acks = self._acks
         release = acks.track(mid) if qos == 1 else _nothing
         self._handler(incoming, release)

@@ -21,9 +21,15 @@ from citysense.settings import MqttSettings
 from decoders.envelopes import parse_uplink
 from simulators import Fleet, Outgoing, Publisher
 
-__all__ = ["Load", "Sent", "idempotency_key"]
+__all__ = ["Load", "Sent", "fault_fleet", "idempotency_key"]
 
 Tag = Literal["ok", "late", "bad"]
+
+
+def fault_fleet(registry: Registry, seed: int) -> Fleet:
+    """10 % malformed, 5 % late; ``replay``: direct messages carry their ``observed_at`` (a
+    gateway's timestamp), so a redelivery after a crash is the same row (docs/faults.md)."""
+    return Fleet(registry, seed=seed, bad_ratio=0.1, late_ratio=0.05, replay=True)
 
 
 @dataclass
@@ -55,8 +61,10 @@ class Load(threading.Thread):
     """Publishes for ``duration_s`` at ``rate`` msg/s; ``sent`` in order, ``acked`` per message."""
 
     mqtt: MqttSettings
-    registry: Registry
-    seed: int
+    #: One fleet for every load of a run: frame counters and message ids go on from one load
+    #: to the next, as a real fleet's do (a counter starting over with the same payload within
+    #: ingest's duplicate window would be taken for a redelivery).
+    fleet: Fleet
     rate: float
     duration_s: float
     duplicate_ratio: float = 0.02
@@ -67,7 +75,7 @@ class Load(threading.Thread):
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
-        super().__init__(daemon=True, name=f"load-{self.seed}")
+        super().__init__(daemon=True, name="load")
 
     def _journal(self, message: Outgoing, acked: bool) -> None:
         if acked:
@@ -97,11 +105,7 @@ class Load(threading.Thread):
 
     def run(self) -> None:
         try:
-            # replay=True: direct messages carry their ``observed_at`` (a gateway's timestamp), so
-            # a redelivery after a crash is the same row; see docs/faults.md on stamping.
-            fleet = Fleet(
-                self.registry, seed=self.seed, bad_ratio=0.1, late_ratio=0.05, replay=True
-            )
+            fleet = self.fleet
             client_id = f"faults-load-{uuid.uuid4().hex[:8]}"
             with Publisher(self.mqtt, client_id, journal=self._journal) as publisher:
                 started = time.monotonic()

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
+from simulators import Fleet
 from tests.faults._checks import Ledger, summary
-from tests.faults._load import Load
+from tests.faults._load import Load, fault_fleet
 from tests.faults._recompute import compare_minute_windows
 from tests.faults.conftest import MEMORY_BOUND_BYTES, STAGES, Pipeline, partition_seconds
 
@@ -27,13 +28,17 @@ RATE = 150  # msg/s: a steady city on a shared 2-core machine, with room for the
 LEDGER = Ledger()
 SEED = int(time.time()) % 100_000
 RANDOM = random.Random(SEED)
+FLEET: Fleet | None = None
 
 
 def _run_load(
     pipeline: Pipeline, seconds: float, during: Callable[[Load], None] | None = None
 ) -> Load:
     """A load of ``seconds``, or for as long as ``during`` (the fault) takes and 5 s more."""
-    load = Load(pipeline.settings.mqtt, pipeline.registry, RANDOM.randrange(1 << 30), RATE, 3600)
+    global FLEET
+    if FLEET is None:
+        FLEET = fault_fleet(pipeline.registry, SEED)
+    load = Load(pipeline.settings.mqtt, FLEET, RATE, 3600)
     load.start()
     try:
         if during is not None:
