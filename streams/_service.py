@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -371,6 +372,9 @@ class _WindowRunner(_StageRunner):
             kind: WindowStage(kind, settings.aggregate, facts) for kind in settings.aggregate.kinds
         }
         self.kind_of = {measurement_topic(kind): kind for kind in self.stages}
+        #: Digests of the last records' idempotency keys, to drop ingest's duplicates.
+        self._recent: set[int] = set()
+        self._recent_ring: deque[int] = deque(maxlen=_DUPLICATE_WINDOW)
 
     def topics(self) -> list[str]:
         return list(self.kind_of)
@@ -397,10 +401,33 @@ class _WindowRunner(_StageRunner):
             needed.update(stage.needed_offsets())
         return needed
 
+    def _unique(self, records: Sequence[Any]) -> Sequence[Any]:
+        """``records`` less the copies of one seen among the last ``_DUPLICATE_WINDOW``, by
+        their ``idempotency-key`` header: ingest is at-least-once (a message the MQTT broker
+        redelivers, a record Kafka's producer sends again), and the sink's primary key keeps
+        one row of each, so a window must count one too."""
+        recent, ring = self._recent, self._recent_ring
+        kept = []
+        for record in records:
+            key = next((v for k, v in record.headers or () if k == "idempotency-key"), None)
+            if key is not None:
+                digest = hash(bytes(key))
+                if digest in recent:
+                    continue
+                if len(ring) == ring.maxlen:
+                    recent.discard(ring[0])
+                ring.append(digest)
+                recent.add(digest)
+            kept.append(record)
+        return kept if len(kept) != len(records) else records
+
     async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
         kind = self.kind_of[tp.topic]
         stage = self.stages[kind]
         metrics.RECORDS.labels(tp.topic).inc(len(records))
+        records = self._unique(records)
+        if not records:
+            return
         replayed, fresh, replay_watermark = self.split_replay(tp, records)
         if replayed:
             columns = extract(replayed, kind, stage.keys)
@@ -448,6 +475,10 @@ class _Send:
     value: bytes
     key: bytes | None
 
+
+#: Measurement records remembered to recognise a duplicate (about 10 MB; 10 s at 10,000
+#: records/s, longer than an MQTT reconnect's redelivery takes).
+_DUPLICATE_WINDOW = 100_000
 
 #: Backoff between two attempts to send results Kafka did not acknowledge (s, doubling).
 _RESEND_BACKOFF_S = (0.2, 5.0)
