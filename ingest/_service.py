@@ -250,10 +250,13 @@ class IngestService:
         """True when ``incoming`` is a redelivery (DUP) of a message dead-lettered among the
         last ``duplicate_window``: the broker sends again what it had no PUBACK for, after a
         reconnect, and a malformed message has no idempotency key downstream to catch the
-        second copy. Only a DUP copy is matched: two PUBLISHes with the same bytes stay two."""
+        second copy. Only a DUP copy is matched, on its topic, bytes and user properties."""
         if self._settings.ingest.duplicate_window == 0:
             return False
-        digest = hash((incoming.topic, incoming.payload))
+        # The user properties belong to the identity: a direct sensor's ``message_id`` tells two
+        # PUBLISHes of the same broken bytes apart (without it, the later one would be lost).
+        properties = tuple(sorted(incoming.user_properties.items()))
+        digest = hash((incoming.topic, incoming.payload, properties))
         if incoming.redelivered and digest in self._dead_recent:
             return True
         ring = self._dead_ring

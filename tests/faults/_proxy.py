@@ -50,6 +50,8 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._call(self._refuse())
+        # The aborted transports close their sockets on the loop's next turns: let them.
+        self._call(asyncio.sleep(0.2))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()

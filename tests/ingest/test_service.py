@@ -96,3 +96,13 @@ def test_two_publishes_of_the_same_malformed_bytes_are_two_dead_letters(
     for _ in range(2):
         service.handle(Incoming("sensors/meter-1/up", b"\x01\x02", NOW, {}), lambda: None)
     assert [r.topic for r, _ in _added(service)] == [schemas.DEADLETTER_TOPIC] * 2
+
+
+def test_a_redelivery_matches_only_the_same_message_id(service: IngestService) -> None:
+    """A DUP copy of other broken bytes, or of the same bytes with another ``message_id``, is a
+    message the first one does not stand for: it is dead-lettered (the fault suite lost such
+    dead letters after a partition, when only the bytes were compared)."""
+    service.handle(Incoming("sensors/meter-1/up", b"", NOW, {"message_id": "1"}), lambda: None)
+    again = Incoming("sensors/meter-1/up", b"", NOW, {"message_id": "2"}, redelivered=True)
+    service.handle(again, lambda: None)
+    assert [r.topic for r, _ in _added(service)] == [schemas.DEADLETTER_TOPIC] * 2
