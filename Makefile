@@ -11,7 +11,7 @@ PROGRESS := bash deploy/scripts/progress.sh
 help:
 	@echo "make run    install everything, start the embedded stack, run the pipeline"
 	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
-	@echo "make test-faults   the fault suite alone (kills, partitions, SIGTERM under load; ~12 min)"
+	@echo "make test-faults   the fault suite alone (kills, partitions, SIGTERM under load; ~8 min)"
 	@echo "make setup | lint | bench | soak | clean | generate"
 
 setup: system venv native
