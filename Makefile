@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system venv native lint test run bench soak clean generate
+.PHONY: help setup system venv native lint test test-faults run bench soak clean generate
 PROGRESS := bash deploy/scripts/progress.sh
 
 help:
 	@echo "make run    install everything, start the embedded stack, run the pipeline"
 	@echo "make test   install everything, lint (ruff, mypy strict), run the whole suite"
+	@echo "make test-faults   the fault suite alone (kills, partitions, SIGTERM under load; ~8 min)"
 	@echo "make setup | lint | bench | soak | clean | generate"
 
 setup: system venv native
@@ -57,6 +58,12 @@ lint: venv
 test: setup lint
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$status
+
+# The fault suite alone (docs/faults.md): the four stages as processes behind fault proxies,
+# killed, partitioned and stopped under load; `make test` runs it too, with the rest.
+# CITYSENSE_FAULTS_PARTITION_S shortens the 60 s partitions for a quick local run.
+test-faults: setup
+	$(BIN)/pytest tests/faults
 
 # The pipeline in the foreground (ingest, aggregate, sink and the publication API in one process),
 # the simulated Place de la Nation fleet in the background. Ctrl-C stops both; the stack stays up

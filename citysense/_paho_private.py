@@ -138,6 +138,13 @@ def publish_packet(client: mqtt.Client) -> bytearray | None:
     return None
 
 
+def publish_redelivered(client: mqtt.Client) -> bool:
+    """The DUP flag of the PUBLISH paho has just read (bit 3 of the fixed header, MQTT v5
+    §3.3.1.1): the broker sends it again, an earlier attempt may have been received."""
+    command: int = client._in_packet["command"]
+    return command & 0x08 != 0
+
+
 def mark_received(client: mqtt.Client) -> None:
     """Tell paho's keepalive that bytes arrived (it watches the broker's silence with this)."""
     client._last_bytes_received = _paho_time()

@@ -319,7 +319,7 @@ class MqttListener:
         user = getattr(msg_properties, "UserProperty", None) if msg_properties else None
         if user:
             properties = dict(user)
-        self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos)
+        self._deliver(msg.topic, bytes(msg.payload), properties, msg.mid, msg.qos, bool(msg.dup))
 
     def _lean_publish(self, client: mqtt.Client) -> bool:
         """paho's ``_handle_publish`` for a v5 QoS 1 PUBLISH with manual acks, without objects;
@@ -331,7 +331,9 @@ class MqttListener:
         if decoded is None:
             return False
         topic, payload, properties, mid = decoded
-        self._deliver(topic, payload, properties, mid, 1)
+        self._deliver(
+            topic, payload, properties, mid, 1, _paho_private.publish_redelivered(client)
+        )
         return True
 
     def _buffered_recv(
@@ -354,10 +356,16 @@ class MqttListener:
         return chunk
 
     def _deliver(
-        self, topic: str, payload: bytes, properties: dict[str, str], mid: int, qos: int
+        self,
+        topic: str,
+        payload: bytes,
+        properties: dict[str, str],
+        mid: int,
+        qos: int,
+        dup: bool = False,
     ) -> None:
         self._received += 1
-        incoming = Incoming(topic, payload, datetime.now(UTC), properties)
+        incoming = Incoming(topic, payload, datetime.now(UTC), properties, dup)
         acks = self._acks
         release = acks.track(mid) if qos == 1 else _nothing
         self._handler(incoming, release)

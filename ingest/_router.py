@@ -54,14 +54,22 @@ class Incoming:
     payload: bytes
     received_at: datetime
     user_properties: Mapping[str, str]
+    #: The PUBLISH had its DUP flag set (MQTT v5 §3.3.1.1): the broker may have sent it before.
+    redelivered: bool
 
     def __init__(
-        self, topic: str, payload: bytes, received_at: datetime, user_properties: Mapping[str, str]
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: datetime,
+        user_properties: Mapping[str, str],
+        redelivered: bool = False,
     ) -> None:
         self.topic = topic
         self.payload = payload
         self.received_at = received_at
         self.user_properties = user_properties
+        self.redelivered = redelivered
 
 
 @dataclass(slots=True)

@@ -91,6 +91,9 @@ class IngestService:
         window = settings.ingest.duplicate_window
         self._recent: set[int] = set()
         self._recent_ring: deque[int] = deque(maxlen=window or 1)
+        #: Digests of the messages last dead-lettered, to recognise their redeliveries.
+        self._dead_recent: set[int] = set()
+        self._dead_ring: deque[int] = deque(maxlen=window or 1)
         #: Start steps and background tasks (the Kafka flusher, each broker's keepalive and
         #: reconnect): one dying fails the stage.
         self._lifecycle = Lifecycle(self.name)
@@ -253,6 +256,10 @@ class IngestService:
             log.exception("ingest could not handle a message", extra={"topic": incoming.topic})
             verdict = Rejected("internal_error", type(exc).__name__, str(exc))
         if not isinstance(verdict, Accepted):
+            if self._dead_lettered(incoming):
+                pending[METRICS.duplicates] = pending.get(METRICS.duplicates, 0) + 1
+                release()
+                return
             record = dead_letter_record(incoming, verdict)
             counter = self._dead.get(verdict.reason)
             if counter is None:
@@ -269,6 +276,26 @@ class IngestService:
             batcher.add(record, done)
         else:
             batcher.add(record, release)
+
+    def _dead_lettered(self, incoming: Incoming) -> bool:
+        """True when ``incoming`` is a redelivery (DUP) of a message dead-lettered among the
+        last ``duplicate_window``: the broker sends again what it had no PUBACK for, after a
+        reconnect, and a malformed message has no idempotency key downstream to catch the
+        second copy. Only a DUP copy is matched, on its topic, bytes and user properties."""
+        if self._settings.ingest.duplicate_window == 0:
+            return False
+        # The user properties belong to the identity: a direct sensor's ``message_id`` tells two
+        # PUBLISHes of the same broken bytes apart (without it, the later one would be lost).
+        properties = tuple(sorted(incoming.user_properties.items()))
+        digest = hash((incoming.topic, incoming.payload, properties))
+        if incoming.redelivered and digest in self._dead_recent:
+            return True
+        ring = self._dead_ring
+        if len(ring) == ring.maxlen:
+            self._dead_recent.discard(ring[0])
+        ring.append(digest)
+        self._dead_recent.add(digest)
+        return False
 
     def _seen(self, key: tuple[str, int, int]) -> bool:
         """True when this uplink was already taken among the last ``duplicate_window``."""

@@ -116,7 +116,8 @@ def take_publishes(
         if decoded is None:
             break
         topic, payload, properties, mid = decoded
-        taken.append(Incoming(topic, payload, received_at, properties))
+        # DUP is bit 3 of the fixed header (MQTT v5 §3.3.1.1).
+        taken.append(Incoming(topic, payload, received_at, properties, buf[pos] & 0x08 != 0))
         mids.append(mid)
         pos = end
     return taken, pos

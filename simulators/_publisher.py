@@ -16,13 +16,17 @@ paho) the publisher uses paho's public ``Properties`` and its own PUBACK handlin
 
 ``max_inflight`` bounds the messages awaiting PUBACK (our window, not paho's, whose bookkeeping
 scans every queued message on each PUBACK).
+
+``journal``, when given, is called once per message with the message and whether the broker
+acknowledged it (a PUBACK with a success code): the simulator's own record of what it sent, the
+reference the fault suite checks the pipeline against.
 """
 
 from __future__ import annotations
 
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -70,6 +74,10 @@ class Publisher:
     _connected: bool = field(default=False, repr=False)
     _published: int = field(default=0, repr=False)
     _last_refusal: str = field(default="", repr=False)
+    #: Called with each message and ``True`` once acknowledged, ``False`` once refused.
+    journal: Callable[[Outgoing, bool], None] | None = None
+    #: Packet id -> message awaiting its PUBACK (only with a journal; ids are unique in flight).
+    _awaiting: dict[int, Outgoing] = field(default_factory=dict, repr=False)
     _lean: bool = field(default=False, repr=False)
 
     def __enter__(self) -> Publisher:
@@ -112,13 +120,18 @@ class Publisher:
         self._connected = True
 
     def _on_publish(
-        self, _client: object, _userdata: object, _mid: int, reason: ReasonCode, _props: object
+        self, _client: object, _userdata: object, mid: int, reason: ReasonCode, _props: object
     ) -> None:
-        if reason.value < 0x80:  # success codes, 0x10 "no matching subscribers" included
+        acked = reason.value < 0x80  # success codes, 0x10 "no matching subscribers" included
+        if acked:
             self.acked += 1
         else:
             self.refused += 1
             self._last_refusal = str(reason)
+        if self.journal is not None:
+            message = self._awaiting.pop(mid, None)
+            if message is not None:
+                self.journal(message, acked)
 
     def _pump(self, timeout: float) -> None:
         """Write what is queued, wait up to ``timeout`` for the socket, read what arrived."""
@@ -146,6 +159,7 @@ class Publisher:
         assert client is not None
         publish = client.publish
         lean = self._lean
+        awaiting = self._awaiting if self.journal is not None else None
         for message in messages:
             properties: Properties | None = None
             if message.user_properties:
@@ -154,7 +168,9 @@ class Publisher:
                 else:
                     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                     properties.UserProperty = list(message.user_properties)
-            publish(message.topic, message.payload, qos=1, properties=properties)
+            info = publish(message.topic, message.payload, qos=1, properties=properties)
+            if awaiting is not None:
+                awaiting[info.mid] = message
         self._published += len(messages)
         # Keep the number awaiting PUBACK near the window: read until it is under it.
         while self.pending() > self.max_inflight:

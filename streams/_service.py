@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -375,10 +376,22 @@ class _StageRunner:
             await self.emit(time.monotonic())
             self.update_lag(consumer)
             await service.flush()
-            await self.commit()
+            await self.try_commit()
         await self.emit(time.monotonic())
         await service.flush()
-        await self.commit(force=True)
+        await self.try_commit(force=True)
+
+    async def try_commit(self, *, force: bool = False) -> None:
+        """Commit; a commit Kafka does not take (it is away) is only logged: every result is
+        already acknowledged, so the next commit covers it, and a restart before that replays
+        into identical results."""
+        try:
+            await self.commit(force=force)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning(
+                "checkpoint not committed; the next one covers it",
+                extra={"runner": self.name, "error": repr(exc)},
+            )
 
 
 class _WindowRunner(_StageRunner):
@@ -390,6 +403,9 @@ class _WindowRunner(_StageRunner):
             kind: WindowStage(kind, settings.aggregate, facts) for kind in settings.aggregate.kinds
         }
         self.kind_of = {measurement_topic(kind): kind for kind in self.stages}
+        #: Digests of the last records' idempotency keys, to drop ingest's duplicates.
+        self._recent: set[int] = set()
+        self._recent_ring: deque[int] = deque(maxlen=_DUPLICATE_WINDOW)
 
     def topics(self) -> list[str]:
         return list(self.kind_of)
@@ -416,10 +432,33 @@ class _WindowRunner(_StageRunner):
             needed.update(stage.needed_offsets())
         return needed
 
+    def _unique(self, records: Sequence[Any]) -> Sequence[Any]:
+        """``records`` less the copies of one seen among the last ``_DUPLICATE_WINDOW``, by
+        their ``idempotency-key`` header: ingest is at-least-once (a message the MQTT broker
+        redelivers, a record Kafka's producer sends again), and the sink's primary key keeps
+        one row of each, so a window must count one too."""
+        recent, ring = self._recent, self._recent_ring
+        kept = []
+        for record in records:
+            key = next((v for k, v in record.headers or () if k == "idempotency-key"), None)
+            if key is not None:
+                digest = hash(bytes(key))
+                if digest in recent:
+                    continue
+                if len(ring) == ring.maxlen:
+                    recent.discard(ring[0])
+                ring.append(digest)
+                recent.add(digest)
+            kept.append(record)
+        return kept if len(kept) != len(records) else records
+
     async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
         kind = self.kind_of[tp.topic]
         stage = self.stages[kind]
         metrics.RECORDS.labels(tp.topic).inc(len(records))
+        records = self._unique(records)
+        if not records:
+            return
         replayed, fresh, replay_watermark = self.split_replay(tp, records)
         if replayed:
             columns = extract(replayed, kind, stage.keys)
@@ -457,6 +496,25 @@ class _WindowRunner(_StageRunner):
         self.emitted_watermark = min(watermarks)
 
 
+@dataclass(slots=True)
+class _Send:
+    """A result on its way: the producer's future and what to send again if Kafka fails it."""
+
+    future: asyncio.Future[Any]
+    due_at: float | None
+    topic: str
+    value: bytes
+    key: bytes | None
+
+
+#: Measurement records remembered to recognise a duplicate (about 10 MB; 10 s at 10,000
+#: records/s, longer than an MQTT reconnect's redelivery takes).
+_DUPLICATE_WINDOW = 100_000
+
+#: Backoff between two attempts to send results Kafka did not acknowledge (s, doubling).
+_RESEND_BACKOFF_S = (0.2, 5.0)
+
+
 class AggregateService:
     """The aggregator; a :class:`citysense.runtime.Component`."""
 
@@ -470,7 +528,9 @@ class AggregateService:
         self._admin: AIOKafkaAdminClient | None = None
         self._runners: list[_StageRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._sends: list[tuple[asyncio.Future[Any], float | None]] = []
+        self._sends: list[_Send] = []
+        #: Kafka did not acknowledge some results: they are being sent again (not ready).
+        self._resending = False
         #: Start steps and the two runners' tasks: one dying fails the stage.
         self._lifecycle = Lifecycle(self.name)
         self._started = False
@@ -575,7 +635,12 @@ class AggregateService:
         return self._lifecycle.failure
 
     def ready(self) -> bool:
-        return self._running and not self._stopped and not self._lifecycle.failed
+        return (
+            self._running
+            and not self._stopped
+            and not self._resending
+            and not self._lifecycle.failed
+        )
 
     async def wait_failed(self) -> None:
         await self._lifecycle.wait_failed()
@@ -604,8 +669,12 @@ class AggregateService:
         assert self._producer is not None
         # send() returns once the record is in a batch (waiting only when the producer's buffer
         # is full); its future is done when Kafka acknowledged it, awaited in flush().
-        future = await self._producer.send(topic, value, key=key)
-        self._sends.append((future, due_at))
+        try:
+            future = await self._producer.send(topic, value, key=key)
+        except KafkaError as exc:  # no metadata while Kafka is away: flush() sends it again
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        self._sends.append(_Send(future, due_at, topic, value, key))
 
     async def send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
         """Send one record (a runner's result); Kafka's acknowledgement is awaited in
@@ -679,15 +748,44 @@ class AggregateService:
         )
 
     async def flush(self) -> None:
-        """Wait until Kafka acknowledged everything sent; an error fails the stage (nothing is
-        committed past an unacknowledged result, so a restart sends it again)."""
+        """Wait until Kafka acknowledged everything sent.
+
+        A result Kafka did not take (it went away: a lost connection, a request timeout) is sent
+        again, with a capped backoff, until it is acknowledged; meanwhile the stage reports not
+        ready. The runners commit only after this returns, so nothing is committed past an
+        unacknowledged result, and the stage outlives a Kafka outage instead of failing on it.
+        """
+        backoff, backoff_max = _RESEND_BACKOFF_S
         while self._sends:
             sends, self._sends = self._sends, []
-            await asyncio.gather(*(future for future, _ in sends))
+            outcomes = await asyncio.gather(*(s.future for s in sends), return_exceptions=True)
             acked = time.monotonic()
-            for _, due_at in sends:
-                if due_at is not None:
-                    metrics.EMIT_DELAY.observe(acked - due_at)
+            failed: list[_Send] = []
+            error: BaseException | None = None
+            for send, outcome in zip(sends, outcomes, strict=True):
+                if isinstance(outcome, KafkaError):
+                    failed.append(send)
+                    error = outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                elif send.due_at is not None:
+                    metrics.EMIT_DELAY.observe(acked - send.due_at)
+            if not failed:
+                continue
+            self._resending = True
+            metrics.READY.set(0)
+            log.warning(
+                "kafka did not acknowledge results; sending them again",
+                extra={"results": len(failed), "error": repr(error), "retry_in_s": backoff},
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, backoff_max)
+            for send in failed:
+                await self._send(send.topic, send.value, send.key, send.due_at)
+        if self._resending:
+            self._resending = False
+            metrics.READY.set(1)
+            log.info("kafka acknowledged the results again")
 
 
 def decode_aggregate(value: bytes) -> dict[str, Any] | None:

@@ -115,6 +115,8 @@ def test_take_publishes_frames_the_whole_run_and_stops_where_paho_should_decode(
         ("sensors/big/up", b"b" * 300, {}),
     ]
     assert all(m.received_at is _RECEIVED for m in taken)
+    # The DUP flag (MQTT v5 §3.3.1.1) marks the broker's redelivery: ingest must know it.
+    assert [m.redelivered for m in taken] == [False, True, False]
 
 
 @pytest.mark.parametrize("cut", [1, 2, 5, 40])

@@ -257,11 +257,13 @@ def test_incoming_init_is_the_dataclass_one(module: ModuleType) -> None:
     incoming_class = module.Incoming
     names = [f.name for f in dataclasses.fields(incoming_class)]
     assert list(inspect.signature(incoming_class).parameters) == names
-    values = ("sensors/meter-1/up", b"\x01\x02", NOW, {"message_id": "7"})
+    values = ("sensors/meter-1/up", b"\x01\x02", NOW, {"message_id": "7"}, True)
     built = incoming_class(*values)
     assert tuple(getattr(built, name) for name in names) == values
     assert built == incoming_class(**dict(zip(names, values, strict=True)))
-    assert built != incoming_class(*values[:3], {})
+    assert built != incoming_class(*values[:3], {}, True)
+    # Not a redelivery unless the DUP flag says so.
+    assert incoming_class(*values[:4]).redelivered is False
 
 
 @pytest.mark.parametrize("module", ROUTER_MODULES.values(), ids=ROUTER_MODULES.keys())

@@ -131,3 +131,23 @@ def test_cli_simulate_needs_a_bound() -> None:
 
 def test_scenario_file_is_shipped() -> None:
     assert scenario_path("nation").is_file()
+
+
+def test_the_journal_names_every_acknowledged_message(settings: Settings) -> None:
+    """The publisher's journal, the fault suite's reference: each message once, with its PUBACK."""
+    from citysense.registry import load_registry
+    from simulators import Fleet, Outgoing, Publisher
+
+    messages = Fleet(load_registry(scenario_path("nation")), seed=9).next_batch(2500)
+    journal: list[tuple[Outgoing, bool]] = []
+    with Publisher(
+        settings.mqtt,
+        f"journal-{uuid.uuid4().hex[:8]}",
+        max_inflight=200,
+        journal=lambda m, a: journal.append((m, a)),
+    ) as publisher:
+        for first in range(0, len(messages), 100):
+            publisher.publish_batch(messages[first : first + 100])
+        publisher.wait_acked()
+    assert all(acked for _, acked in journal)
+    assert sorted(id(m) for m, _ in journal) == sorted(id(m) for m in messages)

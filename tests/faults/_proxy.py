@@ -1,0 +1,133 @@
+"""A TCP proxy the fault suite controls: latency, black hole, reset, refuse, and restore.
+
+It runs its own event loop in a thread, so the tests drive it with plain calls while the stage
+processes talk through it. The modes are the ways a network path fails in production:
+
+- ``latency(s)``: every chunk is held ``s`` seconds before it is forwarded (a slow link);
+- ``drop()``: connections are accepted and read, nothing is forwarded either way (a partition
+  where packets vanish: the peer only notices through its own timeouts);
+- ``reset()``: every open connection is aborted (RST), new ones are forwarded (a broker restart
+  or a NAT table flush);
+- ``refuse()``: the listening socket is closed and the open connections aborted (the host is up,
+  the service is not);
+- ``restore()``: forward normally again. Connections that lived through a black hole lost bytes,
+  so they are aborted; the clients reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+__all__ = ["FaultProxy"]
+
+Mode = Literal["forward", "drop", "refuse"]
+
+
+class FaultProxy:
+    """Forwards 127.0.0.1:``listen_port`` to 127.0.0.1:``target_port`` until told otherwise."""
+
+    def __init__(self, listen_port: int, target_port: int, name: str = "") -> None:
+        self.listen_port = listen_port
+        self.target_port = target_port
+        self.name = name or f"proxy-{listen_port}"
+        self.mode: Mode = "forward"
+        self.latency_s = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=self.name)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self._listen())
+
+    def stop(self) -> None:
+        self._call(self._refuse())
+        # The aborted transports close their sockets on the loop's next turns: let them.
+        self._call(asyncio.sleep(0.2))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    # --- modes ----------------------------------------------------------------------------------
+
+    def latency(self, seconds: float) -> None:
+        self.latency_s = seconds
+
+    def drop(self) -> None:
+        self.mode = "drop"
+
+    def reset(self) -> None:
+        self._call(self._abort_all())
+
+    def refuse(self) -> None:
+        self.mode = "refuse"
+        self._call(self._refuse())
+
+    def restore(self) -> None:
+        was = self.mode
+        self.latency_s = 0.0
+        self.mode = "forward"
+        if was == "drop":
+            self._call(self._abort_all())
+        if self._server is None:
+            self._call(self._listen())
+
+    # --- inside the proxy's loop ----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.listen_port, reuse_address=True
+        )
+
+    async def _refuse(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self._abort_all()
+
+    async def _abort_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "drop":  # a black hole: hold the connection, answer nothing
+            self._writers.add(writer)
+            try:
+                with contextlib.suppress(OSError):
+                    while await reader.read(65536):
+                        pass
+            finally:
+                writer.transport.abort()
+                self._writers.discard(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    if self.latency_s:
+                        await asyncio.sleep(self.latency_s)
+                    if self.mode == "drop":
+                        continue  # read and discard: the peer waits for an answer in vain
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
