@@ -331,9 +331,7 @@ class MqttListener:
         if decoded is None:
             return False
         topic, payload, properties, mid = decoded
-        self._deliver(
-            topic, payload, properties, mid, 1, _paho_private.publish_redelivered(client)
-        )
+        self._deliver(topic, payload, properties, mid, 1, _paho_private.publish_redelivered(client))
         return True
 
     def _buffered_recv(
