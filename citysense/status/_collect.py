@@ -114,9 +114,12 @@ async def _lags(
     window_topics = [measurement_topic(kind) for kind in aggregate.kinds]
     rollup_topics = [aggregate_topic(kind) for kind in aggregate.kinds]
     sink_topics = list(settings.sink.topics)
+    # (stage, consumer group shown, topics). The aggregator's lag is read from its side group
+    # ``<group>.position`` (the next offset to read); the consumer group itself commits the
+    # lowest offset an open window still needs, which trails by up to a window's length.
     groups: list[tuple[str, str, list[str]]] = [
-        ("aggregate", f"{aggregate.group_id}.position", window_topics),
-        ("aggregate rollup", f"{aggregate.rollup_group_id}.position", rollup_topics),
+        ("aggregate", aggregate.group_id, window_topics),
+        ("aggregate rollup", aggregate.rollup_group_id, rollup_topics),
     ]
     try:
         async with asyncio.timeout(_KAFKA_TIMEOUT_S):
@@ -134,7 +137,7 @@ async def _lags(
         positions: dict[TopicPartition, int] | None
         try:
             async with asyncio.timeout(_KAFKA_TIMEOUT_S):
-                positions = await kafka_positions(settings.kafka, group, wanted)
+                positions = await kafka_positions(settings.kafka, f"{group}.position", wanted)
         except Exception as exc:  # as above
             problems.append(f"Kafka group {group}: {_reason(exc)}")
             positions = None
