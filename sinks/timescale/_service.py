@@ -39,7 +39,7 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from citysense.clients import (
@@ -469,6 +469,15 @@ class TimescaleSink:
             # Real Kafka: the stored offset is past the end (the broker lost data) or before
             # the start (retention deleted what the sink never read).
             await self._restart_from_beginning(set(exc.args[0]) if exc.args else set())
+            return
+        except NoOffsetForPartitionError as exc:
+            # A partition assigned by a rebalance while a write was in progress: aiokafka's
+            # fetcher looked for an offset committed to Kafka before _position() could seek it.
+            # The sink keeps its offsets in the database, so there is none: not a failure, the
+            # partition is positioned from the database on the next round of the loop.
+            waiting = {tp for tp in exc.args if isinstance(tp, TopicPartition)}
+            self._unpositioned |= waiting & consumer.assignment()
+            log.debug("partition assigned before it was positioned", extra={"error": str(exc)})
             return
         if self._unverified:
             await self._verify_positions()

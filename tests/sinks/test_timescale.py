@@ -585,6 +585,72 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
     assert "consumption paused" in caplog.text
 
 
+async def test_partitions_reassigned_while_the_database_is_away_do_not_fail_the_sink(
+    settings: Settings, stack: Stack
+) -> None:
+    """Regression: partitions handed back by a rebalance while the database is away cannot be
+    positioned from the stored offsets yet; aiokafka's fetcher then finds no offset committed
+    to Kafka (the sink keeps its offsets in the database) and raised NoOffsetForPartitionError
+    out of getmany(), which failed the stage. They must wait for the database instead."""
+    topic = unique("test.noise")
+    config = sink_settings(topic)
+    async with database(settings) as db:
+        url = db.database.url.get_secret_value()
+        proxy = TcpProxy(stack.postgres_port)
+        await proxy.start()
+        through_proxy = url.replace(f":{stack.postgres_port}/", f":{proxy.port}/")
+        sink_db = db.model_copy(update={"database": DatabaseSettings(url=through_proxy)})
+        first = [noise_record(f"s{i % 12}", i) for i in range(600)]
+        await produce(settings, topic, framed("NoiseMeasurement", first))
+        try:
+            async with TimescaleSink(sink_db, config) as sink:
+                await wait_until(
+                    lambda: caught_up(db, url, config.group_id, topic), 30, "first records"
+                )
+                await proxy.cut()
+                # A second member takes some partitions, then leaves: the sink gets them back
+                # while it cannot read its stored offsets.
+                other = kafka_consumer(
+                    settings.kafka,
+                    topic,
+                    group_id=config.group_id,
+                    session_timeout_ms=6000,
+                    heartbeat_interval_ms=500,
+                )
+                await other.start()
+                try:
+                    await wait_until(lambda: _has_assignment(other), 30, "second member joins")
+                finally:
+                    await other.stop()
+                second = [noise_record(f"s{i % 12}", 600 + i) for i in range(600)]
+                await produce(settings, topic, framed("NoiseMeasurement", second))
+                await wait_until(
+                    lambda: _owns_every_partition(sink, settings, topic), 30, "reassignment"
+                )
+                await asyncio.sleep(3)  # several polls with the partitions unpositioned
+                assert sink.failure is None
+                await proxy.restore()
+                await wait_until(lambda: caught_up(db, url, config.group_id, topic), 60, "catch-up")
+                assert sink.failure is None
+        finally:
+            await proxy.stop()
+        assert await count(url, "noise_measurements") == 1200
+
+
+async def _has_assignment(consumer: Any) -> bool:
+    return bool(consumer.assignment())
+
+
+async def _owns_every_partition(sink: TimescaleSink, settings: Settings, topic: str) -> bool:
+    assert sink.failure is None, sink.failure
+    consumer = sink._consumer
+    return (
+        consumer is not None
+        and len({tp for tp in consumer.assignment() if tp.topic == topic})
+        == settings.kafka.partitions
+    )
+
+
 async def _nonzero(url: str) -> bool:
     return await count(url, "noise_measurements") > 0
 
