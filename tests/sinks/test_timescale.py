@@ -43,9 +43,9 @@ from sinks.timescale._writer import (
     store_offsets,
     write_rows,
 )
+from tests._proxy import FaultProxy
 from tests.sinks._helpers import (
     T0,
-    TcpProxy,
     aggregate_record,
     framed,
     fresh_database,
@@ -527,10 +527,10 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
     config = sink_settings(topic)
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
-        proxy = TcpProxy(stack.postgres_port)
-        await proxy.start()
+        proxy = FaultProxy(free_port(), stack.postgres_port, name="postgres")
+        proxy.start()
         through_proxy = with_database(url, url.rsplit("/", 1)[1]).replace(
-            f":{stack.postgres_port}/", f":{proxy.port}/"
+            f":{stack.postgres_port}/", f":{proxy.listen_port}/"
         )
         sink_db = db.model_copy(
             update={"database": DatabaseSettings(url=through_proxy), "lean": lean}
@@ -552,7 +552,7 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
                     loader = asyncio.create_task(load(38))
                     await wait_until(lambda: _nonzero(url), 30, "first rows")
                     assert sink.ready()
-                    await proxy.cut()
+                    proxy.refuse()
                     cut_at = time.monotonic()
                     await wait_until(lambda: _not_ready(sink), 10, "sink not ready")
                     rows_during_cut = await count(url, "noise_measurements")
@@ -560,7 +560,7 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
                     # Nothing could be written while the database was away.
                     assert await count(url, "noise_measurements") == rows_during_cut
                     assert not sink.ready()
-                    await proxy.restore()
+                    proxy.restore()
                     # An attempt that started into the black hole just before the restore is
                     # abandoned only after the sink's 30 s attempt timeout, then backs off.
                     await wait_until(lambda: _ready(sink), 60, "sink ready again")
@@ -569,7 +569,7 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
                         lambda: caught_up(db, url, config.group_id, topic), 60, "catch-up"
                     )
         finally:
-            await proxy.stop()
+            proxy.stop()
         assert produced > 10_000
         assert await count(url, "noise_measurements") == produced
         assert (
@@ -596,9 +596,9 @@ async def test_partitions_reassigned_while_the_database_is_away_do_not_fail_the_
     config = sink_settings(topic)
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
-        proxy = TcpProxy(stack.postgres_port)
-        await proxy.start()
-        through_proxy = url.replace(f":{stack.postgres_port}/", f":{proxy.port}/")
+        proxy = FaultProxy(free_port(), stack.postgres_port, name="postgres")
+        proxy.start()
+        through_proxy = url.replace(f":{stack.postgres_port}/", f":{proxy.listen_port}/")
         sink_db = db.model_copy(update={"database": DatabaseSettings(url=through_proxy)})
         first = [noise_record(f"s{i % 12}", i) for i in range(600)]
         await produce(settings, topic, framed("NoiseMeasurement", first))
@@ -607,7 +607,7 @@ async def test_partitions_reassigned_while_the_database_is_away_do_not_fail_the_
                 await wait_until(
                     lambda: caught_up(db, url, config.group_id, topic), 30, "first records"
                 )
-                await proxy.cut()
+                proxy.refuse()
                 # A second member takes some partitions, then leaves: the sink gets them back
                 # while it cannot read its stored offsets.
                 other = kafka_consumer(
@@ -629,11 +629,11 @@ async def test_partitions_reassigned_while_the_database_is_away_do_not_fail_the_
                 )
                 await asyncio.sleep(3)  # several polls with the partitions unpositioned
                 assert sink.failure is None
-                await proxy.restore()
+                proxy.restore()
                 await wait_until(lambda: caught_up(db, url, config.group_id, topic), 60, "catch-up")
                 assert sink.failure is None
         finally:
-            await proxy.stop()
+            proxy.stop()
         assert await count(url, "noise_measurements") == 1200
 
 
