@@ -21,9 +21,9 @@ from citysense.settings import KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
 from tests._lifecycle import clean_env
 from tests._proxy import FaultProxy
+from tests._stages import StageProcess
 from tests.faults._broker import proxied_kafka
 from tests.faults._checks import measurement_rows
-from tests.faults._stages import StageProcess
 from tests.faults._tap import KafkaTap
 
 STAGES = ("sink", "publish", "aggregate", "ingest")  # start order; drain order is reversed

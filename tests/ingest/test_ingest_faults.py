@@ -20,9 +20,10 @@ from citysense.stack import free_port
 from citysense.stack._process import spawn, stop_pid, wait_port
 from decoders.envelopes import parse_uplink
 from simulators import Fleet, Outgoing, Publisher
+from tests._lifecycle import clean_env
 from tests._proxy import FaultProxy
+from tests._stages import StageProcess
 from tests.ingest._kafka_read import MEASUREMENT_TOPICS, collect, header, now_us
-from tests.ingest._process import IngestProcess
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,11 @@ def _env(
     }
 
 
+def _ingest(env: dict[str, str], log: Path) -> StageProcess:
+    port = free_port()
+    return StageProcess("ingest", clean_env(**env, CITYSENSE_HTTP_PORT=str(port)), port, log)
+
+
 def _keys(records: list[object]) -> set[bytes]:
     return {header(r, "idempotency-key") or b"" for r in records}
 
@@ -87,7 +93,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_publish(
     messages = Fleet(nation, seed=21).next_batch(9000)
     expected = {idempotency_key(m).encode() for m in messages}
     assert len(expected) == len(messages)
-    ingest = IngestProcess(
+    ingest = _ingest(
         _env(
             settings,
             settings.kafka.bootstrap,
@@ -177,7 +183,7 @@ def test_kafka_outage_holds_messages_in_the_broker_not_in_memory(
     expected = {idempotency_key(m).encode() for m in messages}
     env = _env(settings, kafka.bootstrap, f"ingest-outage-{uuid.uuid4().hex[:6]}", tmp_path, lean)
     env["CITYSENSE_INGEST_MAX_INFLIGHT"] = "1000"
-    ingest = IngestProcess(env, tmp_path / "ingest.log")
+    ingest = _ingest(env, tmp_path / "ingest.log")
     since = now_us()
     ingest.start()
     try:

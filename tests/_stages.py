@@ -1,4 +1,5 @@
-"""The four stages as separate OS processes (``citysense ingest|aggregate|sink|publish``).
+"""Stages as separate OS processes (``citysense ingest|aggregate|sink|publish``), for the fault
+suite and the stages' own kill and outage tests.
 
 Each is started with its settings in the environment, as in production, so ``kill -9`` kills a
 real process and SIGTERM runs the real drain. Memory is sampled with psutil while it runs.
@@ -92,6 +93,12 @@ class StageProcess:
             self.proc.kill()
             self.proc.wait()
             raise
+
+    def metrics(self) -> str:
+        """The process's Prometheus exposition."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
 
     def tail(self, chars: int = 3000) -> str:
         try:
