@@ -15,7 +15,8 @@ on free loopback ports, in a temporary directory, a fresh database):
 3. every ``SAMPLE_S`` seconds (``CITYSENSE_BENCH_E2E_SAMPLE_S``, default 5), what ``citysense
    status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
    consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
-   (psutil, children included), kept for the plot. The aggregator's read position is the one it
+   and CPU time (psutil, children included), kept for the plot and for each process's CPU per
+   message (where the cores go). The aggregator's read position is the one it
    commits every ``aggregate.commit_interval_s`` (5 s), so its lag saw-tooths by up to that
    many seconds of input;
 4. after the simulator stops, the drain: sampling goes on until the sink has consumed every valid
@@ -218,7 +219,50 @@ def rss_mb(pid: int | None) -> float | None:
     return total / (1024 * 1024)
 
 
+def cpu_s(pid: int | None) -> float | None:
+    """CPU time (user + system, seconds) of a process and its live children; None when gone.
+
+    PostgreSQL's backends and Mosquitto's are children of the process started, so they are in.
+    """
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+    except psutil.Error:
+        return None
+    return total
+
+
 # --- figures (pure) ---------------------------------------------------------------------------
+
+
+def cpu_per_message(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Each process's CPU microseconds per message through ingest over the load phase, from its
+    first and last load samples: where the machine's cores go at the rate reached.
+
+    A process restarted during the phase (its CPU counter went back) is left out, as is one
+    sampled only once.
+    """
+    load = [s for s in samples if s["phase"] == "load" and "cpu_s" in s]
+    if len(load) < 2:
+        return {}
+    first, last = load[0], load[-1]
+    messages = (last["total"].get("ingest") or 0) - (first["total"].get("ingest") or 0)
+    if messages <= 0:
+        return {}
+    out: dict[str, float] = {}
+    for name, end in last["cpu_s"].items():
+        start = first["cpu_s"].get(name)
+        if start is None or end is None or end < start:
+            continue
+        out[name] = (end - start) * 1e6 / messages
+    return out
 
 
 def histogram_quantile(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
@@ -349,6 +393,7 @@ def _sample(
         "total": {s.stage: s.total_in for s in snapshot.stages if s.running},
         "lag": {lag.stage: lag.records for lag in snapshot.lags},
         "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+        "cpu_s": {name: cpu_s(pid) for name, pid in pids.items()},
         "dead_letters": snapshot.dead_letters,
         "problems": list(snapshot.problems),
     }
@@ -797,6 +842,8 @@ def _figures(
         "zero_loss": zero_loss,
         "latency": latency,
         "peak_rss_mb": peaks,
+        "cpu_us_per_message": cpu_per_message(observation.samples),
+        "cores": os.cpu_count() or 1,
         "rss": flat,
         "exit_codes": exits,
         "targets": verdicts,
@@ -907,6 +954,14 @@ def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
             "run length",
             figures["load_s"],
         )
+    # Where the cores go: each process's CPU per message beside the whole machine's budget at
+    # the target rate (every core busy, nothing else running).
+    cpu = figures.get("cpu_us_per_message") or {}
+    if cpu:
+        budget = figures["cores"] * 1e6 / figures["target_rate_per_s"]
+        add("CPU per message, all processes", sum(cpu.values()), "µs", "budget at target", budget)
+        for name, micros in sorted(cpu.items(), key=lambda item: -item[1]):
+            add(f"CPU per message, {name}", micros, "µs", "budget at target", budget)
     for name, rss in figures["rss"].items():
         add(
             f"RSS {name}, last quarter",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.end_to_end import (
+    cpu_per_message,
     flat_memory,
     histogram_buckets,
     histogram_quantile,
@@ -59,6 +60,24 @@ def test_steady_rate_drops_the_ramp_and_the_tail() -> None:
     assert steady_rate([10.0, 1000.0, 1010.0, 990.0, 20.0]) == 1000.0
     assert steady_rate([None, 5.0, 7.0]) == 6.0
     assert steady_rate([None]) is None
+
+
+def test_cpu_per_message_spreads_each_process_over_the_messages_ingested() -> None:
+    def sample(phase: str, ingested: int, cpu: dict[str, float | None]) -> dict[str, object]:
+        return {"phase": phase, "total": {"ingest": ingested}, "cpu_s": cpu}
+
+    samples = [
+        sample("startup", 0, {"ingest": 0.5, "sink": 0.1}),
+        sample("load", 1_000, {"ingest": 1.0, "sink": 2.0, "kafka": 3.0, "gone": 1.0}),
+        sample("load", 5_000, {"ingest": 1.1, "sink": 2.5, "kafka": 2.0, "gone": None}),
+        sample("load", 11_000, {"ingest": 1.5, "sink": 3.0, "kafka": 1.0, "gone": None}),
+        sample("drain", 12_000, {"ingest": 9.0, "sink": 9.0, "kafka": 9.0, "gone": None}),
+    ]
+    # 10,000 messages between the first and last load samples; kafka restarted (its counter
+    # went back) and "gone" exited: both left out rather than counted wrong.
+    assert cpu_per_message(samples) == pytest.approx({"ingest": 50.0, "sink": 100.0})
+    assert cpu_per_message(samples[:2]) == {}
+    assert cpu_per_message([sample("load", 5, {"a": 1.0}), sample("load", 5, {"a": 2.0})]) == {}
 
 
 def test_flat_memory_compares_second_and_last_quarters() -> None:
