@@ -31,6 +31,18 @@ RANDOM = random.Random(SEED)
 FLEET: Fleet | None = None
 
 
+@pytest.fixture(autouse=True)
+def _every_stage_up(pipeline: Pipeline) -> None:
+    """A stage that an earlier scenario left dead (that scenario failed for it) is restarted
+    first, so each scenario reports its own failures, not its predecessor's."""
+    for process in pipeline.stages.values():
+        if not process.running():
+            log.warning("restarting %s, left dead by an earlier scenario", process.stage)
+            process.start()
+    for process in pipeline.stages.values():
+        process.wait_ready()
+
+
 def _run_load(
     pipeline: Pipeline, seconds: float, during: Callable[[Load], None] | None = None
 ) -> Load:
