@@ -48,6 +48,7 @@ from aiokafka.coordinator.protocol import (
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
+from citysense.consumer_lag import TopicLagGauge, topic_lag
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
 from citysense.settings import Settings
@@ -171,6 +172,7 @@ class _StageRunner:
         self.side_watermark = _SideGroup(service, f"{group_id}.watermark")
         self.resume: dict[TopicPartition, _Resume] = {}
         self.positions: dict[TopicPartition, int] = {}
+        self.lag_gauge = TopicLagGauge(metrics.CONSUMER_LAG, name)
         #: The watermark of the last emit: every window due by it has been sent. The checkpoint
         #: stores this one, not the current watermark, which an idle partition may have moved
         #: on since (a restart would then take windows never sent for sent ones).
@@ -282,18 +284,10 @@ class _StageRunner:
         return records[:cut], records[cut:], resume.watermark
 
     def update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """``citysense_aggregate_consumer_lag_records`` per topic: the end offset of the last
-        fetch minus the next offset to read, summed over the partitions this process holds
-        (what the autoscaler and the lag panel read); a partition not fetched or not read yet
-        in this process counts in no sum."""
-        lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            position = self.positions.get(tp)
-            if end is not None and position is not None:
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
-        for topic, value in lag.items():
-            metrics.CONSUMER_LAG.labels(self.name, topic).set(value)
+        """``citysense_aggregate_consumer_lag_records`` per topic (:mod:`citysense.consumer_lag`):
+        what the autoscaler and the lag panel read; a topic no longer held is no longer
+        reported."""
+        self.lag_gauge.update(topic_lag(consumer, self.positions))
 
     async def commit(self, *, force: bool = False) -> None:
         """Commit, per partition, the lowest offset kept windows need.

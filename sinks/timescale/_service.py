@@ -49,6 +49,7 @@ from citysense.clients import (
     kafka_consumer,
     kafka_producer,
 )
+from citysense.consumer_lag import TopicLagGauge, topic_lag
 from citysense.logs import partition_summary
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle, StageFailedError
@@ -234,6 +235,7 @@ class TimescaleSink:
         self._lifecycle = Lifecycle(self.name)
         self._stopping = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._lag_gauge = TopicLagGauge(metrics.CONSUMER_LAG)
         #: Records being taken in; the batch being written (or waiting to be written again).
         self._buffer = _Batch(self._decode)
         self._pending: _Batch | None = None
@@ -831,18 +833,9 @@ class TimescaleSink:
             )
 
     def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            position = self._positions.get(tp)
-            if end is None or position is None:
-                continue
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - position)
-        for topic, value in lag.items():
-            metrics.CONSUMER_LAG.labels(topic).set(value)
+        """``citysense_sink_consumer_lag_records`` per topic (:mod:`citysense.consumer_lag`)."""
+        if self._consumer is not None:
+            self._lag_gauge.update(topic_lag(self._consumer, self._positions))
 
     async def _commit_to_kafka(self, offsets: dict[tuple[str, int], int]) -> None:
         """Informative group commit (tools show the group's progress); errors are ignored."""
