@@ -20,9 +20,8 @@ from citysense.registry import Registry, load_registry, scenario_path
 from citysense.settings import KafkaSettings, MqttSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
 from tests._lifecycle import clean_env
-from tests._proxy import FaultProxy
+from tests._proxy import FaultProxy, proxied_kafka
 from tests._stages import StageProcess
-from tests.faults._broker import proxied_kafka
 from tests.faults._checks import measurement_rows
 from tests.faults._tap import KafkaTap
 

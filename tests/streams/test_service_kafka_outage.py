@@ -15,8 +15,7 @@ import schemas
 from citysense.clients import ensure_topics
 from citysense.settings import KafkaSettings, Settings
 from streams import AggregateService
-from tests._proxy import FaultProxy
-from tests.faults._broker import proxied_kafka
+from tests._proxy import FaultProxy, proxied_kafka
 from tests.streams._records import noise
 from tests.streams.test_service_integration import (
     AGGREGATES,
