@@ -10,10 +10,10 @@ In one run on a private stack (Mosquitto + Tansu from the project's ``Stack``):
 3. backlog drain: the simulator publishes flat out for ``BACKLOG_S`` while ingest is stopped
    (its persistent session queues the messages, as during an outage), then one ingest process
    drains the backlog with no publisher competing for the cores: ingest's own capacity; run
-   three times, with every fast path on, with ``mqtt-read`` off (paho's public ``on_message``)
-   and with ``kafka-batch`` off (aiokafka's public ``BatchBuilder.append``), through
-   ``CITYSENSE_LEAN``: the figures that keep each fast path only while it makes ingest at least
-   15 % faster (docs/runtime.md#fast-paths);
+   twice on the same messages (one simulator seed and message count), with every fast path on
+   and with ``mqtt-read`` off (paho's public ``on_message``), through ``CITYSENSE_LEAN``: the
+   figures that keep the fast path only while it makes ingest at least 15 % faster
+   (docs/runtime.md#fast-paths);
 4. latency at 5,000 msg/s: p50/p99 of MQTT receive → Kafka acknowledgement (ingest's sampled
    latency histogram, interpolated within buckets); the rate shown is the load offered (messages
    sent over the paced window), with the counts sent and Kafka-acknowledged beside it;
@@ -50,6 +50,8 @@ DURATION_S = float(os.environ.get("CITYSENSE_BENCH_DURATION_S", "30"))
 RATE_FOR_LATENCY = 5000
 #: Seconds the simulator publishes, flat out, the backlog ingest then drains.
 BACKLOG_S = DURATION_S * 2 / 3
+#: The simulator's seed for every backlog: the runs compared drain the same messages.
+BACKLOG_SEED = 13
 #: The backlog is drained once Kafka acknowledged nothing more for this long.
 DRAIN_IDLE_S = 5.0
 SOAK_MINUTES = float(os.environ.get("CITYSENSE_BENCH_SOAK_MINUTES", "10"))
@@ -196,20 +198,29 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 
 def simulate(
-    env: dict[str, str], rate: float, duration: float, processes: int = 1
+    env: dict[str, str],
+    rate: float,
+    duration: float | None,
+    processes: int = 1,
+    *,
+    messages: int | None = None,
+    seed: int | None = None,
 ) -> subprocess.Popen[bytes]:
+    """The simulator publishing for ``duration`` seconds, or ``messages`` messages; ``seed``
+    (default: the clock) picks the fleet's messages, so two runs given one seed and one count
+    publish the same messages."""
+    amount = ["--duration", str(duration)] if messages is None else ["--messages", str(messages)]
     return subprocess.Popen(
         [
             CITYSENSE,
             "simulate",
             "--rate",
             str(rate),
-            "--duration",
-            str(duration),
+            *amount,
             "--processes",
             str(processes),
             "--seed",
-            str(int(time.time())),
+            str(int(time.time()) if seed is None else seed),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -277,16 +288,24 @@ def _all_but(path: FastPath) -> str:
     return ",".join(other.value for other in FastPath if other is not path)
 
 
-def backlog(env: dict[str, str], lean: str = "1") -> dict[str, float]:
+def backlog(
+    env: dict[str, str], lean: str = "1", *, messages: int | None = None, seed: int = BACKLOG_SEED
+) -> dict[str, float]:
     """Ingest's own capacity, with no publisher competing for the cores: the broker holds a
     backlog for ingest's persistent session (published while ingest was stopped, as after an
     outage), then one ingest process drains it; the rate counts from ingest being ready to the
     last record Kafka acknowledged. ``lean`` is ingest's ``CITYSENSE_LEAN`` (the simulator
-    keeps its own fast path either way)."""
+    keeps its own fast path either way).
+
+    The backlog is what the simulator publishes in ``BACKLOG_S``, or ``messages`` messages: the
+    runs compared pass the first run's count, and all use one ``seed``, so each drains the same
+    messages. Published for a time, the backlogs differed by up to 40 % with the machine's load,
+    and a clock seed gave each run another mix of sensors and codecs."""
     tag = f"backlog-{lean}-{int(time.time())}"
     ingest_env = {**env, "CITYSENSE_LEAN": lean}
     Ingest(ingest_env, 1, tag).stop(keep_sessions=True)  # the session and its subscriptions exist
-    sent = int(_summary(simulate(env, 0, BACKLOG_S))["sent"])
+    publisher = simulate(env, 0, BACKLOG_S, messages=messages, seed=seed)
+    sent = int(_summary(publisher)["sent"])
     ingest = Ingest(ingest_env, 1, tag)
     try:
         start_count, start_at, start_cpu = (
@@ -368,8 +387,8 @@ def main() -> dict[str, Any]:
             ceil = ceiling(env)
             runs = [throughput(env, 1), throughput(env, 2)]
             drain = backlog(env)
-            drain_off = backlog(env, lean=_all_but(FastPath.MQTT_READ))
-            drain_batch_off = backlog(env, lean=_all_but(FastPath.KAFKA_BATCH))
+            same = int(drain["backlog"])
+            drain_off = backlog(env, lean=_all_but(FastPath.MQTT_READ), messages=same)
             lat = latency(env)
             soaked = soak(env) if SOAK_MINUTES > 0 else None
     finally:
@@ -407,11 +426,6 @@ def main() -> dict[str, Any]:
                     f"{drain_off['drained']:,.0f} / {drain_off['backlog']:,.0f}",
                 ],
                 ["backlog drain, mqtt-read off: CPU µs per message", drain_off["cpu_us_per_msg"]],
-                ["backlog drain, kafka-batch off: msg/s", drain_batch_off["drain_per_s"]],
-                [
-                    "backlog drain, kafka-batch off: CPU µs per message",
-                    drain_batch_off["cpu_us_per_msg"],
-                ],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p50 ms", lat["p50_ms"]],
                 [f"latency at {lat['rate_per_s']:.0f} msg/s: p99 ms", lat["p99_ms"]],
                 [
@@ -436,7 +450,7 @@ def main() -> dict[str, Any]:
         )
     )
     fast_paths: dict[str, dict[str, float]] = {}
-    for name, off in (("mqtt-read", drain_off), ("kafka-batch", drain_batch_off)):
+    for name, off in (("mqtt-read", drain_off),):
         gain = drain["drain_per_s"] / off["drain_per_s"] - 1 if off["drain_per_s"] else 0.0
         fast_paths[name] = {"on": drain["drain_per_s"], "off": off["drain_per_s"], "gain": gain}
         print(
@@ -451,7 +465,6 @@ def main() -> dict[str, Any]:
         "throughput": runs,
         "backlog": drain,
         "backlog_mqtt_read_off": drain_off,
-        "backlog_kafka_batch_off": drain_batch_off,
         "fast_paths": fast_paths,
         "latency": lat,
         "soak": soaked,

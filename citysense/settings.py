@@ -103,9 +103,6 @@ class FastPath(StrEnum):
     #: Ingest reads MQTT with one large ``recv`` and decodes QoS 1 PUBLISH packets itself
     #: (``citysense._paho_private``) instead of paho's ``on_message``.
     MQTT_READ = "mqtt-read"
-    #: Ingest fills Kafka record batches through aiokafka's C batch builder directly
-    #: (``citysense._aiokafka_private``) instead of the public ``BatchBuilder.append``.
-    KAFKA_BATCH = "kafka-batch"
     #: The simulator's publisher packs user properties once and completes PUBACKs without
     #: paho's per-packet objects (``citysense._paho_private``).
     MQTT_PUBLISH = "mqtt-publish"

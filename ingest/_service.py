@@ -136,7 +136,6 @@ class IngestService:
                 linger_s=ingest.linger_ms / 1000,
                 backoff_max_s=ingest.retry_backoff_max_s,
                 lifecycle=lifecycle,
-                fast=self._settings.fast(FastPath.KAFKA_BATCH),
             )
             lifecycle.started("kafka batcher", batcher.cancel)
             await batcher.prepare(topics)

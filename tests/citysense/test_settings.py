@@ -144,7 +144,7 @@ def test_lean_switch_defaults_to_every_fast_path() -> None:
     [
         ("0", set()),
         ("off", set()),
-        ("1", {"mqtt-read", "kafka-batch", "mqtt-publish", "sink-copy"}),
+        ("1", {"mqtt-read", "mqtt-publish", "sink-copy"}),
         ("mqtt-read", {"mqtt-read"}),
         (" sink-copy , mqtt-publish ", {"sink-copy", "mqtt-publish"}),
     ],
@@ -159,10 +159,10 @@ def test_lean_switch_turns_on_the_fast_paths_it_names(
     assert {path.value for path in FastPath if settings.fast(path)} == on
 
 
-@pytest.mark.parametrize("value", ["2", "mqtt-acks", "mqtt-read,nonsense"])
+@pytest.mark.parametrize("value", ["2", "mqtt-acks", "kafka-batch", "mqtt-read,nonsense"])
 def test_a_bad_lean_switch_fails_at_start_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("CITYSENSE_LEAN", value)
-    with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, kafka-batch, mqtt-publish"):
+    with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy"):
         load_settings()
