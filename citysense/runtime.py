@@ -25,8 +25,9 @@ import errno
 import gc
 import logging
 import signal
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import uvloop
 from aiohttp import web
@@ -41,6 +42,7 @@ __all__ = [
     "HealthServer",
     "Lifecycle",
     "StageFailedError",
+    "expect_shutdown",
     "run",
     "run_components",
     "run_stage",
@@ -115,7 +117,16 @@ class Lifecycle:
       its normal end) while the component is not stopping; ``cancel(task)`` ends one on purpose;
     - ``failure`` holds the first reason; ``wait_failed()`` raises it as
       :class:`StageFailedError`.
+
+    Once the runtime shuts the process down (:func:`expect_shutdown`), a cancelled task is no
+    longer a failure in any lifecycle: the shutdown itself cancels what its deadline cut short
+    and what is left running after it, including the tasks of components whose own ``stop``
+    never ran. A task that raises is still one.
     """
+
+    #: Every lifecycle still referenced, so the runtime's shutdown can reach them all (the
+    #: :class:`Component` protocol does not expose them).
+    _live: ClassVar[weakref.WeakSet[Lifecycle]] = weakref.WeakSet()
 
     def __init__(self, name: str) -> None:
         #: The component's name, as in its ``name`` attribute and the health checks.
@@ -126,6 +137,9 @@ class Lifecycle:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failed = asyncio.Event()
         self._stopping = False
+        #: The process is shutting down: a cancellation is the shutdown's, not a failure.
+        self._shutting_down = False
+        Lifecycle._live.add(self)
 
     @property
     def failed(self) -> bool:
@@ -178,7 +192,7 @@ class Lifecycle:
             return  # cancelled on purpose (see ``cancel``)
         self._tasks.discard(task)
         if task.cancelled():
-            if not self._stopping:
+            if not (self._stopping or self._shutting_down):
                 self.fail(f"task {task.get_name()} was cancelled")
             return
         error = task.exception()  # retrieved in every case: asyncio warns otherwise
@@ -213,6 +227,10 @@ class Lifecycle:
         """From now on a task ending is expected (the component is draining or stopping)."""
         self._stopping = True
 
+    def expect_cancellation(self) -> None:
+        """From now on a cancelled task is the process's shutdown at work, not a failure."""
+        self._shutting_down = True
+
     async def close(self) -> None:
         """Cancel the tasks still running, then undo the start steps, newest first.
 
@@ -225,15 +243,32 @@ class Lifecycle:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        this = asyncio.current_task()
         while self._undo:
             what, undo = self._undo.pop()
             try:
                 await undo()
+            except asyncio.CancelledError as exc:
+                if this is not None and this.cancelling():
+                    raise  # the stop itself is cancelled (the shutdown deadline)
+                # Not ours: aiokafka's consumer.stop() lets out the CancelledError of the
+                # fetch it cancels when its broker is gone. The other undos must still run.
+                log.warning(
+                    "could not stop cleanly",
+                    extra={"component": self.name, "what": what, "error": _describe(exc)},
+                )
             except Exception as exc:
                 log.warning(
                     "could not stop cleanly",
                     extra={"component": self.name, "what": what, "error": _describe(exc)},
                 )
+
+
+def expect_shutdown() -> None:
+    """The process is shutting down: a task cancelled from now on, in any lifecycle, is not a
+    failure (see :class:`Lifecycle`). Called when the shutdown starts, before any stop."""
+    for lifecycle in list(Lifecycle._live):
+        lifecycle.expect_cancellation()
 
 
 def _describe(error: BaseException) -> str:
@@ -355,6 +390,7 @@ async def run_components(
         )
     status = 0
     start_error: Exception | None = None
+    watches: dict[asyncio.Task[str], Component] = {}
     try:
         if health is not None:
             await health.start()
@@ -373,12 +409,7 @@ async def run_components(
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait([stopper, *watches], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        for watch, component in watches.items():
-            if watch.done():
-                status = 1
-                failures[component.name] = watch.result()
-            watch.cancel()
-        if failures:
+        if _failed(watches, failures):
             log.error("shutting down after a failure", extra={"failed": failures})
     except Exception as exc:
         start_error = exc
@@ -387,11 +418,30 @@ async def run_components(
             loop.remove_signal_handler(sig)
         if health is not None:
             health.stopping = True
+        # From here on a cancelled task is the shutdown's doing (its deadline, or the leftovers
+        # cancelled after it), whether or not its component's stop ran: not a failure.
+        expect_shutdown()
         if not await _shutdown(started, health, shutdown_deadline_s):
             status = 1
+        # The watches stay on through the shutdown: a task dying on its own while the others
+        # stop is still a failure.
+        for _ in range(3):  # a failure's watch ends a few loop turns after it
+            await asyncio.sleep(0)
+        if _failed(watches, failures):
+            status = 1
+        for watch in watches:
+            watch.cancel()
     if start_error is not None:
         raise start_error
     return status
+
+
+def _failed(watches: dict[asyncio.Task[str], Component], failures: dict[str, str]) -> bool:
+    """Record in ``failures`` the components whose watch saw them fail; True if any did."""
+    for watch, component in watches.items():
+        if watch.done() and not watch.cancelled():
+            failures.setdefault(component.name, watch.result())
+    return bool(failures)
 
 
 async def _failure_of(component: Component) -> str:
@@ -413,10 +463,21 @@ async def _shutdown(
     """
 
     async def stop_all() -> None:
+        this = asyncio.current_task()
+        assert this is not None
         for component in reversed(started):
             try:
                 await component.stop()
                 log.info("component stopped", extra={"component": component.name})
+            except asyncio.CancelledError as exc:
+                if this.cancelling():
+                    raise  # the deadline: the shutdown is abandoned
+                # A stop that let a cancelled task's CancelledError out (aiokafka raises it
+                # from a closed connection): the later components must still be stopped.
+                log.error(
+                    "component stop failed",
+                    extra={"component": component.name, "error": _describe(exc)},
+                )
             except Exception as exc:
                 log.error(
                     "component stop failed",
@@ -459,6 +520,7 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return 130
     finally:
         try:
+            expect_shutdown()  # what is cancelled now is cancelled by the shutdown
             leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
             for task in leftovers:
                 task.cancel()
