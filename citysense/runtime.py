@@ -52,6 +52,10 @@ log = logging.getLogger("citysense.runtime")
 
 T = TypeVar("T")
 
+#: Longest wait for one undo step of a stop (closing a client, leaving a group): on loopback or
+#: a LAN they take milliseconds; one stuck on a silent broker is abandoned (see Lifecycle.close).
+UNDO_TIMEOUT_S = 2.0
+
 
 class Component(Protocol):
     """A long-lived part of a stage."""
@@ -128,9 +132,10 @@ class Lifecycle:
     #: :class:`Component` protocol does not expose them).
     _live: ClassVar[weakref.WeakSet[Lifecycle]] = weakref.WeakSet()
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, undo_timeout_s: float = UNDO_TIMEOUT_S) -> None:
         #: The component's name, as in its ``name`` attribute and the health checks.
         self.name = name
+        self._undo_timeout_s = undo_timeout_s
         self.failure: str | None = None
         self.error: BaseException | None = None
         self._undo: list[tuple[str, Callable[[], Awaitable[object]]]] = []
@@ -234,8 +239,10 @@ class Lifecycle:
     async def close(self) -> None:
         """Cancel the tasks still running, then undo the start steps, newest first.
 
-        Safe to call twice. An undo that raises is logged and the others still run: a stop must
-        release everything it can.
+        Safe to call twice. An undo that raises, or takes longer than ``undo_timeout_s``, is
+        logged and the others still run: a stop must release everything it can, within the
+        shutdown deadline (aiokafka's ``consumer.stop()`` waits without end for a group
+        coordinator whose broker went silent).
         """
         self._stopping = True
         tasks = list(self._tasks)
@@ -247,7 +254,8 @@ class Lifecycle:
         while self._undo:
             what, undo = self._undo.pop()
             try:
-                await undo()
+                async with asyncio.timeout(self._undo_timeout_s):
+                    await undo()
             except asyncio.CancelledError as exc:
                 if this is not None and this.cancelling():
                     raise  # the stop itself is cancelled (the shutdown deadline)

@@ -372,3 +372,24 @@ async def test_a_task_dying_on_its_own_during_the_shutdown_still_exits_1() -> No
     release.set()
     assert await asyncio.wait_for(run, 10) == 1
     assert waiting.lifecycle.failure is not None
+
+
+async def test_an_undo_that_hangs_is_abandoned_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiokafka's consumer.stop() waits without end for a coordinator behind a silent broker.
+    lifecycle = Lifecycle("demo", undo_timeout_s=0.2)
+    undone: list[str] = []
+
+    async def producer() -> None:
+        undone.append("producer")
+
+    async def consumer() -> None:
+        undone.append("consumer")
+        await asyncio.Event().wait()
+
+    lifecycle.started("producer", producer)
+    lifecycle.started("consumer", consumer)
+    await asyncio.wait_for(lifecycle.close(), 10)
+    assert undone == ["consumer", "producer"]
+    assert any(getattr(r, "what", None) == "consumer" for r in caplog.records)
