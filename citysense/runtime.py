@@ -399,6 +399,14 @@ async def run_components(
     status = 0
     start_error: Exception | None = None
     watches: dict[asyncio.Task[str], Component] = {}
+    #: Components whose stop has begun: their watch ending from then on is their stop (the
+    #: publication API's ``wait_failed`` returns when its server stops), not a failure.
+    stopping: set[str] = set()
+
+    def watched(watch: asyncio.Task[str], component: Component) -> None:
+        if not watch.cancelled() and component.name not in stopping:
+            failures.setdefault(component.name, watch.result())
+
     try:
         if health is not None:
             await health.start()
@@ -414,10 +422,13 @@ async def run_components(
         watches = {
             asyncio.create_task(_failure_of(c), name=f"watch-{c.name}"): c for c in components
         }
+        for watch, component in watches.items():
+            watch.add_done_callback(lambda w, c=component: watched(w, c))  # type: ignore[misc]
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait([stopper, *watches], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        if _failed(watches, failures):
+        await asyncio.sleep(0)  # the done callbacks of the watches that ended
+        if failures:
             log.error("shutting down after a failure", extra={"failed": failures})
     except Exception as exc:
         start_error = exc
@@ -429,27 +440,19 @@ async def run_components(
         # From here on a cancelled task is the shutdown's doing (its deadline, or the leftovers
         # cancelled after it), whether or not its component's stop ran: not a failure.
         expect_shutdown()
-        if not await _shutdown(started, health, shutdown_deadline_s):
+        if not await _shutdown(started, health, shutdown_deadline_s, stopping):
             status = 1
         # The watches stay on through the shutdown: a task dying on its own while the others
-        # stop is still a failure.
+        # stop is still a failure (a component's own stop is not: see ``stopping``).
         for _ in range(3):  # a failure's watch ends a few loop turns after it
             await asyncio.sleep(0)
-        if _failed(watches, failures):
+        if failures:
             status = 1
         for watch in watches:
             watch.cancel()
     if start_error is not None:
         raise start_error
     return status
-
-
-def _failed(watches: dict[asyncio.Task[str], Component], failures: dict[str, str]) -> bool:
-    """Record in ``failures`` the components whose watch saw them fail; True if any did."""
-    for watch, component in watches.items():
-        if watch.done() and not watch.cancelled():
-            failures.setdefault(component.name, watch.result())
-    return bool(failures)
 
 
 async def _failure_of(component: Component) -> str:
@@ -462,7 +465,10 @@ async def _failure_of(component: Component) -> str:
 
 
 async def _shutdown(
-    started: list[Component], health: HealthServer | None, deadline_s: float
+    started: list[Component],
+    health: HealthServer | None,
+    deadline_s: float,
+    begun: set[str] | None = None,
 ) -> bool:
     """Stop components in reverse start order within ``deadline_s``; False if it ran over.
 
@@ -474,6 +480,8 @@ async def _shutdown(
         this = asyncio.current_task()
         assert this is not None
         for component in reversed(started):
+            if begun is not None:
+                begun.add(component.name)  # from now on its watch ending is its stop
             try:
                 await component.stop()
                 log.info("component stopped", extra={"component": component.name})

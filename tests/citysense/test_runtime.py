@@ -393,3 +393,21 @@ async def test_an_undo_that_hangs_is_abandoned_and_the_others_still_run(
     await asyncio.wait_for(lifecycle.close(), 10)
     assert undone == ["consumer", "producer"]
     assert any(getattr(r, "what", None) == "consumer" for r in caplog.records)
+
+
+class _EndsWithItsStop(_Component):
+    """Like the publication API: ``wait_failed`` returns once its server has stopped."""
+
+    async def wait_failed(self) -> None:
+        await self.stopping.wait()
+
+
+async def test_a_watch_that_ends_with_its_own_stop_is_not_a_failure() -> None:
+    stop = asyncio.Event()
+    component = _EndsWithItsStop("api")
+    run = asyncio.create_task(
+        run_components([component], HttpSettings(port=0), shutdown_deadline_s=10, stop_event=stop)
+    )
+    await asyncio.wait_for(component.started.wait(), 10)
+    stop.set()
+    assert await asyncio.wait_for(run, 10) == 0
