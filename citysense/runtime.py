@@ -25,8 +25,9 @@ import errno
 import gc
 import logging
 import signal
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import uvloop
 from aiohttp import web
@@ -41,6 +42,7 @@ __all__ = [
     "HealthServer",
     "Lifecycle",
     "StageFailedError",
+    "expect_shutdown",
     "run",
     "run_components",
     "run_stage",
@@ -49,6 +51,10 @@ __all__ = [
 log = logging.getLogger("citysense.runtime")
 
 T = TypeVar("T")
+
+#: Longest wait for one undo step of a stop (closing a client, leaving a group): on loopback or
+#: a LAN they take milliseconds; one stuck on a silent broker is abandoned (see Lifecycle.close).
+UNDO_TIMEOUT_S = 2.0
 
 
 class Component(Protocol):
@@ -115,17 +121,30 @@ class Lifecycle:
       its normal end) while the component is not stopping; ``cancel(task)`` ends one on purpose;
     - ``failure`` holds the first reason; ``wait_failed()`` raises it as
       :class:`StageFailedError`.
+
+    Once the runtime shuts the process down (:func:`expect_shutdown`), a cancelled task is no
+    longer a failure in any lifecycle: the shutdown itself cancels what its deadline cut short
+    and what is left running after it, including the tasks of components whose own ``stop``
+    never ran. A task that raises is still one.
     """
 
-    def __init__(self, name: str) -> None:
+    #: Every lifecycle still referenced, so the runtime's shutdown can reach them all (the
+    #: :class:`Component` protocol does not expose them).
+    _live: ClassVar[weakref.WeakSet[Lifecycle]] = weakref.WeakSet()
+
+    def __init__(self, name: str, *, undo_timeout_s: float = UNDO_TIMEOUT_S) -> None:
         #: The component's name, as in its ``name`` attribute and the health checks.
         self.name = name
+        self._undo_timeout_s = undo_timeout_s
         self.failure: str | None = None
         self.error: BaseException | None = None
         self._undo: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failed = asyncio.Event()
         self._stopping = False
+        #: The process is shutting down: a cancellation is the shutdown's, not a failure.
+        self._shutting_down = False
+        Lifecycle._live.add(self)
 
     @property
     def failed(self) -> bool:
@@ -178,7 +197,7 @@ class Lifecycle:
             return  # cancelled on purpose (see ``cancel``)
         self._tasks.discard(task)
         if task.cancelled():
-            if not self._stopping:
+            if not (self._stopping or self._shutting_down):
                 self.fail(f"task {task.get_name()} was cancelled")
             return
         error = task.exception()  # retrieved in every case: asyncio warns otherwise
@@ -213,11 +232,17 @@ class Lifecycle:
         """From now on a task ending is expected (the component is draining or stopping)."""
         self._stopping = True
 
+    def expect_cancellation(self) -> None:
+        """From now on a cancelled task is the process's shutdown at work, not a failure."""
+        self._shutting_down = True
+
     async def close(self) -> None:
         """Cancel the tasks still running, then undo the start steps, newest first.
 
-        Safe to call twice. An undo that raises is logged and the others still run: a stop must
-        release everything it can.
+        Safe to call twice. An undo that raises, or takes longer than ``undo_timeout_s``, is
+        logged and the others still run: a stop must release everything it can, within the
+        shutdown deadline (aiokafka's ``consumer.stop()`` waits without end for a group
+        coordinator whose broker went silent).
         """
         self._stopping = True
         tasks = list(self._tasks)
@@ -225,15 +250,33 @@ class Lifecycle:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        this = asyncio.current_task()
         while self._undo:
             what, undo = self._undo.pop()
             try:
-                await undo()
+                async with asyncio.timeout(self._undo_timeout_s):
+                    await undo()
+            except asyncio.CancelledError as exc:
+                if this is not None and this.cancelling():
+                    raise  # the stop itself is cancelled (the shutdown deadline)
+                # Not ours: aiokafka's consumer.stop() lets out the CancelledError of the
+                # fetch it cancels when its broker is gone. The other undos must still run.
+                log.warning(
+                    "could not stop cleanly",
+                    extra={"component": self.name, "what": what, "error": _describe(exc)},
+                )
             except Exception as exc:
                 log.warning(
                     "could not stop cleanly",
                     extra={"component": self.name, "what": what, "error": _describe(exc)},
                 )
+
+
+def expect_shutdown() -> None:
+    """The process is shutting down: a task cancelled from now on, in any lifecycle, is not a
+    failure (see :class:`Lifecycle`). Called when the shutdown starts, before any stop."""
+    for lifecycle in list(Lifecycle._live):
+        lifecycle.expect_cancellation()
 
 
 def _describe(error: BaseException) -> str:
@@ -355,6 +398,15 @@ async def run_components(
         )
     status = 0
     start_error: Exception | None = None
+    watches: dict[asyncio.Task[str], Component] = {}
+    #: Components whose stop has begun: their watch ending from then on is their stop (the
+    #: publication API's ``wait_failed`` returns when its server stops), not a failure.
+    stopping: set[str] = set()
+
+    def watched(watch: asyncio.Task[str], component: Component) -> None:
+        if not watch.cancelled() and component.name not in stopping:
+            failures.setdefault(component.name, watch.result())
+
     try:
         if health is not None:
             await health.start()
@@ -370,14 +422,12 @@ async def run_components(
         watches = {
             asyncio.create_task(_failure_of(c), name=f"watch-{c.name}"): c for c in components
         }
+        for watch, component in watches.items():
+            watch.add_done_callback(lambda w, c=component: watched(w, c))  # type: ignore[misc]
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         await asyncio.wait([stopper, *watches], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        for watch, component in watches.items():
-            if watch.done():
-                status = 1
-                failures[component.name] = watch.result()
-            watch.cancel()
+        await asyncio.sleep(0)  # the done callbacks of the watches that ended
         if failures:
             log.error("shutting down after a failure", extra={"failed": failures})
     except Exception as exc:
@@ -387,8 +437,19 @@ async def run_components(
             loop.remove_signal_handler(sig)
         if health is not None:
             health.stopping = True
-        if not await _shutdown(started, health, shutdown_deadline_s):
+        # From here on a cancelled task is the shutdown's doing (its deadline, or the leftovers
+        # cancelled after it), whether or not its component's stop ran: not a failure.
+        expect_shutdown()
+        if not await _shutdown(started, health, shutdown_deadline_s, stopping):
             status = 1
+        # The watches stay on through the shutdown: a task dying on its own while the others
+        # stop is still a failure (a component's own stop is not: see ``stopping``).
+        for _ in range(3):  # a failure's watch ends a few loop turns after it
+            await asyncio.sleep(0)
+        if failures:
+            status = 1
+        for watch in watches:
+            watch.cancel()
     if start_error is not None:
         raise start_error
     return status
@@ -404,7 +465,10 @@ async def _failure_of(component: Component) -> str:
 
 
 async def _shutdown(
-    started: list[Component], health: HealthServer | None, deadline_s: float
+    started: list[Component],
+    health: HealthServer | None,
+    deadline_s: float,
+    begun: set[str] | None = None,
 ) -> bool:
     """Stop components in reverse start order within ``deadline_s``; False if it ran over.
 
@@ -413,10 +477,23 @@ async def _shutdown(
     """
 
     async def stop_all() -> None:
+        this = asyncio.current_task()
+        assert this is not None
         for component in reversed(started):
+            if begun is not None:
+                begun.add(component.name)  # from now on its watch ending is its stop
             try:
                 await component.stop()
                 log.info("component stopped", extra={"component": component.name})
+            except asyncio.CancelledError as exc:
+                if this.cancelling():
+                    raise  # the deadline: the shutdown is abandoned
+                # A stop that let a cancelled task's CancelledError out (aiokafka raises it
+                # from a closed connection): the later components must still be stopped.
+                log.error(
+                    "component stop failed",
+                    extra={"component": component.name, "error": _describe(exc)},
+                )
             except Exception as exc:
                 log.error(
                     "component stop failed",
@@ -459,6 +536,7 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return 130
     finally:
         try:
+            expect_shutdown()  # what is cancelled now is cancelled by the shutdown
             leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
             for task in leftovers:
                 task.cancel()

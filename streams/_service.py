@@ -371,9 +371,29 @@ class _StageRunner:
             self.update_lag(consumer)
             await service.flush()
             await self.try_commit()
-        await self.emit(time.monotonic())
-        await service.flush()
-        await self.try_commit(force=True)
+        await self.drain()
+
+    async def drain(self) -> None:
+        """At stop: send what is due, wait for Kafka's acks, commit; within half the shutdown
+        deadline, so the consumers still leave their groups before it.
+
+        Kafka gone, :meth:`AggregateService.flush` would resend forever and each commit wait
+        ``_COMMIT_TIMEOUT_S``: the stop would run over the deadline. Given up, nothing is lost:
+        no commit covers a result Kafka did not acknowledge, and the next start replays from
+        the last commit into the same results.
+        """
+        budget_s = self.service.settings.shutdown_deadline_s / 2
+        try:
+            async with asyncio.timeout(budget_s):
+                await self.emit(time.monotonic())
+                await self.service.flush()
+                await self.try_commit(force=True)
+        except TimeoutError:
+            log.warning(
+                "kafka did not take the last results or checkpoint before the deadline; the "
+                "next start replays from the last checkpoint",
+                extra={"runner": self.name, "budget_s": budget_s},
+            )
 
     async def try_commit(self, *, force: bool = False) -> None:
         """Commit; a commit Kafka does not take (it is away) is only logged: every result is
@@ -616,9 +636,10 @@ class AggregateService:
         self._stopped = True
         self._lifecycle.begin_stop()
         self.stopping.set()
-        for task in self._tasks:
-            with contextlib.suppress(Exception):
-                await task
+        # A runner stuck on a Kafka that went away (a position or group request that is never
+        # answered) is cancelled by close() below: the stop ends within the shutdown deadline.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_deadline_s * 0.6)
         # Consumers leave their groups, then the side groups, the producer and the admin client.
         await self._lifecycle.close()
         metrics.READY.set(0)

@@ -157,8 +157,8 @@ class Table:
         else:
             self._declare("people_sum", np.float64, 0.0)
             self._declare("people_max", np.float64, -np.inf)
-            # (row, region, count)
-            self.log = _Log(3)
+            # (row, region, count sum, count maximum)
+            self.log = _Log(4)
         self._grow(capacity)
 
     # --- storage ---------------------------------------------------------------------------
@@ -282,8 +282,7 @@ class Table:
         arrays["lmin"][rows] = np.fmin(arrays["lmin"][rows], local)
         bins = np.floor(laeq[has] * 10.0 + 0.5)
         self.log.append((rows[inverse][has], bins, duration[has]))
-        if self.log.size > _LOG_ENTRIES_PER_ROW * max(len(self.rows), 16):
-            self._reduce_log()
+        self._bound_log()
 
     def _fold_air(
         self,
@@ -332,6 +331,7 @@ class Table:
                 columns.count_value[period],
             )
         )
+        self._bound_log()
 
     def add_counts(
         self,
@@ -348,6 +348,7 @@ class Table:
         self.log.append(
             (rows[counted], lines[counted], directions[counted], classes[counted], counts[counted])
         )
+        self._bound_log()
         np.add.at(self._arrays["resets"], rows, resets)
         self._arrays["dirty"][rows] = True
 
@@ -373,17 +374,48 @@ class Table:
         arrays["people_max"][rows] = np.maximum(arrays["people_max"][rows], local)
         entry_rows = record_rows[columns.region_row]
         kept = entry_rows >= 0
-        self.log.append((entry_rows[kept], columns.region_id[kept], columns.region_count[kept]))
+        count = columns.region_count[kept]
+        self.log.append((entry_rows[kept], columns.region_id[kept], count, count))
+        self._bound_log()
+
+    def _bound_log(self) -> None:
+        """Keep the log proportional to the open windows, not to the records they took in.
+
+        Every kind with a log appends entries per record (noise a histogram entry, traffic one
+        per count, occupancy one per region); a window is kept for its size + grace + allowed
+        lateness (75 min for 1-hour windows), so unreduced, the log held every record of that
+        horizon: the aggregator's memory grew with the input rate for over an hour (issue 16's
+        end-to-end run: 415 → 611 MiB in 10 minutes).
+        """
+        if self.log.size > _LOG_ENTRIES_PER_ROW * max(len(self.rows), 16):
+            self._reduce_log()
 
     def _reduce_log(self) -> None:
-        """Merge histogram entries of the same (row, bin) by addition (noise only)."""
+        """Merge the entries of the same (row, detail) into one: histogram weights and counts
+        add up, an occupancy maximum stays the maximum. Results do not change: what is read
+        from the log (sums, maxima, the histogram) does not depend on how entries are split."""
         log = self.log.array()
         if not len(log):
             return
-        codes = log[:, 0].astype(np.int64) << 20 | (log[:, 1].astype(np.int64) & 0xFFFFF)
-        unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        weights = np.bincount(inverse, weights=log[:, 2], minlength=len(unique))
-        self.log.replace(np.column_stack([log[first, 0], log[first, 1], weights]))
+        if self.kind == "noise":  # (row, 0.1 dB bin): one int64 code
+            codes = log[:, 0].astype(np.int64) << 20 | (log[:, 1].astype(np.int64) & 0xFFFFF)
+            unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+            weights = np.bincount(inverse, weights=log[:, 2], minlength=len(unique))
+            self.log.replace(np.column_stack([log[first, 0], log[first, 1], weights]))
+            return
+        # traffic: (row, line, direction, class) → count; occupancy: (row, region) → sum, max
+        width = 4 if self.kind == "traffic" else 2
+        unique, first, inverse = np.unique(
+            log[:, :width], axis=0, return_index=True, return_inverse=True
+        )
+        inverse = inverse.reshape(-1)
+        total = np.bincount(inverse, weights=log[:, width], minlength=len(unique))
+        if self.kind == "traffic":
+            self.log.replace(np.column_stack([log[first, :width], total]))
+            return
+        high = np.full(len(unique), -np.inf)
+        np.maximum.at(high, inverse, log[:, width + 1])
+        self.log.replace(np.column_stack([log[first, :width], total, high]))
 
     # --- emitting ---------------------------------------------------------------------------
 
@@ -704,10 +736,10 @@ def _region_results(details: FloatArray | None, samples: int) -> list[dict[str, 
     sums: dict[int, float] = {}
     maxima: dict[int, int] = {}
     if details is not None:
-        for region, count in details.tolist():
+        for region, total, high in details.tolist():
             r = int(region)
-            sums[r] = sums.get(r, 0.0) + count
-            maxima[r] = max(maxima.get(r, 0), int(count))
+            sums[r] = sums.get(r, 0.0) + total
+            maxima[r] = max(maxima.get(r, 0), int(high))
     return [
         {"region": r, "mean_count": _rounded(sums[r] / samples, 4), "max_count": maxima[r]}
         for r in sorted(sums)

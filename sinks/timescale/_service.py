@@ -314,8 +314,9 @@ class TimescaleSink:
         self._lifecycle.begin_stop()
         self._stopping.set()
         if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
+            # Its drain is bounded (see _run); a loop stuck on a broker that went away is
+            # cancelled by close() below, so the stop ends within the shutdown deadline.
+            await asyncio.wait({self._task}, timeout=self._settings.shutdown_deadline_s * 0.6)
         # The retention task is cancelled; the consumer, producer and pool close, in that order.
         await self._lifecycle.close()
         metrics.READY.set(0)
@@ -398,9 +399,9 @@ class TimescaleSink:
             while not self._stopping.is_set():
                 if time.monotonic() >= self._retry_at and self._writing is None:
                     if not self._prepared:
-                        await self._attempt(self._prepare, "prepare")
+                        await self._unless_stopped(self._attempt(self._prepare, "prepare"))
                     if self._prepared and self._unpositioned:
-                        await self._attempt(self._position, "position")
+                        await self._unless_stopped(self._attempt(self._position, "position"))
                     if self._prepared:
                         self._start_write()
                 self._apply_pauses()
@@ -416,14 +417,33 @@ class TimescaleSink:
         if self._write_error is not None:
             raise self._write_error
         # Drain: one last write of what is pending and buffered; if the database is away the
-        # records stay in Kafka after the stored offsets and the next run writes them.
+        # records stay in Kafka after the stored offsets and the next run writes them. Within
+        # half the shutdown deadline, so the clients still close before it.
         if self._prepared:
+            drain_s = min(_ATTEMPT_TIMEOUT_S, self._settings.shutdown_deadline_s / 2)
             with contextlib.suppress(Exception):
-                if self._pending is not None:
-                    await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
-                if self._buffer.count:
-                    self._pending, self._buffer = self._buffer, _Batch(self._decode)
-                    await asyncio.wait_for(self._flush(), _ATTEMPT_TIMEOUT_S)
+                async with asyncio.timeout(drain_s):
+                    if self._pending is not None:
+                        await self._flush()
+                    if self._buffer.count:
+                        self._pending, self._buffer = self._buffer, _Batch(self._decode)
+                        await self._flush()
+
+    async def _unless_stopped(self, step: Awaitable[None]) -> None:
+        """``step``, given up when :meth:`stop` is called: preparing or positioning against a
+        broker or database that went away would hold the stop for up to ``_ATTEMPT_TIMEOUT_S``,
+        past the shutdown deadline. Both are redone by the next run."""
+        work = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            return
+        work.result()
 
     def _start_write(self) -> None:
         """Start writing the pending batch (a failed one again), else the buffer when due."""

@@ -17,6 +17,7 @@ import pytest
 
 from citysense.errors import StartupError
 from citysense.runtime import Lifecycle, StageFailedError, run_components
+from citysense.runtime import run as runtime_run
 from citysense.settings import HttpSettings
 from citysense.stack import free_port
 
@@ -282,3 +283,131 @@ def test_lifecycle_logs_name_the_component(caplog: pytest.LogCaptureFixture) -> 
     [record] = caplog.records
     assert record.component == "sink-timescale"  # type: ignore[attr-defined]
     assert record.reason == "task x failed"  # type: ignore[attr-defined]
+
+
+# --- shutdown: what the shutdown cancels is not a failure, what dies on its own still is ------
+
+
+async def test_an_undo_that_lets_out_a_cancellation_does_not_skip_the_others() -> None:
+    # aiokafka's consumer.stop() does this when its broker is gone.
+    lifecycle = Lifecycle("demo")
+    undone: list[str] = []
+
+    async def producer() -> None:
+        undone.append("producer")
+
+    async def consumer() -> None:
+        undone.append("consumer")
+        raise asyncio.CancelledError
+
+    lifecycle.started("producer", producer)
+    lifecycle.started("consumer", consumer)
+    await lifecycle.close()
+    assert undone == ["consumer", "producer"]
+
+
+class _CancelledStop(_Component):
+    async def stop(self) -> None:
+        await super().stop()
+        raise asyncio.CancelledError  # a stop whose inner cancellation escaped
+
+
+async def test_a_stop_that_lets_out_a_cancellation_does_not_end_the_shutdown() -> None:
+    stop = asyncio.Event()
+    last, first = _Component("stops-last"), _CancelledStop("stops-first")
+    run = asyncio.create_task(
+        run_components([last, first], HttpSettings(port=0), shutdown_deadline_s=10, stop_event=stop)
+    )
+    await asyncio.wait_for(first.started.wait(), 10)
+    stop.set()
+    assert await asyncio.wait_for(run, 10) == 0
+    assert last.stopped
+    assert last.lifecycle.failure is None
+
+
+def test_tasks_left_by_a_shutdown_past_its_deadline_are_cancelled_without_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    never = asyncio.Event()
+    components: list[_Component] = []
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        # Listed first, stopped last: the stuck stop before it means its stop never runs.
+        components.append(_Component("never-stopped"))
+        components.append(_Component("stuck", release=never))
+        stop.set()
+        return await run_components(
+            components, HttpSettings(port=0), shutdown_deadline_s=0.5, stop_event=stop
+        )
+
+    assert runtime_run(main) == 1  # the deadline was exceeded
+    never_stopped = components[0]
+    assert not never_stopped.stopped
+    assert never_stopped.lifecycle.failure is None
+    assert not [r for r in caplog.records if r.getMessage() == "stage failed"]
+
+
+async def test_a_task_dying_on_its_own_during_the_shutdown_still_exits_1() -> None:
+    stop = asyncio.Event()
+    release = asyncio.Event()
+    dies = asyncio.Event()
+
+    async def dies_when_told() -> None:
+        await dies.wait()
+        raise RuntimeError("injected while another component stops")
+
+    waiting = _Component("waiting-its-turn", job=dies_when_told)
+    holder = _Component("holder", release=release)
+    run = asyncio.create_task(
+        run_components(
+            [waiting, holder], HttpSettings(port=0), shutdown_deadline_s=30, stop_event=stop
+        )
+    )
+    await asyncio.wait_for(holder.started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(holder.stopping.wait(), 10)
+    dies.set()
+    await _settle(waiting.lifecycle)
+    release.set()
+    assert await asyncio.wait_for(run, 10) == 1
+    assert waiting.lifecycle.failure is not None
+
+
+async def test_an_undo_that_hangs_is_abandoned_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiokafka's consumer.stop() waits without end for a coordinator behind a silent broker.
+    lifecycle = Lifecycle("demo", undo_timeout_s=0.2)
+    undone: list[str] = []
+
+    async def producer() -> None:
+        undone.append("producer")
+
+    async def consumer() -> None:
+        undone.append("consumer")
+        await asyncio.Event().wait()
+
+    lifecycle.started("producer", producer)
+    lifecycle.started("consumer", consumer)
+    await asyncio.wait_for(lifecycle.close(), 10)
+    assert undone == ["consumer", "producer"]
+    assert any(getattr(r, "what", None) == "consumer" for r in caplog.records)
+
+
+class _EndsWithItsStop(_Component):
+    """Like the publication API: ``wait_failed`` returns once its server has stopped."""
+
+    async def wait_failed(self) -> None:
+        await self.stopping.wait()
+
+
+async def test_a_watch_that_ends_with_its_own_stop_is_not_a_failure() -> None:
+    stop = asyncio.Event()
+    component = _EndsWithItsStop("api")
+    run = asyncio.create_task(
+        run_components([component], HttpSettings(port=0), shutdown_deadline_s=10, stop_event=stop)
+    )
+    await asyncio.wait_for(component.started.wait(), 10)
+    stop.set()
+    assert await asyncio.wait_for(run, 10) == 0
