@@ -19,7 +19,7 @@ from citysense.runtime import run, run_components
 from citysense.settings import HttpSettings, Settings
 from sinks.timescale import SinkSettings, TimescaleSink
 from streams import AggregateService
-from tests.faults._broker import proxied_kafka
+from tests._proxy import proxied_kafka
 from tests.sinks._helpers import fresh_database, scalar, unique, wait_until
 from tests.streams.test_service_integration import _settings as aggregate_settings
 
