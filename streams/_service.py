@@ -46,12 +46,15 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 
 from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
 from citysense.settings import Settings
-from schemas import SchemaError, aggregate_topic, decode, encode, epoch_micros, measurement_topic
+from schemas import aggregate_topic, encode, measurement_topic
+from schemas._aggregate_codec import decode_aggregate as _decode_aggregate
+from schemas._aggregate_codec import encode_aggregate
 from streams import _metrics as metrics
 from streams._columns import extract
 from streams._stage import LateItem, WindowStage, registry_facts
@@ -498,18 +501,24 @@ class _WindowRunner(_StageRunner):
 
 @dataclass(slots=True)
 class _Send:
-    """A result on its way: the producer's future and what to send again if Kafka fails it."""
+    """Records on their way: the producer's future (one record's, or one batch's) and what to
+    send again, in the same order, if Kafka fails it."""
 
     future: asyncio.Future[Any]
     due_at: float | None
     topic: str
-    value: bytes
-    key: bytes | None
+    #: (key, value) of each record the future stands for.
+    records: list[tuple[bytes | None, bytes]]
+    #: The partition of a batch; None: one record, partitioned by the producer.
+    partition: int | None = None
 
 
 #: Measurement records remembered to recognise a duplicate (about 10 MB; 10 s at 10,000
 #: records/s, longer than an MQTT reconnect's redelivery takes).
 _DUPLICATE_WINDOW = 100_000
+
+#: Keys whose partition is remembered per topic (sensors and sites: a bounded set).
+_KEY_PARTITIONS_MAX = 100_000
 
 #: Backoff between two attempts to send results Kafka did not acknowledge (s, doubling).
 _RESEND_BACKOFF_S = (0.2, 5.0)
@@ -529,6 +538,9 @@ class AggregateService:
         self._runners: list[_StageRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: list[_Send] = []
+        #: Per topic, its partitions and the partition of each key seen (see _partition_of).
+        self._partitions: dict[str, list[int]] = {}
+        self._key_partitions: dict[str, dict[bytes, int]] = {}
         #: Kafka did not acknowledge some results: they are being sent again (not ready).
         self._resending = False
         #: Start steps and the two runners' tasks: one dying fails the stage.
@@ -672,9 +684,55 @@ class AggregateService:
         try:
             future = await self._producer.send(topic, value, key=key)
         except KafkaError as exc:  # no metadata while Kafka is away: flush() sends it again
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        self._sends.append(_Send(future, due_at, topic, value, key))
+            future = _failed_future(exc)
+        self._sends.append(_Send(future, due_at, topic, [(key, value)]))
+
+    async def _partition_of(self, topic: str, key: bytes) -> int:
+        """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key, as
+        the Java client), cached per key: a city has a bounded set of sensors and sites."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            assert self._producer is not None
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        keys = self._key_partitions.get(topic)
+        if keys is None or len(keys) > _KEY_PARTITIONS_MAX:
+            keys = self._key_partitions[topic] = {}
+        partition: int = partitions[(int(murmur2(key)) & 0x7FFFFFFF) % len(partitions)]
+        keys[key] = partition
+        return partition
+
+    async def _send_batches(
+        self,
+        topic: str,
+        partition: int,
+        records: list[tuple[bytes | None, bytes]],
+        due_at: float | None,
+    ) -> None:
+        """Send ``records`` (key, value) to one partition in as few batches as they fit, in
+        order, through aiokafka's public ``create_batch``/``send_batch``: one future per batch
+        where ``send()`` made one per record (and looked the partition up each time)."""
+        producer = self._producer
+        assert producer is not None
+        # One create time per batch, where aiokafka reads the clock per record.
+        timestamp = int(time.time() * 1000)
+        start = 0
+        while start < len(records):
+            builder = producer.create_batch()
+            stop = start
+            while stop < len(records):
+                key, value = records[stop]
+                if builder.append(key=key, value=value, timestamp=timestamp) is None:
+                    break
+                stop += 1
+            # aiokafka takes any record into an empty batch (an oversized one alone).
+            assert stop > start
+            try:
+                future = await producer.send_batch(builder, topic, partition=partition)
+            except KafkaError as exc:  # Kafka is away: flush() sends them again
+                future = _failed_future(exc)
+            self._sends.append(_Send(future, due_at, topic, records[start:stop], partition))
+            start = stop
 
     async def send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
         """Send one record (a runner's result); Kafka's acknowledgement is awaited in
@@ -687,11 +745,24 @@ class AggregateService:
         topic = aggregate_topic(kind)
         window_names = {w.size_s: w.name for w in self.settings.aggregate.windows}
         emitted: dict[str, int] = {}
+        # Per partition, in the results' order (a window's revisions stay in order).
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        key_partitions = self._key_partitions.get(topic) or {}
         for result in results:
-            await self._send(topic, encode("Aggregate", result), result["key"].encode(), now_s)
+            key = result["key"].encode()
+            partition = key_partitions.get(key)
+            if partition is None:
+                partition = await self._partition_of(topic, key)
+                key_partitions = self._key_partitions[topic]
+            pending = by_partition.get(partition)
+            if pending is None:
+                pending = by_partition[partition] = []
+            pending.append((key, encode_aggregate(result)))
             size = result["window_size_seconds"]
             window = "daily" if size == 86_400 else window_names.get(size, str(size))
             emitted[window] = emitted.get(window, 0) + 1
+        for partition, records in by_partition.items():
+            await self._send_batches(topic, partition, records, now_s)
         for window, count in emitted.items():
             metrics.WINDOWS_EMITTED.labels(kind, window).inc(count)
 
@@ -769,19 +840,29 @@ class AggregateService:
                 elif isinstance(outcome, BaseException):
                     raise outcome
                 elif send.due_at is not None:
-                    metrics.EMIT_DELAY.observe(acked - send.due_at)
+                    delay = acked - send.due_at
+                    for _ in send.records:  # one sample per result, as per record sends gave
+                        metrics.EMIT_DELAY.observe(delay)
             if not failed:
                 continue
             self._resending = True
             metrics.READY.set(0)
             log.warning(
                 "kafka did not acknowledge results; sending them again",
-                extra={"results": len(failed), "error": repr(error), "retry_in_s": backoff},
+                extra={
+                    "results": sum(len(send.records) for send in failed),
+                    "error": repr(error),
+                    "retry_in_s": backoff,
+                },
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, backoff_max)
             for send in failed:
-                await self._send(send.topic, send.value, send.key, send.due_at)
+                if send.partition is None:
+                    for key, value in send.records:
+                        await self._send(send.topic, value, key, send.due_at)
+                else:
+                    await self._send_batches(send.topic, send.partition, send.records, send.due_at)
         if self._resending:
             self._resending = False
             metrics.READY.set(1)
@@ -790,12 +871,11 @@ class AggregateService:
 
 def decode_aggregate(value: bytes) -> dict[str, Any] | None:
     """An ``Aggregate`` record with its times as int µs; None for any other record."""
-    try:
-        name, record = decode(value)
-    except SchemaError:
-        return None
-    if name != "Aggregate":
-        return None
-    record["window_start"] = epoch_micros(record["window_start"])
-    record["window_end"] = epoch_micros(record["window_end"])
-    return record
+    return _decode_aggregate(value)
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    """A future already failed with ``exc``: a send Kafka refused before taking it."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
