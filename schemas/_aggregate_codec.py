@@ -297,16 +297,15 @@ def _decode_generic(data: bytes) -> dict[str, Any] | None:
     return record
 
 
-def decode_aggregate(data: bytes) -> dict[str, Any] | None:
+def decode_aggregate(data: bytes | bytearray) -> dict[str, Any] | None:
     """An ``Aggregate`` record with its times as int µs since the epoch; None for bytes that are
     not one (another schema, a malformed frame). The same dict as :func:`schemas.decode` gives,
     timestamps aside: current-version frames with empty ``counts`` and ``regions`` are read
     here, every other frame by the generic decoder."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    if _SPECIALISED and data[:SINGLE_OBJECT_HEADER_SIZE] == _HEADER:
+    raw = data if type(data) is bytes else bytes(data)
+    if _SPECIALISED and raw[:SINGLE_OBJECT_HEADER_SIZE] == _HEADER:
         try:
-            return _decode(data)
+            return _decode(raw)
         except (_NotHereError, IndexError):
             pass
-    return _decode_generic(data)
+    return _decode_generic(raw)

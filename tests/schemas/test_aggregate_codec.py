@@ -24,7 +24,7 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "imported": schemas._aggregate_codec.encode_aggregate,
     "source": _SOURCE.encode_aggregate,
 }
-DECODERS: dict[str, Callable[[bytes], dict[str, Any] | None]] = {
+DECODERS: dict[str, Callable[[bytes | bytearray], dict[str, Any] | None]] = {
     "imported": schemas._aggregate_codec.decode_aggregate,
     "source": _SOURCE.decode_aggregate,
 }
@@ -182,7 +182,7 @@ def test_decode_of_bytes_that_are_no_aggregate_is_none(which: str) -> None:
         good[:-2] + b"\x02\x00",  # a traffic count array cut short
         bytearray(good),
     ):
-        assert _same(decode(bad), _expected_read(bytes(bad)))  # type: ignore[arg-type]
+        assert _same(decode(bad), _expected_read(bytes(bad)))
     boolean_at = good.index(b"noise") + len(b"noise") + 8 + 8 + 1 + 1  # after size and revision
     assert good[boolean_at] == 1
     not_a_boolean = good[:boolean_at] + b"\x02" + good[boolean_at + 1 :]
