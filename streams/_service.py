@@ -441,19 +441,30 @@ class _WindowRunner(_StageRunner):
         redelivers, a record Kafka's producer sends again), and the sink's primary key keeps
         one row of each, so a window must count one too."""
         recent, ring = self._recent, self._recent_ring
-        kept = []
-        for record in records:
-            key = next((v for k, v in record.headers or () if k == "idempotency-key"), None)
-            if key is not None:
-                digest = hash(bytes(key))
-                if digest in recent:
-                    continue
-                if len(ring) == ring.maxlen:
-                    recent.discard(ring[0])
-                ring.append(digest)
-                recent.add(digest)
-            kept.append(record)
-        return kept if len(kept) != len(records) else records
+        # Per record, on every measurement: no generator per record, and no copy of the batch
+        # unless something is dropped.
+        kept: list[Any] | None = None
+        for index, record in enumerate(records):
+            headers = record.headers
+            if headers:
+                key = None
+                for name, value in headers:
+                    if name == "idempotency-key":
+                        key = value
+                        break
+                if key is not None:
+                    digest = hash(bytes(key))
+                    if digest in recent:
+                        if kept is None:
+                            kept = list(records[:index])
+                        continue
+                    if len(ring) == ring.maxlen:
+                        recent.discard(ring[0])
+                    ring.append(digest)
+                    recent.add(digest)
+            if kept is not None:
+                kept.append(record)
+        return records if kept is None else kept
 
     async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
         kind = self.kind_of[tp.topic]
