@@ -313,6 +313,9 @@ class _StageRunner:
         if not force and now - self.last_commit < self.service.settings.aggregate.commit_interval_s:
             return
         self.last_commit = now
+        # Nothing is committed past a result Kafka has not acknowledged (delivery rule 4): every
+        # result sent so far, this runner's and the others', is acknowledged first.
+        await self.service.flush()
         needed = self.needed()
         watermark = max(0, self.emitted_watermark)
         offsets: dict[TopicPartition, int] = {}
@@ -378,7 +381,11 @@ class _StageRunner:
             await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
             self.update_lag(consumer)
-            await service.flush()
+            # The acknowledgements are awaited by the commit (every commit_interval_s), not every
+            # round: waiting for Kafka each round left the process idle for a round trip per
+            # poll. Sends Kafka failed are sent again at once, as before.
+            if service.reap():
+                await service.flush()
             await self.try_commit()
         await self.emit(time.monotonic())
         await service.flush()
@@ -522,6 +529,21 @@ class _Send:
     records: list[tuple[bytes | None, bytes]]
     #: The partition of a batch; None: one record, partitioned by the producer.
     partition: int | None = None
+    #: When the future completed (monotonic), for the emit delay; None: not yet.
+    done_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(self._done)
+
+    def _done(self, _future: asyncio.Future[Any]) -> None:
+        self.done_at = time.monotonic()
+
+    def observe_delay(self, now: float) -> None:
+        """The emit delay of each result (due → acknowledged), one sample per result."""
+        if self.due_at is not None:
+            delay = (self.done_at if self.done_at is not None else now) - self.due_at
+            for _ in self.records:
+                metrics.EMIT_DELAY.observe(delay)
 
 
 #: Measurement records remembered to recognise a duplicate (about 10 MB; 10 s at 10,000
@@ -549,6 +571,7 @@ class AggregateService:
         self._runners: list[_StageRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: list[_Send] = []
+        self._flushing = asyncio.Lock()
         #: Per topic, its partitions and the partition of each key seen (see _partition_of).
         self._partitions: dict[str, list[int]] = {}
         self._key_partitions: dict[str, dict[bytes, int]] = {}
@@ -829,6 +852,27 @@ class AggregateService:
             extra={"topic": topic, "offset": record.offset, "reason": reason[:300]},
         )
 
+    def reap(self) -> bool:
+        """Forget the sends Kafka already acknowledged, without waiting; True when Kafka
+        failed one (then :meth:`flush` should send it again now)."""
+        sends = self._sends
+        if not sends:
+            return False
+        now = time.monotonic()
+        kept: list[_Send] = []
+        failed = False
+        for send in sends:
+            future = send.future
+            if not future.done() or future.cancelled():
+                kept.append(send)
+            elif future.exception() is not None:
+                kept.append(send)
+                failed = True
+            else:
+                send.observe_delay(now)
+        self._sends = kept
+        return failed
+
     async def flush(self) -> None:
         """Wait until Kafka acknowledged everything sent.
 
@@ -836,7 +880,15 @@ class AggregateService:
         again, with a capped backoff, until it is acknowledged; meanwhile the stage reports not
         ready. The runners commit only after this returns, so nothing is committed past an
         unacknowledged result, and the stage outlives a Kafka outage instead of failing on it.
+
+        One flush at a time: a runner's flush that found the list empty while another runner's
+        flush still waited for sends taken from it would otherwise return (and let its runner
+        commit) before those were acknowledged.
         """
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         backoff, backoff_max = _RESEND_BACKOFF_S
         while self._sends:
             sends, self._sends = self._sends, []
@@ -850,10 +902,8 @@ class AggregateService:
                     error = outcome
                 elif isinstance(outcome, BaseException):
                     raise outcome
-                elif send.due_at is not None:
-                    delay = acked - send.due_at
-                    for _ in send.records:  # one sample per result, as per record sends gave
-                        metrics.EMIT_DELAY.observe(delay)
+                else:
+                    send.observe_delay(acked)
             if not failed:
                 continue
             self._resending = True
