@@ -786,12 +786,19 @@ class AggregateService:
             key = result["key"].encode()
             partition = key_partitions.get(key)
             if partition is None:
-                partition = await self._partition_of(topic, key)
-                key_partitions = self._key_partitions[topic]
-            pending = by_partition.get(partition)
-            if pending is None:
-                pending = by_partition[partition] = []
-            pending.append((key, encode_aggregate(result)))
+                try:
+                    partition = await self._partition_of(topic, key)
+                except KafkaError:
+                    # No metadata yet and Kafka away: sent alone, failed, and sent again by
+                    # flush() as before batching.
+                    await self._send(topic, encode_aggregate(result), key, now_s)
+                    partition = -1
+                key_partitions = self._key_partitions.get(topic) or {}
+            if partition >= 0:
+                pending = by_partition.get(partition)
+                if pending is None:
+                    pending = by_partition[partition] = []
+                pending.append((key, encode_aggregate(result)))
             size = result["window_size_seconds"]
             window = "daily" if size == 86_400 else window_names.get(size, str(size))
             emitted[window] = emitted.get(window, 0) + 1

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import KafkaTimeoutError
+
 from citysense.settings import Settings
+from schemas._aggregate_codec import encode_aggregate
 from streams._service import AggregateService, _Send, _StageRunner
 
 
@@ -78,3 +81,35 @@ async def test_a_commit_waits_for_every_result_sent_before_it() -> None:
     await commit
     assert consumer.committed == [{"p0": 7}]
     assert consumer.unacknowledged_at_commit == [0]
+
+
+class _AwayProducer:
+    """Kafka away before the topic's metadata was ever fetched: every request times out."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        raise KafkaTimeoutError
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        raise KafkaTimeoutError
+
+
+async def test_results_sent_while_kafka_is_away_are_kept_to_send_again() -> None:
+    """The partition lookup of a batch fails like a send did: the result is kept, failed, for
+    flush() to send again; the stage does not fail."""
+    service = AggregateService(Settings())
+    service._producer = _AwayProducer()
+    result = {
+        "key": "bench-noise-0001",
+        "kind": "noise",
+        "window_start": 0,
+        "window_end": 60_000_000,
+        "window_size_seconds": 60,
+        "sample_count": 1,
+        "values": {"laeq_db": 60.0},
+    }
+    await service.send_results("noise", [result], 0.0)
+    assert len(service._sends) == 1
+    (send,) = service._sends
+    assert isinstance(send.future.exception(), KafkaTimeoutError)
+    assert send.records == [(b"bench-noise-0001", encode_aggregate(result))]
+    assert service.reap()  # a failure: the runner flushes (sends it again) at once
