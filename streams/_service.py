@@ -46,13 +46,16 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 
 from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
 from citysense.consumer_lag import TopicLagGauge, topic_lag
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
 from citysense.settings import Settings
-from schemas import SchemaError, aggregate_topic, decode, encode, epoch_micros, measurement_topic
+from schemas import aggregate_topic, encode, measurement_topic
+from schemas._aggregate_codec import decode_aggregate as _decode_aggregate
+from schemas._aggregate_codec import encode_aggregate
 from streams import _metrics as metrics
 from streams._columns import extract
 from streams._stage import LateItem, WindowStage, registry_facts
@@ -304,6 +307,9 @@ class _StageRunner:
         if not force and now - self.last_commit < self.service.settings.aggregate.commit_interval_s:
             return
         self.last_commit = now
+        # Nothing is committed past a result Kafka has not acknowledged (delivery rule 4): every
+        # result sent so far, this runner's and the others', is acknowledged first.
+        await self.service.flush()
         needed = self.needed()
         watermark = max(0, self.emitted_watermark)
         offsets: dict[TopicPartition, int] = {}
@@ -369,7 +375,11 @@ class _StageRunner:
             await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
             self.update_lag(consumer)
-            await service.flush()
+            # The acknowledgements are awaited by the commit (every commit_interval_s), not every
+            # round: waiting for Kafka each round left the process idle for a round trip per
+            # poll. Sends Kafka failed are sent again at once, as before.
+            if service.reap():
+                await service.flush()
             await self.try_commit()
         await self.drain()
 
@@ -452,19 +462,30 @@ class _WindowRunner(_StageRunner):
         redelivers, a record Kafka's producer sends again), and the sink's primary key keeps
         one row of each, so a window must count one too."""
         recent, ring = self._recent, self._recent_ring
-        kept = []
-        for record in records:
-            key = next((v for k, v in record.headers or () if k == "idempotency-key"), None)
-            if key is not None:
-                digest = hash(bytes(key))
-                if digest in recent:
-                    continue
-                if len(ring) == ring.maxlen:
-                    recent.discard(ring[0])
-                ring.append(digest)
-                recent.add(digest)
-            kept.append(record)
-        return kept if len(kept) != len(records) else records
+        # Per record, on every measurement: no generator per record, and no copy of the batch
+        # unless something is dropped.
+        kept: list[Any] | None = None
+        for index, record in enumerate(records):
+            headers = record.headers
+            if headers:
+                key = None
+                for name, value in headers:
+                    if name == "idempotency-key":
+                        key = value
+                        break
+                if key is not None:
+                    digest = hash(bytes(key))
+                    if digest in recent:
+                        if kept is None:
+                            kept = list(records[:index])
+                        continue
+                    if len(ring) == ring.maxlen:
+                        recent.discard(ring[0])
+                    ring.append(digest)
+                    recent.add(digest)
+            if kept is not None:
+                kept.append(record)
+        return records if kept is None else kept
 
     async def handle(self, tp: TopicPartition, records: Sequence[Any], now_s: float) -> None:
         kind = self.kind_of[tp.topic]
@@ -512,18 +533,39 @@ class _WindowRunner(_StageRunner):
 
 @dataclass(slots=True)
 class _Send:
-    """A result on its way: the producer's future and what to send again if Kafka fails it."""
+    """Records on their way: the producer's future (one record's, or one batch's) and what to
+    send again, in the same order, if Kafka fails it."""
 
     future: asyncio.Future[Any]
     due_at: float | None
     topic: str
-    value: bytes
-    key: bytes | None
+    #: (key, value) of each record the future stands for.
+    records: list[tuple[bytes | None, bytes]]
+    #: The partition of a batch; None: one record, partitioned by the producer.
+    partition: int | None = None
+    #: When the future completed (monotonic), for the emit delay; None: not yet.
+    done_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(self._done)
+
+    def _done(self, _future: asyncio.Future[Any]) -> None:
+        self.done_at = time.monotonic()
+
+    def observe_delay(self, now: float) -> None:
+        """The emit delay of each result (due → acknowledged), one sample per result."""
+        if self.due_at is not None:
+            delay = (self.done_at if self.done_at is not None else now) - self.due_at
+            for _ in self.records:
+                metrics.EMIT_DELAY.observe(delay)
 
 
 #: Measurement records remembered to recognise a duplicate (about 10 MB; 10 s at 10,000
 #: records/s, longer than an MQTT reconnect's redelivery takes).
 _DUPLICATE_WINDOW = 100_000
+
+#: Keys whose partition is remembered per topic (sensors and sites: a bounded set).
+_KEY_PARTITIONS_MAX = 100_000
 
 #: Backoff between two attempts to send results Kafka did not acknowledge (s, doubling).
 _RESEND_BACKOFF_S = (0.2, 5.0)
@@ -543,6 +585,10 @@ class AggregateService:
         self._runners: list[_StageRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: list[_Send] = []
+        self._flushing = asyncio.Lock()
+        #: Per topic, its partitions and the partition of each key seen (see _partition_of).
+        self._partitions: dict[str, list[int]] = {}
+        self._key_partitions: dict[str, dict[bytes, int]] = {}
         #: Kafka did not acknowledge some results: they are being sent again (not ready).
         self._resending = False
         #: Start steps and the two runners' tasks: one dying fails the stage.
@@ -687,9 +733,55 @@ class AggregateService:
         try:
             future = await self._producer.send(topic, value, key=key)
         except KafkaError as exc:  # no metadata while Kafka is away: flush() sends it again
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        self._sends.append(_Send(future, due_at, topic, value, key))
+            future = _failed_future(exc)
+        self._sends.append(_Send(future, due_at, topic, [(key, value)]))
+
+    async def _partition_of(self, topic: str, key: bytes) -> int:
+        """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key, as
+        the Java client), cached per key: a city has a bounded set of sensors and sites."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            assert self._producer is not None
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        keys = self._key_partitions.get(topic)
+        if keys is None or len(keys) > _KEY_PARTITIONS_MAX:
+            keys = self._key_partitions[topic] = {}
+        partition: int = partitions[(int(murmur2(key)) & 0x7FFFFFFF) % len(partitions)]
+        keys[key] = partition
+        return partition
+
+    async def _send_batches(
+        self,
+        topic: str,
+        partition: int,
+        records: list[tuple[bytes | None, bytes]],
+        due_at: float | None,
+    ) -> None:
+        """Send ``records`` (key, value) to one partition in as few batches as they fit, in
+        order, through aiokafka's public ``create_batch``/``send_batch``: one future per batch
+        where ``send()`` made one per record (and looked the partition up each time)."""
+        producer = self._producer
+        assert producer is not None
+        # One create time per batch, where aiokafka reads the clock per record.
+        timestamp = int(time.time() * 1000)
+        start = 0
+        while start < len(records):
+            builder = producer.create_batch()
+            stop = start
+            while stop < len(records):
+                key, value = records[stop]
+                if builder.append(key=key, value=value, timestamp=timestamp) is None:
+                    break
+                stop += 1
+            # aiokafka takes any record into an empty batch (an oversized one alone).
+            assert stop > start
+            try:
+                future = await producer.send_batch(builder, topic, partition=partition)
+            except KafkaError as exc:  # Kafka is away: flush() sends them again
+                future = _failed_future(exc)
+            self._sends.append(_Send(future, due_at, topic, records[start:stop], partition))
+            start = stop
 
     async def send(self, topic: str, value: bytes, key: bytes | None, due_at: float | None) -> None:
         """Send one record (a runner's result); Kafka's acknowledgement is awaited in
@@ -702,11 +794,31 @@ class AggregateService:
         topic = aggregate_topic(kind)
         window_names = {w.size_s: w.name for w in self.settings.aggregate.windows}
         emitted: dict[str, int] = {}
+        # Per partition, in the results' order (a window's revisions stay in order).
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        key_partitions = self._key_partitions.get(topic) or {}
         for result in results:
-            await self._send(topic, encode("Aggregate", result), result["key"].encode(), now_s)
+            key = result["key"].encode()
+            partition = key_partitions.get(key)
+            if partition is None:
+                try:
+                    partition = await self._partition_of(topic, key)
+                except KafkaError:
+                    # No metadata yet and Kafka away: sent alone, failed, and sent again by
+                    # flush() as before batching.
+                    await self._send(topic, encode_aggregate(result), key, now_s)
+                    partition = -1
+                key_partitions = self._key_partitions.get(topic) or {}
+            if partition >= 0:
+                pending = by_partition.get(partition)
+                if pending is None:
+                    pending = by_partition[partition] = []
+                pending.append((key, encode_aggregate(result)))
             size = result["window_size_seconds"]
             window = "daily" if size == 86_400 else window_names.get(size, str(size))
             emitted[window] = emitted.get(window, 0) + 1
+        for partition, records in by_partition.items():
+            await self._send_batches(topic, partition, records, now_s)
         for window, count in emitted.items():
             metrics.WINDOWS_EMITTED.labels(kind, window).inc(count)
 
@@ -762,6 +874,27 @@ class AggregateService:
             extra={"topic": topic, "offset": record.offset, "reason": reason[:300]},
         )
 
+    def reap(self) -> bool:
+        """Forget the sends Kafka already acknowledged, without waiting; True when Kafka
+        failed one (then :meth:`flush` should send it again now)."""
+        sends = self._sends
+        if not sends:
+            return False
+        now = time.monotonic()
+        kept: list[_Send] = []
+        failed = False
+        for send in sends:
+            future = send.future
+            if not future.done() or future.cancelled():
+                kept.append(send)
+            elif future.exception() is not None:
+                kept.append(send)
+                failed = True
+            else:
+                send.observe_delay(now)
+        self._sends = kept
+        return failed
+
     async def flush(self) -> None:
         """Wait until Kafka acknowledged everything sent.
 
@@ -769,7 +902,15 @@ class AggregateService:
         again, with a capped backoff, until it is acknowledged; meanwhile the stage reports not
         ready. The runners commit only after this returns, so nothing is committed past an
         unacknowledged result, and the stage outlives a Kafka outage instead of failing on it.
+
+        One flush at a time: a runner's flush that found the list empty while another runner's
+        flush still waited for sends taken from it would otherwise return (and let its runner
+        commit) before those were acknowledged.
         """
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         backoff, backoff_max = _RESEND_BACKOFF_S
         while self._sends:
             sends, self._sends = self._sends, []
@@ -783,20 +924,28 @@ class AggregateService:
                     error = outcome
                 elif isinstance(outcome, BaseException):
                     raise outcome
-                elif send.due_at is not None:
-                    metrics.EMIT_DELAY.observe(acked - send.due_at)
+                else:
+                    send.observe_delay(acked)
             if not failed:
                 continue
             self._resending = True
             metrics.READY.set(0)
             log.warning(
                 "kafka did not acknowledge results; sending them again",
-                extra={"results": len(failed), "error": repr(error), "retry_in_s": backoff},
+                extra={
+                    "results": sum(len(send.records) for send in failed),
+                    "error": repr(error),
+                    "retry_in_s": backoff,
+                },
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, backoff_max)
             for send in failed:
-                await self._send(send.topic, send.value, send.key, send.due_at)
+                if send.partition is None:
+                    for key, value in send.records:
+                        await self._send(send.topic, value, key, send.due_at)
+                else:
+                    await self._send_batches(send.topic, send.partition, send.records, send.due_at)
         if self._resending:
             self._resending = False
             metrics.READY.set(1)
@@ -805,12 +954,11 @@ class AggregateService:
 
 def decode_aggregate(value: bytes) -> dict[str, Any] | None:
     """An ``Aggregate`` record with its times as int µs; None for any other record."""
-    try:
-        name, record = decode(value)
-    except SchemaError:
-        return None
-    if name != "Aggregate":
-        return None
-    record["window_start"] = epoch_micros(record["window_start"])
-    record["window_end"] = epoch_micros(record["window_end"])
-    return record
+    return _decode_aggregate(value)
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    """A future already failed with ``exc``: a send Kafka refused before taking it."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future

@@ -184,20 +184,35 @@ class Table:
         except KeyError:
             raise AttributeError(name) from None
 
-    def _reset_row(self, row: int) -> None:
-        for name, array in self._arrays.items():
-            array[row] = self._fills[name]
+    def _rows_of(self, codes: list[int], partition: int) -> Int64Array:
+        """The rows of window ``codes``, new ones taken from the free list in order.
 
-    def _new_row(self, code: int, partition: int) -> int:
-        if not self._free:
-            self._grow(self._capacity * 2)
-        row = self._free.pop()
-        self._arrays["key"][row] = code & _KEY_MASK
-        self._arrays["start"][row] = (code >> KEY_BITS) * self.window.size_us
-        self._arrays["partition"][row] = partition
-        self._arrays["live"][row] = True
-        self.rows[code] = row
-        return row
+        Why in one call: a 1-minute window definition opens a row for every few records, and
+        setting a new row's columns one scalar at a time cost more than folding into it.
+        """
+        lookup = self.rows
+        free = self._free
+        found: list[int] = []
+        new_codes: list[int] = []
+        new_rows: list[int] = []
+        for code in codes:
+            row = lookup.get(code)
+            if row is None:
+                if not free:
+                    self._grow(self._capacity * 2)
+                row = lookup[code] = free.pop()
+                new_codes.append(code)
+                new_rows.append(row)
+            found.append(row)
+        if new_rows:
+            arrays = self._arrays
+            made = np.asarray(new_rows, dtype=np.int64)
+            made_codes = np.asarray(new_codes, dtype=np.int64)
+            arrays["key"][made] = made_codes & _KEY_MASK
+            arrays["start"][made] = (made_codes >> KEY_BITS) * self.window.size_us
+            arrays["partition"][made] = partition
+            arrays["live"][made] = True
+        return np.asarray(found, dtype=np.int64)
 
     def free(self, rows: npt.NDArray[np.int64]) -> None:
         """Forget ``rows`` (emitted for the last time, or their partition was revoked)."""
@@ -205,10 +220,12 @@ class Table:
             return
         size = self.window.size_us
         key, start = self._arrays["key"], self._arrays["start"]
-        for row in rows.tolist():
-            del self.rows[(int(start[row]) // size) << KEY_BITS | int(key[row])]
-            self._reset_row(row)
-            self._free.append(row)
+        lookup = self.rows
+        for code in ((start[rows] // size) << KEY_BITS | key[rows]).tolist():
+            del lookup[code]
+        for name, array in self._arrays.items():
+            array[rows] = self._fills[name]
+        self._free.extend(rows.tolist())
         gone = np.zeros(self._capacity, dtype=np.bool_)
         gone[rows] = True
         log = self.log.array()
@@ -232,11 +249,7 @@ class Table:
         window_numbers = columns.time_us[selected] // size
         codes = (window_numbers << KEY_BITS) | keys
         unique, inverse = np.unique(codes, return_inverse=True)
-        rows = np.empty(len(unique), dtype=np.int64)
-        lookup = self.rows
-        for i, code in enumerate(unique.tolist()):
-            row = lookup.get(code)
-            rows[i] = self._new_row(code, partition) if row is None else row
+        rows = self._rows_of(unique.tolist(), partition)
         arrays = self._arrays
         groups = len(unique)
         arrays["count"][rows] += np.bincount(inverse, minlength=groups)

@@ -41,6 +41,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "decoders/codecs/_citysense_fast.py",
     "schemas/_avro.py",
     "schemas/_measurement_encoder.py",
+    "schemas/_aggregate_codec.py",
     "decoders/envelopes.py",
     "ingest/_router.py",
     "ingest/_records.py",
