@@ -52,21 +52,27 @@ async def test_a_late_record_is_not_counted_by_the_replay_after_a_restart(
     def ours(record: Any) -> bool:
         return bool(record.key and record.key.decode() == sensor)
 
-    # First the record of a window that stays open, so the checkpoint's offset stays before the
-    # others and a restart replays them all; then three for [base, base + 1 min). The watermark
-    # reaches base + 3:50: that minute is sent (3 samples) and expires (base + 3:05).
+    # A record for [base + 1 min, + 2 min) first, so the checkpoint's offset stays before the
+    # others while that window is kept and a restart replays them all; then three for [base,
+    # base + 1 min), on time whatever the batching (the watermark is base + 51 s at most); then
+    # one at base + 3:20. The watermark reaches base + 3:10: both minutes are sent, [base, base +
+    # 1 min) expires (base + 3:05), the next one is kept (until base + 4:05).
     await _produce(
         config,
         [
-            noise(sensor, base + 4 * MINUTE, 40.0),
+            noise(sensor, base + 61 * SECOND, 40.0),
             *(noise(sensor, base + k * 10 * SECOND, 50.0 + k) for k in (1, 2, 3)),
+            noise(sensor, base + 200 * SECOND, 40.0),
         ],
     )
     service = AggregateService(config)
     await service.start()
     try:
-        first = _aggregates(await _read(config, AGGREGATES, ours, 1))
-        assert [(r["window_start"], r["sample_count"]) for r in first] == [(base, 3)]
+        first = _aggregates(await _read(config, AGGREGATES, ours, 2))
+        assert sorted((r["window_start"], r["sample_count"]) for r in first) == [
+            (base, 3),
+            (base + MINUTE, 1),
+        ]
         await _produce(config, [noise(sensor, base + 40 * SECOND, 99.0)])
         late_topic = await _read(config, schemas.LATE_TOPIC, ours, 1)
         late = [schemas.decode(r.value)[1] for r in late_topic]
@@ -74,14 +80,14 @@ async def test_a_late_record_is_not_counted_by_the_replay_after_a_restart(
     finally:
         await service.stop()
 
-    # The restarted stage replays all five records; a new one closes [base + 4 min, + 5 min).
+    # The restarted stage replays all six records; a new one closes [base + 3 min, + 4 min).
     await _produce(config, [noise(sensor, base + 6 * MINUTE, 40.0)])
     restarted = AggregateService(config)
     await restarted.start()
     try:
-        everything = _aggregates(await _read(config, AGGREGATES, ours, 2))
+        everything = _aggregates(await _read(config, AGGREGATES, ours, 3))
     finally:
         await restarted.stop()
-    assert (base + 4 * MINUTE, 1) in [(r["window_start"], r["sample_count"]) for r in everything]
+    assert (base + 3 * MINUTE, 1) in [(r["window_start"], r["sample_count"]) for r in everything]
     # Old code: the minute sent again with the late record, 4 samples (revision 4).
     assert [r["sample_count"] for r in everything if r["window_start"] == base] == [3]
