@@ -255,6 +255,11 @@ class _StageRunner:
                 "partitions": len(assigned),
                 "resumed": len(resumed),
                 "watermark": min(resumed, default=None),
+                # Per topic (the window stage's kinds restore their own): the lowest stored.
+                "watermarks": {
+                    topic: min(r.watermark for tp, r in self.resume.items() if tp.topic == topic)
+                    for topic in {tp.topic for tp in self.resume}
+                },
             },
         )
 
