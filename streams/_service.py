@@ -250,8 +250,7 @@ class _StageRunner:
                 self.resume[tp] = _Resume(positions[tp], watermarks[tp])
                 resumed.append(watermarks[tp])
         if resumed:
-            self.restore_watermark(min(resumed))
-            self.emitted_watermark = max(self.emitted_watermark, min(resumed))
+            self.restore({tp: r.watermark for tp, r in self.resume.items() if tp in assigned})
         log.info(
             "partitions assigned",
             extra={
@@ -259,6 +258,11 @@ class _StageRunner:
                 "partitions": len(assigned),
                 "resumed": len(resumed),
                 "watermark": min(resumed, default=None),
+                # Per topic (the window stage's kinds restore their own): the lowest stored.
+                "watermarks": {
+                    topic: min(r.watermark for tp, r in self.resume.items() if tp.topic == topic)
+                    for topic in {tp.topic for tp in self.resume}
+                },
             },
         )
 
@@ -271,6 +275,16 @@ class _StageRunner:
             self.revoke(tp)
             self.resume.pop(tp, None)
             self.positions.pop(tp, None)
+
+    def restore(self, watermarks: dict[TopicPartition, int]) -> None:
+        """Start from the watermarks the last checkpoint stored for the resumed partitions."""
+        self.restore_watermark(min(watermarks.values()))
+        self.emitted_watermark = max(self.emitted_watermark, min(watermarks.values()))
+
+    def checkpoint_watermark(self, tp: TopicPartition) -> int:
+        """The watermark stored with ``tp``'s checkpoint: every record read from it before the
+        stored position was judged at or below it, and every window due by it was sent."""
+        return self.emitted_watermark
 
     def split_replay(
         self, tp: TopicPartition, records: Sequence[Any]
@@ -325,7 +339,9 @@ class _StageRunner:
         if not offsets:
             return
         await self.side_position.commit(positions)
-        await self.side_watermark.commit(dict.fromkeys(positions, watermark))
+        await self.side_watermark.commit(
+            {tp: max(0, self.checkpoint_watermark(tp)) for tp in positions}
+        )
         await asyncio.wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT_S)
         log.debug(
             "checkpoint committed",
@@ -430,6 +446,12 @@ class _WindowRunner(_StageRunner):
         #: Digests of the last records' idempotency keys, to drop ingest's duplicates.
         self._recent: set[int] = set()
         self._recent_ring: deque[int] = deque(maxlen=_DUPLICATE_WINDOW)
+        #: Per kind, the watermark of its last emit. A partition's checkpoint stores its own
+        #: kind's: its records were judged late or on time against that kind's watermark. The
+        #: minimum over the kinds (below it when another kind lags, 0 while a kind has no
+        #: record yet) made a replay fold records the stage had sent to the late topic, and
+        #: send their windows again with one record more (the fault suite's recomputation).
+        self._emitted: dict[str, int] = {}
 
     def topics(self) -> list[str]:
         return list(self.kind_of)
@@ -449,6 +471,20 @@ class _WindowRunner(_StageRunner):
     def restore_watermark(self, watermark: int) -> None:
         for stage in self.stages.values():
             stage.watermarks.restore(watermark)
+
+    def restore(self, watermarks: dict[TopicPartition, int]) -> None:
+        """Each kind starts from the lowest watermark its resumed partitions stored."""
+        by_topic: dict[str, int] = {}
+        for tp, watermark in watermarks.items():
+            by_topic[tp.topic] = min(watermark, by_topic.get(tp.topic, watermark))
+        for topic, watermark in by_topic.items():
+            kind = self.kind_of[topic]
+            self.stages[kind].watermarks.restore(watermark)
+            self._emitted[kind] = max(watermark, self._emitted.get(kind, watermark))
+        self.emitted_watermark = max(self.emitted_watermark, min(by_topic.values()))
+
+    def checkpoint_watermark(self, tp: TopicPartition) -> int:
+        return self._emitted.get(self.kind_of[tp.topic], 0)
 
     def needed(self) -> dict[Hashable, int]:
         needed: dict[Hashable, int] = {}
@@ -518,6 +554,7 @@ class _WindowRunner(_StageRunner):
             results = stage.advance(now_s)
             watermarks.append(stage.watermarks.current(now_s))
             await service.send_results(kind, results, now_s)
+            self._emitted[kind] = watermarks[-1]
             for table in stage.tables:
                 if table.revisions:
                     metrics.REVISIONS.labels(kind, table.window.name).inc(table.revisions)

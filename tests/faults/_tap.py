@@ -56,6 +56,11 @@ class TapIndex:
     )
     #: natural keys of the records the aggregator declared late.
     late: Counter[tuple[str, int]] = field(default_factory=Counter)
+    #: natural key -> (partition, offset, watermark µs) of each late record naming it: which
+    #: incarnation of the aggregator declared it, told apart by the offset and the watermark.
+    late_at: dict[tuple[str, int], list[tuple[int, int, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     #: (topic, partition, offset) -> (kind, natural key, Avro frame) of every measurement record.
     frames: dict[tuple[str, int, int], tuple[str, tuple[str, int], bytes]] = field(
         default_factory=dict
@@ -145,7 +150,11 @@ class KafkaTap:
         elif record.topic == schemas.LATE_TOPIC:
             _, value = schemas.decode(record.value)
             if value["topic"] in MEASUREMENT_TOPICS:
-                index.late[(value["key"].decode(), _micros(value["observed_at"]))] += 1
+                natural = (value["key"].decode(), _micros(value["observed_at"]))
+                index.late[natural] += 1
+                index.late_at[natural].append(
+                    (value["partition"], value["offset"], _micros(value["watermark"]))
+                )
         else:
             _, value = schemas.decode(record.value)
             natural = (value["sensor_id"], _micros(value["observed_at"]))
