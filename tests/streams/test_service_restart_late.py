@@ -69,10 +69,11 @@ async def test_a_late_record_is_not_counted_by_the_replay_after_a_restart(
     await service.start()
     try:
         first = _aggregates(await _read(config, AGGREGATES, ours, 2))
-        assert sorted((r["window_start"], r["sample_count"]) for r in first) == [
-            (base, 3),
-            (base + MINUTE, 1),
-        ]
+        sent = sorted((r["window_start"], r["sample_count"]) for r in first)
+        # The noise topic is shared with the session's other tests: records of theirs with later
+        # event times may push the watermark further, and close [base + 3 min, + 4 min) too.
+        assert sent[:2] == [(base, 3), (base + MINUTE, 1)], sent
+        assert set(sent[2:]) <= {(base + 3 * MINUTE, 1)}, sent
         await _produce(config, [noise(sensor, base + 40 * SECOND, 99.0)])
         late_topic = await _read(config, schemas.LATE_TOPIC, ours, 1)
         late = [schemas.decode(r.value)[1] for r in late_topic]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,10 +28,9 @@ from sinks.opendata._datasets import default_catalog
 from sinks.opendata._live import close_change_hub
 from sinks.opendata._state import Publication
 from sinks.timescale import migrate
-from tests.sinks._helpers import T0, fresh_database
+from tests.sinks._helpers import fresh_database
 
 __all__ = [
-    "T0",
     "LiveDb",
     "api_pool",
     "hour",
@@ -113,12 +112,25 @@ async def live_database(settings: Settings) -> AsyncIterator[LiveDb]:
         url = db_settings.database.url.get_secret_value()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await migrate(conn)
+        global _t0
+        _t0 = _four_hours_ago()
         yield LiveDb(owner_url=url)
 
 
+def _four_hours_ago() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+
+
+#: The base of :func:`hour`, pinned when each test's database is made: the display page dims a
+#: tile whose window ended more than two hours ago, so "recent" must be recent when the test
+#: runs, not when the session started (the suite lasts long enough to cross an hour).
+_t0 = _four_hours_ago()
+
+
 def hour(i: int) -> datetime:
-    """The start of the hour ``i`` hours before T0."""
-    return T0 - timedelta(hours=i)
+    """The start of the hour ``i`` hours before the current test's base (four whole hours
+    before its database was made)."""
+    return _t0 - timedelta(hours=i)
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,8 @@ async def _open(browser_page: Page, url: str, errors: list[str]) -> None:
 async def test_the_page_shows_each_sites_values_and_updates_them_live(db: LiveDb) -> None:
     # Two noise sensors at the site for the newest hour, and an older, louder hour that the
     # page must not show.
-    # hour(-2) ended one to two hours ago (T0 is four whole hours ago): recent, not stale.
+    # hour(-2) ended one to two hours before the test (its base is four whole hours before):
+    # recent, not stale.
     await db.upsert(None, "noise", "nation-1", 3600, hour(-2), {"laeq_db": 60.0})
     await db.upsert(None, "noise", "nation-2", 3600, hour(-2), {"laeq_db": 66.0})
     await db.upsert(None, "noise", "nation-1", 3600, hour(1), {"laeq_db": 90.0})
