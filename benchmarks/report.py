@@ -179,6 +179,14 @@ def _ingest(result: Mapping[str, Any]) -> list[Comparison]:
     rows.add(
         f"latency p99 at {rate or 0:,.0f} msg/s", latency.get("p99_ms"), "ms", "target p99", 250
     )
+    for name, modes in sorted((result.get("fast_paths") or {}).items()):
+        rows.add(
+            f"fast path {name} on: backlog drain",
+            _get(modes, "on"),
+            "msg/s",
+            f"{name} off, same backlog",
+            _get(modes, "off"),
+        )
     soak = result.get("soak") or {}
     rows.add(
         "soak RSS, last minute",
@@ -207,6 +215,39 @@ def _sink_timescale(result: Mapping[str, Any]) -> list[Comparison]:
             "rows/s",
             "target",
             100_000,
+        )
+    copy_runs = len(result.get("fast_paths.sink-copy.on_runs") or [])
+    rows.add(
+        f"fast path sink-copy on: noise end-to-end (median of {copy_runs})",
+        result.get("fast_paths.sink-copy.on"),
+        "rows/s",
+        "sink-copy off, alternated runs",
+        result.get("fast_paths.sink-copy.off"),
+    )
+    rows.add(
+        "sink CPU, sink-copy on",
+        result.get("fast_paths.sink-copy.on_cpu_us_per_row"),
+        "µs/row",
+        "sink-copy off",
+        result.get("fast_paths.sink-copy.off_cpu_us_per_row"),
+    )
+    return rows.rows
+
+
+def _grid(result: Mapping[str, Any]) -> list[Comparison]:
+    """Positioned (mobile, gridded) air records beside fixed-sensor ones, same count and batch."""
+    rows = _Rows()
+    for key, label in (
+        ("aggregator_records_s", "window + grid stages"),
+        ("window_stage_records_s", "window stage"),
+        ("grid_stage_records_s", "grid stage"),
+    ):
+        rows.add(
+            f"positioned records, {label}",
+            _get(result, "positioned", key),
+            "records/s",
+            "fixed-sensor records, same stages",
+            _get(result, "fixed", key),
         )
     return rows.rows
 
@@ -275,6 +316,7 @@ _ADAPTERS: dict[str, Callable[[Mapping[str, Any]], list[Comparison]]] = {
     "sink_timescale": _sink_timescale,
     "aggregate": _aggregate,
     "publish": _publish,
+    "grid": _grid,
 }
 
 

@@ -173,3 +173,35 @@ def test_number_format() -> None:
     assert fmt(0.01234) == "0.0123"
     assert fmt(0.0) == "0"
     assert fmt(None) == "-"
+
+
+def test_fast_paths_stand_beside_their_plain_path() -> None:
+    ingest = {**INGEST["result"], "fast_paths": {"mqtt-read": {"on": 27_000.0, "off": 9_000.0}}}
+    sink = {
+        "noise.psql_copy_rows_per_s": 100_000.0,
+        "fast_paths.sink-copy.on": 60_000.0,
+        "fast_paths.sink-copy.off": 48_000.0,
+        "fast_paths.sink-copy.on_runs": [59_000.0, 60_000.0, 61_000.0],
+        "fast_paths.sink-copy.on_cpu_us_per_row": 10.0,
+        "fast_paths.sink-copy.off_cpu_us_per_row": 16.0,
+    }
+    read = next(c for c in comparisons_of("ingest", ingest) if "mqtt-read" in c.figure)
+    assert (read.versus, read.ratio) == ("mqtt-read off, same backlog", 3.0)
+    copy = {c.figure: c for c in comparisons_of("sink_timescale", sink)}
+    on = copy["fast path sink-copy on: noise end-to-end (median of 3)"]
+    assert on.ratio == 1.25
+    assert copy["sink CPU, sink-copy on"].ratio == 0.625
+
+
+def test_grid_puts_positioned_records_beside_fixed_ones() -> None:
+    stages = ("aggregator_records_s", "window_stage_records_s", "grid_stage_records_s")
+    result = {
+        "fixed": dict(zip(stages, (100_000.0, 200_000.0, 200_000.0), strict=True)),
+        "positioned": dict(zip(stages, (50_000.0, 150_000.0, 75_000.0), strict=True)),
+    }
+    rows = {c.figure: c.ratio for c in comparisons_of("grid", result)}
+    assert rows == {
+        "positioned records, window + grid stages": 0.5,
+        "positioned records, window stage": 0.75,
+        "positioned records, grid stage": 0.375,
+    }

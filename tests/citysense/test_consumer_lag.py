@@ -6,26 +6,13 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Gauge
 
 from citysense.consumer_lag import TopicLagGauge, topic_lag
-
-
-class _Consumer:
-    """The two reads :func:`topic_lag` makes of an aiokafka consumer."""
-
-    def __init__(self, ends: dict[TopicPartition, int | None]) -> None:
-        self.ends = ends
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.ends)
-
-    def highwater(self, partition: TopicPartition) -> int | None:
-        return self.ends[partition]
-
+from tests._consumer import EndsConsumer
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
 
 
 def test_lag_sums_the_known_partitions_of_each_topic() -> None:
-    consumer = _Consumer({A0: 100, A1: 50, B0: None})
+    consumer = EndsConsumer({A0: 100, A1: 50, B0: None})
     # B0 has no fetch answered yet, A1 is read ahead of the last fetch's end: neither adds.
     assert topic_lag(consumer, {A0: 40, A1: 60, B0: 0}) == {"a": 60}
     # A partition not positioned in this process counts in no sum.

@@ -7,19 +7,7 @@ from prometheus_client import REGISTRY
 
 from citysense.settings import Settings
 from streams._service import AggregateService, _StageRunner
-
-
-class _Consumer:
-    """What ``update_lag`` asks of the consumer: its partitions and their end offsets."""
-
-    def __init__(self, ends: dict[TopicPartition, int | None]) -> None:
-        self.ends = ends
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.ends)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.ends[tp]
+from tests._consumer import EndsConsumer
 
 
 def test_lag_is_summed_per_stage_and_topic_over_the_fetched_partitions() -> None:
@@ -29,7 +17,7 @@ def test_lag_is_summed_per_stage_and_topic_over_the_fetched_partitions() -> None
     # noise: 100 - 40 and 50 - 50 behind; partition 2 not fetched yet (no end offset) counts
     # in no sum. air: position unknown (nothing read in this process): no figure at all.
     runner.positions = {noise[0]: 40, noise[1]: 50, noise[2]: 7}
-    consumer = _Consumer({noise[0]: 100, noise[1]: 50, noise[2]: None, air: 30})
+    consumer = EndsConsumer({noise[0]: 100, noise[1]: 50, noise[2]: None, air: 30})
     runner.update_lag(consumer)
     assert _lag("lag.noise") == 60
     assert _lag("lag.air") is None
