@@ -161,6 +161,21 @@ def main() -> dict[str, Any]:
             ]
         )
     figures["broker_cpu_us_per_record"] = medians
+    reference = CONFIGS[0].label
+    figures["comparisons"] = [
+        {
+            "figure": f"broker CPU per record, {label}",
+            "value": value,
+            "unit": "µs",
+            "versus": reference,
+            "versus_value": medians[reference],
+        }
+        for label, value in medians.items()
+        if label != reference
+    ]
+    figures["summary"] = ", ".join(
+        f"{label}: {value:.1f} µs/record" for label, value in medians.items()
+    )
     print(table(["configuration", "records/s", "broker µs/record", "runs"], rows))
     return figures
 
