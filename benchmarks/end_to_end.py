@@ -54,6 +54,11 @@ Targets (the product issue): at least 10,000 msg/s through every stage for 10 mi
 loss, p99 under 2 s, flat memory. Every process shares the machine's cores with the broker,
 Kafka, PostgreSQL and the simulator itself.
 
+The stages run on the default settings: the caller's ``CITYSENSE_*`` variables are not passed
+on, except ``CITYSENSE_BENCH_E2E_SET_<NAME>=<value>``, given to every stage as
+``CITYSENSE_<NAME>=<value>`` and listed in the results (``stage_settings``), to compare settings
+in alternated runs of one session.
+
 ``python -m benchmarks.end_to_end --soak`` (``make soak``) is the soak: 5,000 msg/s for 10
 minutes (``CITYSENSE_SOAK_MINUTES``), sampled every 10 s, written to
 ``bench-results/soak-<time>.json`` with its plot ``soak-<time>.png``.
@@ -642,6 +647,21 @@ def run_pipeline(
     return figures
 
 
+def stage_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """``CITYSENSE_BENCH_E2E_SET_<NAME>=<value>`` as ``CITYSENSE_<NAME>=<value>`` for every stage.
+
+    The stages get no other ``CITYSENSE_*`` variable of the caller's environment, so a run is the
+    defaults unless asked: ``CITYSENSE_BENCH_E2E_SET_KAFKA_FETCH_MAX_WAIT_MS=500`` runs the
+    pipeline with ``[kafka] fetch_max_wait_ms = 500``, to compare settings in one session.
+    """
+    prefix = "CITYSENSE_BENCH_E2E_SET_"
+    return {
+        "CITYSENSE_" + name[len(prefix) :]: value
+        for name, value in environ.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
+
+
 def _run(
     stack: Stack,
     workdir: Path,
@@ -653,6 +673,7 @@ def _run(
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(stack.env())
+    env.update(stage_settings(os.environ))
     registry = scaled_registry(FLEET_COPIES, workdir / "registry.toml")
     env.update(
         CITYSENSE_REGISTRY=str(registry),
@@ -825,6 +846,7 @@ def _figures(
     }
     figures: dict[str, Any] = {
         "layout": LAYOUT,
+        "stage_settings": stage_settings(os.environ),
         "fleet_copies": FLEET_COPIES,
         "target_rate_per_s": target_rate,
         "target_seconds": target_seconds,

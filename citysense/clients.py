@@ -24,6 +24,7 @@ from citysense.settings import DatabaseSettings, KafkaSettings, MqttSettings, ma
 __all__ = [
     "check_database",
     "connect_database",
+    "consumer_options",
     "ensure_topics",
     "kafka_consumer",
     "kafka_producer",
@@ -80,14 +81,24 @@ def kafka_consumer(
     settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
     """A consumer in ``group_id`` that commits only when the stage says so."""
+    return AIOKafkaConsumer(*topics, **consumer_options(settings, group_id=group_id, **overrides))
+
+
+def consumer_options(
+    settings: KafkaSettings, *, group_id: str | None, **overrides: Any
+) -> dict[str, Any]:
+    """:func:`kafka_consumer`'s keyword arguments: manual commits, and fetches that wait for
+    ``fetch_min_bytes`` or ``fetch_max_wait_ms`` (:class:`KafkaSettings`); ``overrides`` win."""
     options: dict[str, Any] = {
         **settings.client_options(),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
+        "fetch_min_bytes": settings.fetch_min_bytes,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    return options
 
 
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:

@@ -70,6 +70,8 @@ async def high_watermarks(
         group_id=None,
         max_partition_fetch_bytes=1024,
         fetch_max_bytes=64 * 1024,
+        # One record per partition is all it reads: answer as soon as it is there.
+        fetch_min_bytes=1,
         request_timeout_ms=int(_FETCH_TIMEOUT_S * 1000),
     )
     try:

@@ -15,6 +15,7 @@ from benchmarks.end_to_end import (
     live_figures,
     loss_figures,
     scaled_registry,
+    stage_settings,
     steady_rate,
 )
 from citysense.registry import load_registry, scenario_path
@@ -131,3 +132,17 @@ def test_scaled_registry_repeats_every_sensor_with_new_ids_and_euis(tmp_path: Pa
         assert (copy.kind, copy.codec, copy.site) == (original.kind, original.codec, original.site)
         if original.dev_eui is not None:
             assert copy.dev_eui == original.dev_eui[:8] + "02" + original.dev_eui[10:]
+
+
+def test_stage_settings_pass_only_the_set_variables_on() -> None:
+    environ = {
+        "CITYSENSE_BENCH_E2E_SET_KAFKA_FETCH_MAX_WAIT_MS": "500",
+        "CITYSENSE_BENCH_E2E_SET_INGEST_LINGER_MS": "20",
+        "CITYSENSE_BENCH_E2E_SET_": "ignored: no name",
+        "CITYSENSE_BENCH_E2E_RATE": "3000",
+        "CITYSENSE_KAFKA_LINGER_MS": "50",
+    }
+    assert stage_settings(environ) == {
+        "CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS": "500",
+        "CITYSENSE_INGEST_LINGER_MS": "20",
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from citysense.settings import Settings, SettingsError, load_settings, mask_url
+from citysense.clients import consumer_options
+from citysense.settings import KafkaSettings, Settings, SettingsError, load_settings, mask_url
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +72,8 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CITYSENSE_DATABASE_URL", "mysql://x@h/db", "database.url"),
         ("CITYSENSE_MQTT_KEEPALIVE_S", "1", "mqtt.keepalive_s"),
         ("CITYSENSE_SHUTDOWN_DEADLINE_S", "-1", "shutdown_deadline_s"),
+        ("CITYSENSE_KAFKA_LINGER_MS", "-1", "kafka.linger_ms"),
+        ("CITYSENSE_INGEST_LINGER_MS", "10001", "ingest.linger_ms"),
     ],
 )
 def test_invalid_values_name_the_field(
@@ -166,3 +170,37 @@ def test_a_bad_lean_switch_fails_at_start_naming_the_field(
     monkeypatch.setenv("CITYSENSE_LEAN", value)
     with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("CITYSENSE_KAFKA_FETCH_MIN_BYTES", "-1", "greater than or equal to 0"),
+        ("CITYSENSE_KAFKA_FETCH_MIN_BYTES", "lots", "valid integer"),
+        ("CITYSENSE_KAFKA_FETCH_MIN_BYTES", str((64 << 20) + 1), "less than or equal to"),
+        ("CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS", "-5", "greater than or equal to 0"),
+        ("CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS", "10001", "less than or equal to 10000"),
+    ],
+)
+def test_fetch_settings_are_bounded_and_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    field = "kafka." + variable.removeprefix("CITYSENSE_KAFKA_").lower()
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=rf"{re.escape(field)}: [^;]*{reason}"):
+        load_settings()
+
+
+def test_consumers_fetch_with_the_configured_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage's consumer asks the broker to wait for ``fetch_min_bytes`` or
+    ``fetch_max_wait_ms`` (not aiokafka's 1 byte / 500 ms); a caller's override still wins."""
+    monkeypatch.setenv("CITYSENSE_KAFKA_FETCH_MIN_BYTES", "32768")
+    monkeypatch.setenv("CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS", "150")
+    kafka = load_settings().kafka
+    options = consumer_options(kafka, group_id="g")
+    assert (options["fetch_min_bytes"], options["fetch_max_wait_ms"]) == (32768, 150)
+    assert options["group_id"] == "g"
+    assert options["enable_auto_commit"] is False
+    assert consumer_options(kafka, group_id=None, fetch_min_bytes=1)["fetch_min_bytes"] == 1
+    defaults = consumer_options(KafkaSettings(), group_id=None)
+    assert (defaults["fetch_min_bytes"], defaults["fetch_max_wait_ms"]) == (1, 500)
