@@ -51,16 +51,20 @@ _CHUNK_BYTES = 1 << 16
 
 
 def _double(x: sql.Composable) -> sql.Composable:
-    """A ``float8`` expression as Python's ``str(float)``, null for NaN and infinities."""
+    """A ``float8`` expression as Python's ``str(float)``, null for NaN and infinities.
+
+    Below 1e15 (and from 1e16, where every double is an integer written with an exponent by
+    both) the two differ only by Python's ``.0`` after an integer, so the common case costs
+    one ``float8`` to text conversion."""
     return sql.SQL(
-        "(CASE WHEN {x} IS NULL OR {x} = 'NaN'::float8 OR abs({x}) = 'Infinity'::float8 THEN NULL"
-        " WHEN abs({x}) >= 1e15 AND abs({x}) < 1e16 THEN"
-        " (CASE WHEN {x} < 0 THEN '-' ELSE '' END)"
+        "(CASE WHEN {x} = 'NaN'::float8 OR abs({x}) = 'Infinity'::float8 THEN NULL"
+        " WHEN abs({x}) < 1e15 THEN (CASE WHEN {x} = trunc({x}) THEN {x}::text || '.0'"
+        " ELSE {x}::text END)"
+        " WHEN abs({x}) >= 1e16 THEN {x}::text"
+        " ELSE (CASE WHEN {x} < 0 THEN '-' ELSE '' END)"
         " || rpad(left(replace(split_part(ltrim({x}::text, '-'), 'e', 1), '.', ''), 16), 16, '0')"
         " || '.' || coalesce(nullif(substr("
-        "replace(split_part(ltrim({x}::text, '-'), 'e', 1), '.', ''), 17), ''), '0')"
-        " WHEN strpos({x}::text, '.') > 0 OR strpos({x}::text, 'e') > 0 THEN {x}::text"
-        " ELSE {x}::text || '.0' END)"
+        "replace(split_part(ltrim({x}::text, '-'), 'e', 1), '.', ''), 17), ''), '0') END)"
     ).format(x=x)
 
 
@@ -98,9 +102,9 @@ def cell_sql(oid: int, field_type: FieldType, x: sql.Composable) -> sql.Composab
         return sql.SQL("to_char({}, 'YYYY-MM-DD')").format(x)
     if oid == _TIMESTAMPTZ:
         return sql.SQL(
-            "(to_char({x}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-            " || CASE WHEN date_trunc('second', {x}) <> {x} THEN to_char({x}, '.US') ELSE '' END"
-            " || to_char({x}, 'TZH:TZM'))"
+            "to_char({x}, CASE WHEN date_trunc('second', {x}) = {x}"
+            " THEN 'YYYY-MM-DD\"T\"HH24:MI:SSTZH:TZM'"
+            " ELSE 'YYYY-MM-DD\"T\"HH24:MI:SS.USTZH:TZM' END)"
         ).format(x=x)
     if oid == _JSONB and field_type == "geo_point_2d":
         return sql.SQL(
