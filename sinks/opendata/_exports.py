@@ -278,17 +278,33 @@ class _Chunks(io.RawIOBase):
         return out
 
 
+#: Rows per Parquet row group: blocks are gathered (as Arrow tables, compact) up to this many.
+#: Readers skip and decode whole row groups; one group per 5,000-row block made a year of
+#: hourly noise rows 5 % larger than 65,536-row groups for the same CPU time (zstd and the
+#: dictionary encoding see more repetition in a longer column chunk).
+PARQUET_ROW_GROUP = 65_536
+
+
 async def _parquet(
     blocks: AsyncIterator[list[tuple[Any, ...]]], columns: Sequence[tuple[str, FieldType]]
 ) -> AsyncIterator[bytes]:
     schema = arrow_schema(columns)
     sink = _Chunks()
+    pending: list[pa.Table] = []
+    rows = 0
     with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd") as writer:
         async for block in blocks:
             arrays = [
                 pa.array([arrow_value(row[i], kind) for row in block], type=schema.field(i).type)
                 for i, (_, kind) in enumerate(columns)
             ]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            yield sink.drain()
+            pending.append(pa.Table.from_arrays(arrays, schema=schema))
+            rows += len(block)
+            if rows >= PARQUET_ROW_GROUP:
+                writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                pending.clear()
+                rows = 0
+                yield sink.drain()
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=rows)
     yield sink.drain()
