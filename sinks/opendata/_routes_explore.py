@@ -219,7 +219,7 @@ _compiled: OrderedDict[tuple[int, str, RecordsRequest], tuple[Dataset, CompiledR
 
 def _compiled_records(dataset: Dataset, request: RecordsRequest) -> CompiledRecords:
     """:func:`build_records`, reused for a request seen before: parsing and compiling ODSQL was
-    about a quarter of the API process's CPU per request (cProfile, ``python -m benchmarks
+    about a quarter of the API process's time per request (cProfile, ``python -m benchmarks
     publish`` queries). A compiled query depends on nothing but the dataset and the request
     (``now()`` stays SQL's ``now()``); errors are not kept, so a bad query is parsed again."""
     key = (id(dataset), dataset.id, request)
