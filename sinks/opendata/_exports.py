@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from sinks.opendata import _metrics as metrics
 from sinks.opendata._catalog import Dataset, FieldType
-from sinks.opendata._csv_copy import copy_csv_rows, copy_statement
+from sinks.opendata._csv_copy import copy_csv_rows, copy_statement, set_copy_session
 from sinks.opendata._format import (
     arrow_schema,
     arrow_value,
@@ -158,10 +158,7 @@ async def _csv_by_copy(
     and transaction settings as the other formats."""
     rows = metrics.EXPORTED_ROWS.labels(format="csv")
     async with state.pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            "SELECT set_config('TimeZone', %s, true), set_config('extra_float_digits', '1', true)",
-            [str(options.tz)],
-        )
+        await set_copy_session(conn, str(options.tz))
         statement = await copy_statement(
             conn,
             compiled.query,

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from citysense.settings import PublishSettings, Settings
 from sinks.opendata import default_catalog
 from sinks.opendata._catalog import FieldType
-from sinks.opendata._csv_copy import copy_csv_rows, copy_statement
+from sinks.opendata._csv_copy import copy_csv_rows, copy_statement, set_copy_session
 from sinks.opendata._exports import ExportOptions, _csv, _csv_header
 from sinks.opendata._query import RecordsRequest, build_export
 from tests.sinks.opendata._db import opendata_database, window, write_windows
@@ -57,10 +57,7 @@ async def _copy_csv(
 ) -> bytes | None:
     """The export written by PostgreSQL, None if the COPY path declines the columns."""
     async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('TimeZone', %s, true), set_config('extra_float_digits', '1', true)",
-            [str(options.tz)],
-        )
+        await set_copy_session(conn, str(options.tz))
         statement = await copy_statement(
             conn, query, params, [kind for _, kind in columns], options.delimiter
         )
