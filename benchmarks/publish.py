@@ -9,7 +9,11 @@ measures, with aiohttp clients:
 - ``records``: 200 clients, each sending ``/records`` requests back to back for a fixed time
   (a mix of the newest page, a ``where`` on a sensor and an hour range, and a ``group_by``
   with ``avg``), latency p50/p99 and requests/s; the same three SQL statements run directly
-  with psycopg, one client, give the database's own time (the floor);
+  with psycopg, one client, give the database's own time (the floor): their median, and per
+  query the SQL the API itself compiles for it (the mean per sensor scans every row, where
+  the two others read an index, so the median alone hides it); and the CPU seconds per
+  request of the API process, of PostgreSQL (every server process) and of this load
+  generator during the load;
 - ``exports``: the whole dataset as CSV and as Parquet, rows/s from the first request byte to
   the last response byte, beside ``COPY (SELECT … FROM opendata.noise_hourly) TO STDOUT (FORMAT
   csv)`` of the same rows read by psycopg: the ceiling. Median of 3 runs each.
@@ -30,12 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import psycopg
 
 from benchmarks import table
 from citysense.registry import load_registry, scenario_path
+from citysense.settings import PublishSettings
 from citysense.stack import Stack, free_port
 from schemas import encode
+from sinks.opendata import default_catalog
+from sinks.opendata._query import RecordsRequest, build_records
 from sinks.timescale import migrate
 from sinks.timescale._registry import sync_registry
 from sinks.timescale._writer import Rows, add_record, decode_record, write_rows
@@ -187,6 +195,52 @@ async def _direct_sql(url: str, sensors: list[str]) -> float:
     return 1000 * statistics.median(times)
 
 
+async def _compiled_sql_ms(url: str, queries: list[dict[str, str]]) -> list[float]:
+    """Per records query, the median ms of the SQL the API compiles for it (the page, then the
+    count when the API would run it), run directly on one connection."""
+    dataset = default_catalog(PublishSettings()).get("bruit-horaire")
+    medians: list[float] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for params in queries:
+            request = RecordsRequest(
+                select=params.get("select"),
+                where=params.get("where"),
+                group_by=params.get("group_by"),
+                limit=int(params["limit"]),
+            )
+            compiled = build_records(dataset, request)
+            times: list[float] = []
+            for _ in range(10):
+                started = time.perf_counter()
+                rows = await (await conn.execute(compiled.query, compiled.params)).fetchall()
+                # The API counts only a full page of a filtered query (it keeps an
+                # unfiltered dataset's total a few seconds).
+                if len(rows) >= compiled.limit and (request.where or request.group_by):
+                    await conn.execute(compiled.count_query, compiled.count_params)
+                times.append(time.perf_counter() - started)
+            medians.append(1000 * statistics.median(times))
+    return medians
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def _postmaster(url: str) -> psutil.Process:
+    """PostgreSQL's first process (every backend is its child), found from a live backend."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+        assert row is not None
+        return psutil.Process(psutil.Process(int(row[0])).ppid())
+
+
 async def _export_rate(base: str, fmt: str, rows: int) -> float:
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -220,8 +274,23 @@ async def _measure(url: str, workdir: Path) -> dict[str, Any]:
     process = _start_api(url, port, workdir)
     try:
         await _wait_ready(base, process)
+        api = psutil.Process(process.pid)
+        postmaster = await _postmaster(url)
+        me = psutil.Process()
+
+        def cpu() -> tuple[float, float, float]:
+            server = [postmaster, *postmaster.children(recursive=True)]
+            return _cpu_s([api]), _cpu_s(server), _cpu_s([me])
+
+        before = cpu()
         records = await _load(base, _queries(sensors))
+        after = cpu()
+        records["cpu_ms_per_request"] = {
+            name: 1000 * (b - a) / max(records["requests"], 1)
+            for name, a, b in zip(("api", "postgres", "load_generator"), before, after, strict=True)
+        }
         floor_ms = await _direct_sql(url, sensors)
+        records["compiled_sql_ms_by_query"] = await _compiled_sql_ms(url, _queries(sensors))
         exports: dict[str, float] = {}
         for name in ("csv", "parquet", "copy_csv"):
             rates = []
@@ -258,12 +327,24 @@ def _report(figures: dict[str, Any]) -> None:
                 ],
                 ["records p99", f"{records['p99_ms']:.1f} ms", "", ""],
                 *[
-                    [f"  p50 {name}", f"{ms:.1f} ms" if ms is not None else "-", "", ""]
-                    for name, ms in zip(
+                    [
+                        f"  p50 {name}",
+                        f"{ms:.1f} ms" if ms is not None else "-",
+                        f"its SQL direct {floor:.1f} ms",
+                        "",
+                    ]
+                    for name, ms, floor in zip(
                         ("newest page", "a sensor's week", "year mean per sensor"),
                         records["p50_ms_by_query"],
+                        records["compiled_sql_ms_by_query"],
                         strict=True,
                     )
+                ],
+                [
+                    "records CPU per request",
+                    f"API {records['cpu_ms_per_request']['api']:.1f} ms",
+                    f"PostgreSQL {records['cpu_ms_per_request']['postgres']:.1f} ms",
+                    f"load gen. {records['cpu_ms_per_request']['load_generator']:.1f} ms",
                 ],
                 [
                     "records throughput",

@@ -6,6 +6,10 @@ separator, a header of field names, a UTF-8 byte-order mark unless ``with_bom=fa
 spreadsheet software opens accents correctly). GeoJSON is RFC 7946: a FeatureCollection whose
 features have the dataset's point as geometry (null when the row has none) and the other fields
 as properties. Parquet is written one row group per block with pyarrow.
+
+CSV is written by PostgreSQL itself (``COPY … TO STDOUT``, :mod:`sinks.opendata._csv_copy`)
+whenever every column has a formatting rule there, with the same bytes as the Python writer,
+which remains for the other columns (``geo_shape``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pyarrow.parquet as pq
 
 from sinks.opendata import _metrics as metrics
 from sinks.opendata._catalog import Dataset, FieldType
+from sinks.opendata._csv_copy import copy_csv_rows, copy_statement, set_copy_session
 from sinks.opendata._format import (
     arrow_schema,
     arrow_value,
@@ -104,11 +109,12 @@ async def stream_export(
 ) -> AsyncIterator[bytes]:
     """The export's bytes, block by block."""
     columns: list[tuple[str, FieldType]] = [(c.name, c.type) for c in compiled.columns]
-    blocks = _blocks(state, compiled, options.tz, export_format)
     if export_format == "csv":
-        async for chunk in _csv(blocks, columns, options):
+        async for chunk in _csv_by_copy(state, compiled, columns, options):
             yield chunk
-    elif export_format == "json":
+        return
+    blocks = _blocks(state, compiled, options.tz, export_format)
+    if export_format == "json":
         async for chunk in _json(blocks, columns, options.tz):
             yield chunk
     elif export_format == "jsonl":
@@ -132,6 +138,44 @@ def _object(
     return {name: json_value(v, kind, tz) for (name, kind), v in zip(columns, row, strict=True)}
 
 
+def _csv_header(columns: Sequence[tuple[str, FieldType]], options: ExportOptions) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=options.delimiter, lineterminator="\r\n").writerow(
+        [name for name, _ in columns]
+    )
+    head = buffer.getvalue().encode()
+    return (b"\xef\xbb\xbf" + head) if options.with_bom else head
+
+
+async def _csv_by_copy(
+    state: Publication,
+    compiled: CompiledExport,
+    columns: Sequence[tuple[str, FieldType]],
+    options: ExportOptions,
+) -> AsyncIterator[bytes]:
+    """CSV written by PostgreSQL (:mod:`sinks.opendata._csv_copy`) when every column's type has
+    a rule there, else by :func:`_csv`; same bytes either way, same connection, role, timeout
+    and transaction settings as the other formats."""
+    rows = metrics.EXPORTED_ROWS.labels(format="csv")
+    async with state.pool.connection() as conn, conn.transaction():
+        await set_copy_session(conn, str(options.tz))
+        statement = await copy_statement(
+            conn,
+            compiled.query,
+            compiled.params,
+            [kind for _, kind in columns],
+            options.delimiter,
+        )
+        if statement is not None:
+            yield _csv_header(columns, options)
+            async for data, count in copy_csv_rows(conn, statement, compiled.params):
+                rows.inc(count)
+                yield data
+            return
+    async for chunk in _csv(_blocks(state, compiled, options.tz, "csv"), columns, options):
+        yield chunk
+
+
 async def _csv(
     blocks: AsyncIterator[list[tuple[Any, ...]]],
     columns: Sequence[tuple[str, FieldType]],
@@ -139,9 +183,7 @@ async def _csv(
 ) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=options.delimiter, lineterminator="\r\n")
-    writer.writerow([name for name, _ in columns])
-    head = buffer.getvalue().encode()
-    yield (b"\xef\xbb\xbf" + head) if options.with_bom else head
+    yield _csv_header(columns, options)
     async for block in blocks:
         buffer.seek(0)
         buffer.truncate()
@@ -233,17 +275,33 @@ class _Chunks(io.RawIOBase):
         return out
 
 
+#: Rows per Parquet row group: blocks are gathered (as Arrow tables, compact) up to this many.
+#: Readers skip and decode whole row groups; one group per 5,000-row block made a year of
+#: hourly noise rows 5 % larger than 65,536-row groups for the same CPU time (zstd and the
+#: dictionary encoding see more repetition in a longer column chunk).
+PARQUET_ROW_GROUP = 65_536
+
+
 async def _parquet(
     blocks: AsyncIterator[list[tuple[Any, ...]]], columns: Sequence[tuple[str, FieldType]]
 ) -> AsyncIterator[bytes]:
     schema = arrow_schema(columns)
     sink = _Chunks()
+    pending: list[pa.Table] = []
+    rows = 0
     with pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, compression="zstd") as writer:
         async for block in blocks:
             arrays = [
                 pa.array([arrow_value(row[i], kind) for row in block], type=schema.field(i).type)
                 for i, (_, kind) in enumerate(columns)
             ]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            yield sink.drain()
+            pending.append(pa.Table.from_arrays(arrays, schema=schema))
+            rows += len(block)
+            if rows >= PARQUET_ROW_GROUP:
+                writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                pending.clear()
+                rows = 0
+                yield sink.drain()
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=rows)
     yield sink.drain()

@@ -15,7 +15,7 @@ OpenDataSoft's conventions, which reusers' code expects:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from sinks.opendata._catalog import FieldType
 
-__all__ = ["arrow_schema", "csv_value", "json_value", "shape_geometry"]
+__all__ = ["arrow_schema", "csv_value", "json_rows", "json_value", "shape_geometry"]
 
 
 def json_value(value: Any, field_type: FieldType, tz: tzinfo) -> Any:
@@ -40,6 +40,42 @@ def json_value(value: Any, field_type: FieldType, tz: tzinfo) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN or infinity
     return value
+
+
+def _json_converter(field_type: FieldType, tz: tzinfo) -> Callable[[Any], Any]:
+    """:func:`json_value` for one column, with the common types answered before its chain of
+    ``isinstance`` checks (the records endpoint converts every value of every page)."""
+    if field_type == "datetime":
+
+        def stamp(value: Any) -> Any:
+            if type(value) is datetime:
+                return value.astimezone(tz).isoformat()
+            return json_value(value, field_type, tz)
+
+        return stamp
+
+    def other(value: Any) -> Any:
+        kind = type(value)
+        if value is None or kind is str or kind is int or kind is bool or kind is dict:
+            return value
+        if kind is float:
+            return value if math.isfinite(value) else None
+        return json_value(value, field_type, tz)
+
+    return other
+
+
+def json_rows(
+    rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, FieldType]], tz: tzinfo
+) -> list[dict[str, Any]]:
+    """``rows`` as the records API returns them: one object per row, :func:`json_value` for
+    each value."""
+    names = [name for name, _ in columns]
+    converters = [_json_converter(kind, tz) for _, kind in columns]
+    return [
+        dict(zip(names, [f(v) for f, v in zip(converters, row, strict=True)], strict=True))
+        for row in rows
+    ]
 
 
 def csv_value(value: Any, field_type: FieldType, tz: tzinfo) -> str:

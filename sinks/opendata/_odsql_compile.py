@@ -572,9 +572,19 @@ class Compiler:
             raise self.error(node, f"'like' needs a text field, not {operand.type}")
         if not (isinstance(node.pattern, Const) and isinstance(node.pattern.value, str)):
             raise self.error(node.pattern, "'like' needs a string after it")
-        pattern = _param(like_pattern(node.pattern.value), "text")
-        template = "({} NOT ILIKE {})" if node.negated else "({} ILIKE {})"
-        return Typed(sql_fragment(template, operand.frag, pattern), "boolean", operand.aggregate)
+        # OpenDataSoft's ODSQL reference ("Like filter", Explore API v2 documentation):
+        # ``film_name like "star"`` matches "star wars" and "Star Trek" (contained, any case),
+        # ``like "star wars"`` matches values containing "star" and "wars" (each word, anywhere).
+        words = node.pattern.value.split() or [node.pattern.value]
+        matches = join(
+            " AND ",
+            (
+                sql_fragment("({} ILIKE {})", operand.frag, _param(like_pattern(w), "text"))
+                for w in words
+            ),
+        )
+        template = "(NOT ({}))" if node.negated else "({})"
+        return Typed(sql_fragment(template, matches), "boolean", operand.aggregate)
 
     # -- functions --
 

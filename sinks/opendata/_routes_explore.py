@@ -10,7 +10,8 @@ Every query is compiled from ODSQL into parameterised SQL over the dataset's vie
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from datetime import tzinfo
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -23,8 +24,8 @@ from psycopg import sql
 
 from sinks.opendata._catalog import Dataset, UnknownDatasetError
 from sinks.opendata._exports import EXPORT_FORMATS, ExportOptions, stream_export
-from sinks.opendata._format import json_value
-from sinks.opendata._query import RecordsRequest, build_export, build_records
+from sinks.opendata._format import json_rows
+from sinks.opendata._query import CompiledRecords, RecordsRequest, build_export, build_records
 from sinks.opendata._state import ApiError, Publication, publication
 
 __all__ = ["dataset_document", "router"]
@@ -209,13 +210,28 @@ def _total_from_page(limit: int, offset: int, returned: int) -> int | None:
     return offset + returned
 
 
-def _json_rows(
-    rows: Sequence[Sequence[Any]], columns: Sequence[tuple[str, Any]], tz: tzinfo
-) -> list[dict[str, Any]]:
-    return [
-        {name: json_value(v, kind, tz) for (name, kind), v in zip(columns, row, strict=True)}
-        for row in rows
-    ]
+#: Compiled records queries by (dataset, request), most recently used last.
+_COMPILED_MAX = 512
+_compiled: OrderedDict[tuple[int, str, RecordsRequest], tuple[Dataset, CompiledRecords]] = (
+    OrderedDict()
+)
+
+
+def _compiled_records(dataset: Dataset, request: RecordsRequest) -> CompiledRecords:
+    """:func:`build_records`, reused for a request seen before: parsing and compiling ODSQL was
+    about a quarter of the API process's time per request (cProfile, ``python -m benchmarks
+    publish`` queries). A compiled query depends on nothing but the dataset and the request
+    (``now()`` stays SQL's ``now()``); errors are not kept, so a bad query is parsed again."""
+    key = (id(dataset), dataset.id, request)
+    found = _compiled.get(key)
+    if found is not None and found[0] is dataset:
+        _compiled.move_to_end(key)
+        return found[1]
+    compiled = build_records(dataset, request)
+    _compiled[key] = (dataset, compiled)
+    if len(_compiled) > _COMPILED_MAX:
+        _compiled.popitem(last=False)
+    return compiled
 
 
 @router.get(
@@ -251,7 +267,7 @@ async def records(
         timezone=str(tz),
         lang=lang or "fr",
     )
-    compiled = build_records(dataset, request)
+    compiled = _compiled_records(dataset, request)
     columns = [(c.name, c.type) for c in compiled.columns]
     unfiltered = not (where or group_by or refine or exclude)
     async with state.pool.connection() as conn, conn.transaction():
@@ -269,7 +285,7 @@ async def records(
                 _totals[(id(state.pool), dataset.id)] = (time.monotonic(), total)
     body = {
         "total_count": total,
-        "results": _json_rows(rows, columns, tz),
+        "results": json_rows(rows, columns, tz),
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from psycopg import AsyncConnection, sql
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
@@ -51,6 +54,16 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _json_loads(data: str | bytes) -> Any:
+    """orjson's parse, about ten times faster than :func:`json.loads` on a point, with the same
+    values (floats correctly rounded by both); what orjson refuses (integers beyond 64 bits) is
+    left to :func:`json.loads`."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 class PublishService:
     """The API server as a stage component."""
 
@@ -75,8 +88,10 @@ class PublishService:
         return url.get_secret_value()
 
     async def _configure(self, conn: AsyncConnection[Any]) -> None:
-        """Each pooled connection: the API role, read-only, the statement timeout."""
+        """Each pooled connection: the API role, read-only, the statement timeout, and
+        ``jsonb`` (every point of every row) parsed by orjson."""
         publish = self._settings.publish
+        set_json_loads(_json_loads, conn)
         async with conn.transaction():
             await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(API_ROLE)))
             await conn.execute("SET default_transaction_read_only = on")

@@ -107,6 +107,15 @@ def test_in_like_and_not(db: ScratchDatabase) -> None:
     assert ids(rows) == expected_ids(lambda r: r.sensor_id == "s2")
 
 
+def test_like_with_several_words_matches_each_word_anywhere(db: ScratchDatabase) -> None:
+    # OpenDataSoft: ``like "star wars"`` matches values containing "star" and "wars"
+    rows = export(db, where="site_name like 'nord NATION'")
+    assert ids(rows) == expected_ids(lambda r: r.sensor_id == "s1")
+    rows = export(db, where="sensor_id in ('s1', 's2') and not site_name like 'sud  nation'")
+    assert ids(rows) == expected_ids(lambda r: r.sensor_id == "s1")
+    assert export(db, where="site_name like 'nord sud'") == []
+
+
 def test_full_text_search(db: ScratchDatabase) -> None:
     rows = export(db, where='"NATION" and not search(site_name, "sud")')
     assert ids(rows) == expected_ids(lambda r: r.sensor_id == "s1")
