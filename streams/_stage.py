@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -36,6 +37,8 @@ from streams._watermark import NO_WATERMARK, Watermarks
 __all__ = ["LateItem", "WindowStage", "window_defs"]
 
 _MICROS: Final = 1_000_000
+#: The results' order (see :meth:`WindowStage.advance`), as one C-level key per result.
+_RESULT_ORDER: Final = itemgetter("window_end", "window_size_seconds", "key", "final")
 #: Reporting interval assumed for a sensor missing from the registry (the registry's default).
 DEFAULT_INTERVAL_S: Final = 60.0
 
@@ -300,7 +303,7 @@ class WindowStage:
         # In window-end order across the window sizes: the rollup stage's watermark follows the
         # results' window ends, so a burst (catching up a backlog) must not send every 1-minute
         # result of an hour before the hour's own result.
-        out.sort(key=lambda r: (r["window_end"], r["window_size_seconds"], r["key"], r["final"]))
+        out.sort(key=_RESULT_ORDER)
         return out
 
     def _forget_counters(self, watermark: int) -> None:
