@@ -30,6 +30,11 @@ contents:
    it), so the table also shows the delays less that bound: the time past the moment the
    watermark itself passed window end + grace. Skipped when ``CITYSENSE_BENCH_AGG_PACED_S`` is 0.
 
+``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,1m,1h``) runs only some of the
+timed phases, e.g. ``1m`` to work on the aggregator's 1-minute windows without the Quix peer's
+minutes; the target is then judged on what ran. Each citysense run also reports the aggregator's
+process CPU time per record over the timed interval (steadier than the rate on a shared machine).
+
 Targets (the aggregation issue): ≥ 200,000 records/s through one aggregator process and ≥ 35x the
 Quix Streams peer (1-minute windows both). Quix computes per sensor only. Every process shares
 the machine's cores with the broker (all records are produced before the timed phases).
@@ -93,6 +98,12 @@ PACED_S = float(os.environ.get("CITYSENSE_BENCH_AGG_PACED_S", "150"))
 PACED_RATE = 2000.0
 #: Timed runs of each citysense phase (short ones; Quix runs once, it takes minutes).
 RUNS = int(os.environ.get("CITYSENSE_BENCH_AGG_RUNS", "3"))
+#: The timed phases to run (``quix``, ``1m``, ``1h``); the default full run has all three.
+PHASES = tuple(
+    phase.strip()
+    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,1m,1h").split(",")
+    if phase.strip()
+)
 POLL_S = 0.1
 RSS_EVERY_S = 0.2
 #: The aggregator's defaults, which the benchmark leaves as they are: the watermark trails the
@@ -522,6 +533,16 @@ class Aggregator:
     def metrics(self) -> dict[str, float]:
         return scrape(self.port)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process and its children so far."""
+        processes = [self.sampler.process, *self.sampler.process.children(recursive=True)]
+        spent = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.Error):  # a child that just ended
+                times = process.cpu_times()
+                spent += times.user + times.system
+        return spent
+
     def stop(self) -> float:
         """Stop the process; its peak RSS in MiB."""
         stop_process(self.proc)
@@ -549,6 +570,7 @@ def run_citysense(
     chosen = runs[len(runs) // 2]
     chosen.peak_rss_mb = max(r.peak_rss_mb for r in runs)
     chosen.extra["rates"] = [r.rate for r in runs]
+    chosen.extra["cpu_us_per_record_runs"] = [r.extra["cpu_us_per_record"] for r in runs]
     return chosen
 
 
@@ -578,12 +600,15 @@ def _citysense_once(
     run = Run(label=f"citysense {name} ({SCOPES})")
     try:
         first_at, first_count = _wait_for(aggregator, lambda n: n > 0, deadline)
+        first_cpu = aggregator.cpu_seconds()
         run.startup_s = first_at - aggregator.started
         last_at, last_count = _wait_for(aggregator, lambda n: n >= count, deadline)
+        last_cpu = aggregator.cpu_seconds()
         samples = aggregator.metrics()
         run.records = int(last_count - first_count)
         run.seconds = last_at - first_at
         run.extra = {
+            "cpu_us_per_record": (last_cpu - first_cpu) / max(run.records, 1) * 1e6,
             "counted": last_count,
             "windows_emitted": total(samples, WINDOWS_EMITTED),
             "late_records": total(samples, LATE_RECORDS),
@@ -762,6 +787,7 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
                 "records timed",
                 "start-up s",
                 "windows emitted",
+                "CPU µs/record",
             ],
             [
                 [
@@ -772,8 +798,10 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
                     r.records,
                     r.startup_s,
                     r.extra.get("windows_emitted"),
+                    r.extra.get("cpu_us_per_record"),
                 ]
                 for r in runs
+                if r.records
             ],
             title=(
                 f"aggregation of {RECORDS:,} noise records from {SENSORS:,} sensors "
@@ -802,7 +830,9 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
                 ),
             )
         )
-    target = one_minute.rate >= TARGET_RECORDS_S and ratio >= TARGET_RATIO
+    # A phase left out (CITYSENSE_BENCH_AGG_PHASES) is not held against the target.
+    ratio_met = ratio >= TARGET_RATIO or "quix" not in PHASES
+    target = "1m" in PHASES and one_minute.rate >= TARGET_RECORDS_S and ratio_met
     summary = (
         f"citysense 1-min {one_minute.rate:,.0f} records/s = {ratio:.1f}x Quix "
         f"({quix.rate:,.0f}/s); 1-h {one_hour.rate:,.0f}/s"
@@ -841,10 +871,15 @@ def main() -> dict[str, Any]:
             began = time.perf_counter()
             produced = asyncio.run(produce(kafka, records(RECORDS, start)))
             print(f"produced {produced:,} records in {time.perf_counter() - began:.1f} s")
+            skipped = Run(label="(not run)")
             runs = [
-                run_quix(kafka.bootstrap, produced, workdir),
-                run_citysense(base, registry, {"name": "1m", "size_s": 60}, produced, workdir),
-                run_citysense(base, registry, {"name": "1h", "size_s": 3600}, produced, workdir),
+                run_quix(kafka.bootstrap, produced, workdir) if "quix" in PHASES else skipped,
+                run_citysense(base, registry, {"name": "1m", "size_s": 60}, produced, workdir)
+                if "1m" in PHASES
+                else skipped,
+                run_citysense(base, registry, {"name": "1h", "size_s": 3600}, produced, workdir)
+                if "1h" in PHASES
+                else skipped,
             ]
         paced = run_paced(registry, workdir) if PACED_S > 0 else None
     finally:

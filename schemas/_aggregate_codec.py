@@ -225,15 +225,30 @@ def _read_long(data: bytes, pos: i64) -> tuple[i64, i64]:
     return value, after
 
 
+#: Decoded strings by their UTF-8 bytes, bounded as ``_STRINGS``: the keys, the kind and the
+#: indicator names of every record read back are a few hundred distinct strings.
+_DECODED: dict[bytes, str] = {}
+
+
 def _read_string(data: bytes, pos: i64) -> tuple[str, i64]:
+    """A ``string``, the same object for bytes read before: no new ``str`` per name and
+    record, and a ``str`` whose hash is already known to the dicts the rollup stage keys by
+    sensor and indicator name."""
     size, pos = _read_long(data, pos)
     end = pos + size
     if size < 0 or end > len(data):
         raise _NotHereError
-    try:
-        return data[pos:end].decode(), end
-    except UnicodeDecodeError:
-        raise _NotHereError from None
+    raw = data[pos:end]
+    found = _DECODED.get(raw)
+    if found is None:
+        try:
+            found = raw.decode()
+        except UnicodeDecodeError:
+            raise _NotHereError from None
+        if len(_DECODED) >= _STRINGS_MAX:
+            _DECODED.clear()
+        _DECODED[raw] = found
+    return found, end
 
 
 def _decode(data: bytes) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -81,6 +82,8 @@ _HOUR_US: Final = 3_600_000_000
 #: The ozone 8-hour means of a day start 7 hours before its midnight (17:00 the day before).
 _OZONE_CARRY_US: Final = 7 * _HOUR_US
 _DIRECTIONS: Final = ("in", "out")
+#: The order of :meth:`RollupStage.advance`'s records, one C-level key per record.
+_RESULT_ORDER: Final = itemgetter("window_size_seconds", "window_start", "key", "kind")
 _EXPIRED_SITE: Final = "site_window_expired"
 _EXPIRED_DAY: Final = "daily_window_expired"
 
@@ -206,6 +209,8 @@ class RollupStage:
         self._wm = Watermarks(out_of_orderness_s=0, idle_timeout_s=settings.idle_timeout_s)
         self._windows: dict[_WindowId, _Window] = {}
         self._late: list[LateInput] = []
+        #: ``site:<site id>`` per site, made once.
+        self._site_keys: dict[str, str] = {}
 
     # --- partitions and time ---------------------------------------------------------------
 
@@ -262,57 +267,75 @@ class RollupStage:
     # --- folding ---------------------------------------------------------------------------
 
     def fold(self, partition: object, offset: int, record: Mapping[str, Any], now_s: float) -> None:
-        """Fold one per-sensor ``Aggregate`` record read at ``offset`` of ``partition``."""
-        key = str(record["key"])
-        kind = str(record["kind"])
+        """Fold one per-sensor ``Aggregate`` record read at ``offset`` of ``partition``.
+
+        Run once per sensor and window (every six measurements with 1-minute windows), so the
+        common case, a sensor's final result for a site window, goes straight from the record's
+        fields to its site window: no lookups repeated, the site's key made once per site.
+        """
         size_s = int(record["window_size_seconds"])
-        if (
-            key.startswith(SITE_PREFIX)
-            or size_s == DAY_SECONDS
-            or not record["final"]
-            or kind not in self._kinds
-        ):
+        kind = str(record["kind"])
+        if not record["final"] or size_s == DAY_SECONDS or kind not in self._kinds:
             return
-        to_site = size_s in self._site_windows
+        key = str(record["key"])
+        if key.startswith(SITE_PREFIX):
+            return
+        site_lateness = self._site_windows.get(size_s)
         to_daily = self._daily and size_s == self._hourly_s
-        if not (to_site or to_daily):
+        if site_lateness is None and not to_daily:
             return
         start_us = int(record["window_start"])
         end_us = int(record["window_end"])
-        wm = self._wm.current(now_s)
-        self._wm.observe(partition, end_us, now_s)
+        marks = self._wm
+        wm = marks.current(now_s)
+        marks.observe(partition, end_us, now_s)
+        values = record.get("values")
+        counts = record.get("counts")
+        regions = record.get("regions")
         item = _Input(
-            revision=int(record["revision"]),
-            values=dict(record.get("values") or {}),
-            counts=list(record.get("counts") or ()),
-            regions=list(record.get("regions") or ()),
-            sample_count=int(record["sample_count"]),
-            offsets={partition: offset},
+            int(record["revision"]),
+            dict(values) if values else {},
+            list(counts) if counts else [],
+            list(regions) if regions else [],
+            int(record["sample_count"]),
+            {partition: offset},
         )
-        sensor = self._registry.get(key)
-        if to_site and sensor is not None and sensor.site is not None and sensor.kind == kind:
-            close = end_us + self._site_graces[size_s] + self._grace_us
-            window_id = (kind, SITE_PREFIX + sensor.site, size_s, start_us)
-            if wm >= close + self._site_windows[size_s]:
-                self._late.append(
-                    LateInput(partition, offset, key, kind, start_us, size_s, "site", _EXPIRED_SITE)
-                )
-            else:
-                window = self._windows.get(window_id)
-                if window is None:
-                    window = _Window(
-                        kind=kind,
-                        key=window_id[1],
-                        start_us=start_us,
-                        end_us=end_us,
-                        size_s=size_s,
-                        close_us=close,
-                        expire_us=close + self._site_windows[size_s],
-                        site=sensor.site,
+        input_id = (key, start_us)
+        if site_lateness is not None:
+            sensor = self._registry.sensors.get(key)
+            if sensor is not None and sensor.site is not None and sensor.kind == kind:
+                site = sensor.site
+                close = end_us + self._site_graces[size_s] + self._grace_us
+                if wm >= close + site_lateness:
+                    self._late.append(
+                        LateInput(
+                            partition, offset, key, kind, start_us, size_s, "site", _EXPIRED_SITE
+                        )
                     )
-                    self._windows[window_id] = window
-                _put(window.inputs, (key, start_us), item, window)
-        if to_daily and self._fold_daily(kind, key, (key, start_us), item, wm):
+                else:
+                    site_key = self._site_keys.get(site)
+                    if site_key is None:
+                        site_key = self._site_keys[site] = SITE_PREFIX + site
+                    window_id = (kind, site_key, size_s, start_us)
+                    window = self._windows.get(window_id)
+                    if window is None:
+                        window = _Window(
+                            kind=kind,
+                            key=site_key,
+                            start_us=start_us,
+                            end_us=end_us,
+                            size_s=size_s,
+                            close_us=close,
+                            expire_us=close + site_lateness,
+                            site=site,
+                        )
+                        self._windows[window_id] = window
+                    held = window.inputs
+                    current = held.get(input_id)
+                    if current is None or current.revision < item.revision:  # as _put
+                        held[input_id] = item
+                        window.dirty = True
+        if to_daily and self._fold_daily(kind, key, input_id, item, wm):
             self._late.append(
                 LateInput(partition, offset, key, kind, start_us, size_s, "daily", _EXPIRED_DAY)
             )
@@ -379,7 +402,7 @@ class RollupStage:
                 out.append(record)
         for window_id in [wid for wid, w in self._windows.items() if wm >= w.expire_us]:
             del self._windows[window_id]
-        out.sort(key=lambda r: (r["window_size_seconds"], r["window_start"], r["key"], r["kind"]))
+        out.sort(key=_RESULT_ORDER)
         return out
 
     def _feed_site_day(self, window: _Window, record: Mapping[str, Any], wm: int) -> None:
@@ -552,16 +575,26 @@ def _freeze(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[tuple[str, Any], .
 def _noise_levels(inputs: Sequence[tuple[Mapping[str, float], float]]) -> dict[str, float]:
     """LAeq, LAmax, LAmin of (values, window seconds) inputs, each LAeq weighted by its
     measured duration ``coverage · seconds`` (coverage 1 when absent)."""
-    levels = [v["laeq_db"] for v, _ in inputs if "laeq_db" in v]
-    durations = [v.get("coverage", 1.0) * s for v, s in inputs if "laeq_db" in v]
+    # One pass over the inputs (a site window has one per sensor), the same lists in the
+    # same order as one comprehension per list made.
+    levels: list[float] = []
+    durations: list[float] = []
+    highs: list[float] = []
+    lows: list[float] = []
+    for v, s in inputs:
+        if "laeq_db" in v:
+            levels.append(v["laeq_db"])
+            durations.append(v.get("coverage", 1.0) * s)
+        if "lamax_db" in v:
+            highs.append(v["lamax_db"])
+        if "lamin_db" in v:
+            lows.append(v["lamin_db"])
     values: dict[str, float] = {}
     laeq = ind.energetic_mean_db(levels, durations) if levels else None
     if laeq is not None:
         values["laeq_db"] = _round("laeq_db", laeq)
-    highs = [v["lamax_db"] for v, _ in inputs if "lamax_db" in v]
     if highs:
         values["lamax_db"] = _round("lamax_db", max(highs))
-    lows = [v["lamin_db"] for v, _ in inputs if "lamin_db" in v]
     if lows:
         values["lamin_db"] = _round("lamin_db", min(lows))
     return values

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from schemas import aggregate_topic
+from schemas._aggregate_codec import decode_aggregate as _decode_aggregate
 from streams import _metrics as metrics
 from streams._rollup import LateInput, RollupStage
 from streams._service import AggregateService, _StageRunner, decode_aggregate
@@ -68,12 +69,15 @@ class RollupRunner(_StageRunner):
                 if aggregate is not None:
                     self.stage.fold(tp, record.offset, aggregate, now_s)
             self.stage.late()  # reported before the restart
+        fold = self.stage.fold
         for record in fresh:
-            aggregate = decode_aggregate(record.value) if record.value else None
+            value = record.value
+            # The codec's own function: this loop runs once per sensor and window.
+            aggregate = _decode_aggregate(value) if value else None
             if aggregate is None:
                 await self.service.dead_letter(tp.topic, record, "not an Aggregate record")
                 continue
-            self.stage.fold(tp, record.offset, aggregate, now_s)
+            fold(tp, record.offset, aggregate, now_s)
 
     async def emit(self, now_s: float) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}

@@ -831,6 +831,7 @@ class AggregateService:
         topic = aggregate_topic(kind)
         window_names = {w.size_s: w.name for w in self.settings.aggregate.windows}
         emitted: dict[str, int] = {}
+        sizes: dict[int, int] = {}
         # Per partition, in the results' order (a window's revisions stay in order).
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
         key_partitions = self._key_partitions.get(topic) or {}
@@ -852,10 +853,13 @@ class AggregateService:
                     pending = by_partition[partition] = []
                 pending.append((key, encode_aggregate(result)))
             size = result["window_size_seconds"]
-            window = "daily" if size == 86_400 else window_names.get(size, str(size))
-            emitted[window] = emitted.get(window, 0) + 1
+            sizes[size] = sizes.get(size, 0) + 1
         for partition, records in by_partition.items():
             await self._send_batches(topic, partition, records, now_s)
+        # Counted per window size in the loop, named once per size here.
+        for size, count in sizes.items():
+            window = "daily" if size == 86_400 else window_names.get(size, str(size))
+            emitted[window] = emitted.get(window, 0) + count
         for window, count in emitted.items():
             metrics.WINDOWS_EMITTED.labels(kind, window).inc(count)
 

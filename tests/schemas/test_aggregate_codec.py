@@ -201,3 +201,38 @@ def test_decode_of_bytes_that_are_no_aggregate_is_none(which: str) -> None:
         },
     )
     assert decode(dead_letter) is None
+
+
+@pytest.mark.parametrize("which", list(DECODERS))
+def test_decoded_strings_are_shared_and_their_cache_is_bounded(which: str) -> None:
+    """Names read again are the same ``str`` objects (no new string per record), and a stream
+    of ever new keys does not grow the cache past its bound (read through the plain source,
+    whose module globals are visible)."""
+    decode = DECODERS[which]
+
+    def frame(key: str) -> bytes:
+        return schemas._aggregate_codec.encode_aggregate(
+            {
+                "key": key,
+                "kind": "noise",
+                "window_start": 0,
+                "window_end": 60_000_000,
+                "window_size_seconds": 60,
+                "values": {"laeq_db": 60.0},
+                "sample_count": 1,
+            }
+        )
+
+    first, again = decode(frame("sensor-a")), decode(frame("sensor-a"))
+    assert first is not None
+    assert again is not None
+    assert first["key"] is again["key"]
+    assert first == again
+    assert next(iter(first["values"])) is next(iter(again["values"]))
+    if which == "source":
+        bound = _SOURCE._STRINGS_MAX
+        for index in range(bound + 10):
+            read = decode(frame(f"k{index}"))
+            assert read is not None
+            assert read["key"] == f"k{index}"
+        assert len(_SOURCE._DECODED) <= bound
