@@ -35,18 +35,23 @@ from typing import Any, Final
 from mypy_extensions import i64
 
 from schemas._avro import (
-    MAX_MICROS as _MAX_MICROS,
-)
-from schemas._avro import (
-    MIN_MICROS as _MIN_MICROS,
-)
-from schemas._avro import (
+    INT_MAX,
+    INT_MIN,
     SINGLE_OBJECT_HEADER_SIZE,
+    FallbackError,
+    checked_int_bytes,
+    checked_long_bytes,
     double_bytes,
     epoch_micros,
     read_long,
     string_bytes,
     varint,
+)
+from schemas._avro import (
+    MAX_MICROS as _MAX_MICROS,
+)
+from schemas._avro import (
+    MIN_MICROS as _MIN_MICROS,
 )
 from schemas._framing import decode, encode
 from schemas._registry import SchemaError, schema, version
@@ -54,10 +59,6 @@ from schemas._registry import SchemaError, schema, version
 __all__ = ["decode_aggregate", "encode_aggregate", "specialised"]
 
 _NAME: Final = "Aggregate"
-_INT_MIN: Final = -(1 << 31)
-_INT_MAX: Final = (1 << 31) - 1
-_LONG_MIN: Final = -(1 << 63)
-_LONG_MAX: Final = (1 << 63) - 1
 #: Bound of the string caches: a hostile stream of new names must not grow memory without end.
 _STRINGS_MAX: Final = 65_536
 _UNPACK_DOUBLE: Final = struct.Struct("<d").unpack_from
@@ -115,10 +116,6 @@ def specialised() -> bool:
     return _SPECIALISED
 
 
-class _FallbackError(Exception):
-    """A record this path does not write itself: the generic encoder will, or will say why."""
-
-
 _STRINGS: dict[str, bytes] = {}
 #: The default of ``values`` (never written to).
 _NO_VALUES: Final[dict[str, float]] = {}
@@ -127,40 +124,28 @@ _NO_VALUES: Final[dict[str, float]] = {}
 def _string(value: object) -> bytes:
     """A ``string``'s encoding, from the cache for names that come again."""
     if type(value) is not str:
-        raise _FallbackError
+        raise FallbackError
     found = _STRINGS.get(value)
     if found is None:
         try:
             found = string_bytes(value)
         except UnicodeEncodeError:
-            raise _FallbackError from None
+            raise FallbackError from None
         if len(_STRINGS) >= _STRINGS_MAX:
             _STRINGS.clear()
         _STRINGS[value] = found
     return found
 
 
-def _long(value: object) -> bytes:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise _FallbackError
-    return varint(value << 1 if value >= 0 else ~(value << 1))
-
-
-def _int(value: object) -> bytes:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise _FallbackError
-    return varint(value << 1 if value >= 0 else ~(value << 1))
-
-
 def _empty_array(value: object) -> None:
     """Only empty arrays are written here (the end block); any other goes generic."""
     if (type(value) is not list and type(value) is not tuple) or len(value) != 0:
-        raise _FallbackError
+        raise FallbackError
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
     if type(record) is not dict:
-        raise _FallbackError
+        raise FallbackError
     try:
         key = record["key"]
         kind = record["kind"]
@@ -169,7 +154,7 @@ def _encode(record: Mapping[str, Any]) -> bytes:
         size = record["window_size_seconds"]
         count = record["sample_count"]
     except KeyError:
-        raise _FallbackError from None
+        raise FallbackError from None
     # A missing field takes its default (0, true, {}, [], []), as the generic encoder does; a
     # present None is no value of these types, and the generic encoder says so.
     revision = record.get("revision", 0)
@@ -178,26 +163,26 @@ def _encode(record: Mapping[str, Any]) -> bytes:
     _empty_array(record.get("counts", ()))
     _empty_array(record.get("regions", ()))
     if type(final) is not bool or type(values) is not dict:
-        raise _FallbackError
+        raise FallbackError
     parts = [
         _HEADER,
         _string(key),
         _string(kind),
-        _long(start),
-        _long(end),
-        _long(size),
-        _int(revision),
+        checked_long_bytes(start),
+        checked_long_bytes(end),
+        checked_long_bytes(size),
+        checked_int_bytes(revision),
         b"\x01" if final else b"\x00",
     ]
     if values:
         parts.append(varint(len(values) << 1))
         for name, value in values.items():
             if type(value) is not float:
-                raise _FallbackError
+                raise FallbackError
             parts.append(_string(name))
             parts.append(double_bytes(value))
     parts.append(b"\x00")
-    parts.append(_long(count))
+    parts.append(checked_long_bytes(count))
     parts.append(b"\x00\x00")  # counts, regions: empty
     return b"".join(parts)
 
@@ -209,7 +194,7 @@ def encode_aggregate(record: Mapping[str, Any]) -> bytes:
     if _SPECIALISED:
         try:
             return _encode(record)
-        except _FallbackError:
+        except FallbackError:
             pass
     return encode(_NAME, record)
 
@@ -261,7 +246,7 @@ def _decode(data: bytes) -> dict[str, Any]:
         raise _NotHereError  # beyond datetime's range: the generic decoder refuses the record
     size, pos = _read_long(data, pos)
     revision, pos = _read_long(data, pos)
-    if revision < _INT_MIN or revision > _INT_MAX or pos >= len(data):
+    if revision < INT_MIN or revision > INT_MAX or pos >= len(data):
         raise _NotHereError
     flag: i64 = data[pos]
     pos += 1

@@ -141,6 +141,34 @@ def write_varint(out: bytearray, zigzag: int) -> None:
         out += varint(zigzag)
 
 
+#: Avro ``int`` and ``long`` ranges (32- and 64-bit signed, Avro 1.11 specification, "Primitive
+#: Types").
+INT_MIN: Final = -(1 << 31)
+INT_MAX: Final = (1 << 31) - 1
+LONG_MIN: Final = -(1 << 63)
+LONG_MAX: Final = (1 << 63) - 1
+
+
+class FallbackError(Exception):
+    """A value a specialised encoder does not write itself: the generic encoder will, or will say
+    why (with its own error for a bad value)."""
+
+
+def checked_long_bytes(value: object) -> bytes:
+    """A ``long``'s bytes for an exact ``int`` in range; :class:`FallbackError` for anything else
+    (a bool, a float, an out-of-range int), which the generic encoder judges."""
+    if type(value) is not int or not LONG_MIN <= value <= LONG_MAX:
+        raise FallbackError
+    return varint(value << 1 if value >= 0 else ~(value << 1))
+
+
+def checked_int_bytes(value: object) -> bytes:
+    """An ``int``'s bytes for an exact ``int`` in the 32-bit range; :class:`FallbackError` else."""
+    if type(value) is not int or not INT_MIN <= value <= INT_MAX:
+        raise FallbackError
+    return varint(value << 1 if value >= 0 else ~(value << 1))
+
+
 def long_bytes(value: int) -> bytes:
     """A ``long`` (or ``int``): the varint of its zig-zag encoding."""
     return varint(value << 1 if value >= 0 else ~(value << 1))

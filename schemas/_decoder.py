@@ -48,6 +48,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from schemas._avro import EPOCH as _EPOCH
+from schemas._avro import INT_MAX as _INT_MAX
+from schemas._avro import INT_MIN as _INT_MIN
 from schemas._avro import MAX_MICROS as _MAX_MICROS
 from schemas._avro import MIN_MICROS as _MIN_MICROS
 from schemas._avro import TOO_LONG, TRUNCATED, read_long, read_long_8
@@ -66,8 +68,6 @@ __all__ = [
 #: Reads one record from ``data`` (``bytes``) at a position; returns it and the position after it.
 Decoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
 
-_INT_MIN: Final = -(1 << 31)
-_INT_MAX: Final = (1 << 31) - 1
 _PRIMITIVES: Final = frozenset(
     {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 )

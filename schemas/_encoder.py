@@ -46,6 +46,10 @@ from typing import Any, Final, cast
 
 from schemas._avro import EPOCH as _EPOCH
 from schemas._avro import HIGH_VARINTS as _HIGH_VARINTS
+from schemas._avro import INT_MAX as _INT_MAX
+from schemas._avro import INT_MIN as _INT_MIN
+from schemas._avro import LONG_MAX as _LONG_MAX
+from schemas._avro import LONG_MIN as _LONG_MIN
 from schemas._avro import VARINT_GROUPS_14 as _GROUPS_14
 from schemas._avro import double_bytes, epoch_micros
 from schemas._avro import high_varint as _high_varint
@@ -58,10 +62,6 @@ __all__ = ["EncodeError", "Encoder", "UnsupportedSchemaError", "compile_encoder"
 #: Appends the Avro binary encoding of a record to a buffer; raises :class:`EncodeError`.
 Encoder = Callable[[Mapping[str, Any], bytearray], None]
 
-_INT_MIN: Final = -(1 << 31)
-_INT_MAX: Final = (1 << 31) - 1
-_LONG_MIN: Final = -(1 << 63)
-_LONG_MAX: Final = (1 << 63) - 1
 _PACK_DOUBLE: Final = double_bytes
 #: Smallest long whose zig-zag varint has 5 bytes or more (zigzag >= 2**28): the generated code
 #: writes those (timestamps) from the varint tables inline.

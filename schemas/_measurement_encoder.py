@@ -31,17 +31,14 @@ from typing import Any, Final
 
 from decoders import KINDS, Decoded, Position, RegionCount, TrafficCount
 from schemas._avro import (
+    FallbackError,
+    checked_int_bytes,
+    checked_long_bytes,
     double_bytes,
     single_object_header,
     string_bytes,
     utc_micros,
     varint,
-)
-from schemas._encoder import (
-    _INT_MAX,
-    _INT_MIN,
-    _LONG_MAX,
-    _LONG_MIN,
 )
 from schemas._framing import encode
 from schemas._measurement import (
@@ -62,33 +59,17 @@ _SHAPES_MAX: Final = 4096
 _STRINGS_MAX: Final = 65_536
 
 
-class _FallbackError(Exception):
-    """A value this path does not encode itself: the generic encoder will, or will say why."""
-
-
 # The varints, doubles, strings and timestamps are schemas._avro's: compiled in the same extension,
 # its functions are called natively.
 
 
-def _long(value: object) -> bytes:
-    if type(value) is not int or not _LONG_MIN <= value <= _LONG_MAX:
-        raise _FallbackError
-    return varint(value << 1 if value >= 0 else ~(value << 1))
-
-
-def _int(value: object) -> bytes:
-    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
-        raise _FallbackError
-    return varint(value << 1 if value >= 0 else ~(value << 1))
-
-
 def _string(value: object) -> bytes:
     if type(value) is not str:
-        raise _FallbackError
+        raise FallbackError
     try:
         return string_bytes(value)
     except UnicodeEncodeError:
-        raise _FallbackError from None
+        raise FallbackError from None
 
 
 _STRINGS: dict[str, bytes] = {}
@@ -107,13 +88,13 @@ def _cached_string(value: str) -> bytes:
 
 def _timestamp(value: object) -> bytes:
     if type(value) is int:
-        return _long(value)
+        return checked_long_bytes(value)
     if not isinstance(value, datetime):
-        raise _FallbackError
+        raise FallbackError
     zone = value.tzinfo
     # ``utcoffset()`` costs more than the rest of the conversion: skip it for UTC itself.
     if zone is not UTC and (zone is None or value.utcoffset() is None):
-        raise _FallbackError
+        raise FallbackError
     micros = utc_micros(value)
     # Any datetime is within ±2**62 µs of the epoch: no range check needed, unlike _long.
     return varint(micros << 1 if micros >= 0 else ~(micros << 1))
@@ -121,7 +102,7 @@ def _timestamp(value: object) -> bytes:
 
 def _double(value: object) -> bytes:
     if type(value) is not float:
-        raise _FallbackError
+        raise FallbackError
     return double_bytes(value)
 
 
@@ -136,7 +117,7 @@ class _Shape:
         #: Quantities without a typed field, in the measurement's order (the map's item order).
         self.other: tuple[str, ...] = tuple(name for name in names if name not in typed_fields)
         #: The map's block count and each name's encoded string, written once per shape.
-        self.other_head = _long(len(self.other))
+        self.other_head = checked_long_bytes(len(self.other))
         self.other_names: tuple[bytes, ...] = tuple(_string(name) for name in self.other)
         fmt = ["<"]
         gap = 0
@@ -164,12 +145,12 @@ class _Shape:
             got: tuple[object, ...] = self.getter(values)
             for value in got:
                 if type(value) is not float:
-                    raise _FallbackError  # an int or a bool would pass struct as a double
+                    raise FallbackError  # an int or a bool would pass struct as a double
             args[1::2] = got
         elif self.single is not None:
             single = values[self.single]
             if type(single) is not float:
-                raise _FallbackError
+                raise FallbackError
             args[1] = single
         return self.pack(*args)
 
@@ -241,7 +222,7 @@ def _encode(
     elif partial is False:
         partial_byte = b"\x00"
     else:
-        raise _FallbackError
+        raise FallbackError
     shape = layout.shape(tuple(values))
     parts = [
         layout.header,
@@ -264,28 +245,28 @@ def _encode(
         parts.append(b"\x00")
     if kind == "traffic":
         if counts:
-            parts.append(_long(len(counts)))
+            parts.append(checked_long_bytes(len(counts)))
             for count in counts:
-                parts.append(_int(count.line))
+                parts.append(checked_int_bytes(count.line))
                 direction = _DIRECTION_INDEX.get(count.direction)
                 if direction is None:
-                    raise _FallbackError
+                    raise FallbackError
                 parts.append(direction)
                 parts.append(_cached_string(count.traffic_class))
                 _append_optional_long(parts, count.count)
                 _append_optional_long(parts, count.cumulative)
         parts.append(b"\x00")
     elif counts:
-        raise _FallbackError
+        raise FallbackError
     if kind == "occupancy":
         if regions:
-            parts.append(_long(len(regions)))
+            parts.append(checked_long_bytes(len(regions)))
             for region in regions:
-                parts.append(_int(region.region))
-                parts.append(_int(region.count))
+                parts.append(checked_int_bytes(region.region))
+                parts.append(checked_int_bytes(region.count))
         parts.append(b"\x00")
     elif regions:
-        raise _FallbackError
+        raise FallbackError
     _append_optional_string(parts, source.network, True)
     _append_optional_string(parts, source.gateway_id, True)
     _append_optional_double(parts, source.rssi)
@@ -304,7 +285,7 @@ def _encode(
             parts.append(_double(position.lon))
             _append_optional_double(parts, position.accuracy_m)
     elif position is not None:
-        raise _FallbackError  # the careful path says the record has no place for it
+        raise FallbackError  # the careful path says the record has no place for it
     return b"".join(parts)
 
 
@@ -323,7 +304,7 @@ def _append_optional_long(parts: list[bytes], value: int | None) -> None:
         parts.append(b"\x00")
     else:
         parts.append(b"\x02")
-        parts.append(_long(value))
+        parts.append(checked_long_bytes(value))
 
 
 def _append_optional_string(parts: list[bytes], value: str | None, cached: bool) -> None:
@@ -336,7 +317,7 @@ def _append_optional_string(parts: list[bytes], value: str | None, cached: bool)
 
 
 #: What makes the fast path give up: the careful path then encodes or names the faulty field.
-_GIVE_UP = (_FallbackError, TypeError, KeyError, struct.error, OverflowError, AttributeError)
+_GIVE_UP = (FallbackError, TypeError, KeyError, struct.error, OverflowError, AttributeError)
 
 
 def encode_measurement(measurement: Measurement) -> bytes:
