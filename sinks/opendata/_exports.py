@@ -32,7 +32,7 @@ from sinks.opendata._format import (
     arrow_schema,
     arrow_value,
     csv_value,
-    json_value,
+    json_rows,
     shape_geometry,
 )
 from sinks.opendata._state import Publication
@@ -119,7 +119,8 @@ async def stream_export(
             yield chunk
     elif export_format == "jsonl":
         async for block in blocks:
-            yield b"".join(orjson.dumps(_object(row, columns, options.tz)) + b"\n" for row in block)
+            rows = json_rows(block, columns, options.tz)
+            yield b"".join(orjson.dumps(row) + b"\n" for row in rows)
     elif export_format == "geojson":
         async for chunk in _geojson(
             blocks, columns, dataset.geo_field, dataset.shape_field, options.tz
@@ -130,12 +131,6 @@ async def stream_export(
             yield chunk
     else:  # pragma: no cover - the route checks the format first
         raise ValueError(export_format)
-
-
-def _object(
-    row: Sequence[Any], columns: Sequence[tuple[str, FieldType]], tz: tzinfo
-) -> dict[str, Any]:
-    return {name: json_value(v, kind, tz) for (name, kind), v in zip(columns, row, strict=True)}
 
 
 def _csv_header(columns: Sequence[tuple[str, FieldType]], options: ExportOptions) -> bytes:
@@ -204,20 +199,14 @@ async def _json(
     yield b"["
     first = True
     async for block in blocks:
-        body = b",".join(orjson.dumps(_object(row, columns, tz)) for row in block)
+        body = b",".join(orjson.dumps(row) for row in json_rows(block, columns, tz))
         yield body if first else b"," + body
         first = False
     yield b"]"
 
 
-def _feature(
-    row: Sequence[Any],
-    columns: Sequence[tuple[str, FieldType]],
-    geo: str | None,
-    shape: str | None,
-    tz: tzinfo,
-) -> dict[str, Any]:
-    properties = _object(row, columns, tz)
+def _feature(properties: dict[str, Any], geo: str | None, shape: str | None) -> dict[str, Any]:
+    """A row's JSON object as a GeoJSON feature: its shape or point becomes the geometry."""
     geometry = None
     if shape is not None:
         geometry = shape_geometry(properties.pop(shape, None))
@@ -250,7 +239,8 @@ async def _geojson(
     yield b'{"type":"FeatureCollection","features":['
     first = True
     async for block in blocks:
-        body = b",".join(orjson.dumps(_feature(row, columns, geo, shape, tz)) for row in block)
+        features = (_feature(row, geo, shape) for row in json_rows(block, columns, tz))
+        body = b",".join(orjson.dumps(feature) for feature in features)
         yield body if first else b"," + body
         first = False
     yield b"]}"

@@ -212,9 +212,8 @@ def _total_from_page(limit: int, offset: int, returned: int) -> int | None:
 
 #: Compiled records queries by (dataset, request), most recently used last.
 _COMPILED_MAX = 512
-_compiled: OrderedDict[tuple[int, str, RecordsRequest], tuple[Dataset, CompiledRecords]] = (
-    OrderedDict()
-)
+#: The value keeps its dataset alive, so the dataset's ``id`` in the key is not reused meanwhile.
+_compiled: OrderedDict[tuple[int, RecordsRequest], tuple[Dataset, CompiledRecords]] = OrderedDict()
 
 
 def _compiled_records(dataset: Dataset, request: RecordsRequest) -> CompiledRecords:
@@ -222,9 +221,9 @@ def _compiled_records(dataset: Dataset, request: RecordsRequest) -> CompiledReco
     about a quarter of the API process's time per request (cProfile, ``python -m benchmarks
     publish`` queries). A compiled query depends on nothing but the dataset and the request
     (``now()`` stays SQL's ``now()``); errors are not kept, so a bad query is parsed again."""
-    key = (id(dataset), dataset.id, request)
+    key = (id(dataset), request)
     found = _compiled.get(key)
-    if found is not None and found[0] is dataset:
+    if found is not None:
         _compiled.move_to_end(key)
         return found[1]
     compiled = build_records(dataset, request)
