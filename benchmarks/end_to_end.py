@@ -45,6 +45,13 @@ on free loopback ports, in a temporary directory, a fresh database):
    window's own length is left out; the aggregator's out-of-orderness bound and grace before a
    window closes are in it. One pool, one row a minute: a handful of figures per run.
 
+7. then, unless ``CITYSENSE_BENCH_E2E_LIGHT_SECONDS`` is 0, the same on a fresh stack at a lighter
+   load: ``LIGHT_RATE`` msg/s (``CITYSENSE_BENCH_E2E_LIGHT_RATE``, default 2,500) for
+   ``LIGHT_SECONDS`` (default 120). At the target rate every process shares two busy cores, so
+   the main run's latency is mostly queueing for a CPU; the lighter run shows the pipeline's own
+   latency (linger, fetch, the sink's batch wait, commit) with cores to spare. Its rows are
+   named after its rate; the targets are judged on the main run.
+
 Sustained rate: per stage, the median of its sampled rates over the load phase without the first
 and last samples; the pipeline's is the lowest of ingest's, the aggregator's and the sink's, next
 to the simulator's offered rate. Flat memory: for each pipeline process, the largest RSS of the
@@ -118,6 +125,10 @@ SIM_PROCESSES = int(os.environ.get("CITYSENSE_BENCH_E2E_SIM_PROCESSES", "1"))
 #: about 10 messages per sensor per second, not 250: a city, not a square with sped-up sensors.
 FLEET_COPIES = int(os.environ.get("CITYSENSE_BENCH_E2E_FLEET_COPIES", "25"))
 LAYOUT = os.environ.get("CITYSENSE_BENCH_E2E_LAYOUT", "stages")
+#: After the main run, a shorter one at a lighter load on a fresh stack: the latency of a pipeline
+#: that is not short of CPU (``CITYSENSE_BENCH_E2E_LIGHT_SECONDS=0`` skips it).
+LIGHT_RATE = float(os.environ.get("CITYSENSE_BENCH_E2E_LIGHT_RATE", "2500"))
+LIGHT_SECONDS = float(os.environ.get("CITYSENSE_BENCH_E2E_LIGHT_SECONDS", "120"))
 SOAK_RATE = 5000.0
 SOAK_MINUTES = float(os.environ.get("CITYSENSE_SOAK_MINUTES", "10"))
 SOAK_SAMPLE_S = 10.0
@@ -1016,10 +1027,89 @@ def report(figures: dict[str, Any]) -> None:
     )
 
 
+def light_figures(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """What the lighter run adds to the main one's page: its rates, loss, latency and CPU per
+    message (its samples are not kept: the plot is the main run's)."""
+    latency = figures["latency"]
+    cpu = figures.get("cpu_us_per_message") or {}
+    return {
+        "rate_asked_per_s": figures["rate_asked_per_s"],
+        "duration_s": figures["duration_s"],
+        "offered_per_s": figures["offered_per_s"],
+        "sustained_per_s": figures["sustained_per_s"],
+        "kept_up": figures["drain_s"] is not None,
+        "zero_loss": figures["zero_loss"],
+        "p50_s": latency["p50_s"],
+        "p99_s": latency["p99_s"],
+        "max_s": latency["max_s"],
+        "share_within_target": latency["share_within_target"],
+        "p99_met": latency["share_within_target"] is not None
+        and latency["share_within_target"] >= 0.99,
+        "cpu_us_per_message": sum(cpu.values()) if cpu else None,
+    }
+
+
+def light_comparisons(light: Mapping[str, Any], main_cpu: float | None) -> list[dict[str, Any]]:
+    """The lighter run's rows of the comparison table, named after its rate; ``main_cpu``: the
+    main run's CPU per message, all processes."""
+    at = f"at {light['rate_asked_per_s']:,.0f} msg/s"
+    rows = [
+        (
+            f"{at}: offered by the simulator",
+            light["offered_per_s"],
+            "msg/s",
+            "asked",
+            light["rate_asked_per_s"],
+        ),
+        (
+            f"{at}: sustained (slowest stage)",
+            light["sustained_per_s"],
+            "msg/s",
+            "offered by the simulator",
+            light["offered_per_s"],
+        ),
+        (f"{at}: latency p50 observed_at → row", light["p50_s"], "s", "target p99", TARGET_P99_S),
+        (f"{at}: latency p99 observed_at → row", light["p99_s"], "s", "target p99", TARGET_P99_S),
+        (f"{at}: latency max observed_at → row", light["max_s"], "s", "target p99", TARGET_P99_S),
+        (f"{at}: share of rows within 2 s", light["share_within_target"], "", "target", 0.99),
+        (
+            f"{at}: CPU per message, all processes",
+            light["cpu_us_per_message"],
+            "µs",
+            "the main run's",
+            main_cpu,
+        ),
+    ]
+    return [
+        {
+            "figure": figure,
+            "value": value,
+            "unit": unit,
+            "versus": versus,
+            "versus_value": reference,
+            "ratio": value / reference if value is not None and reference else None,
+        }
+        for figure, value, unit, versus, reference in rows
+    ]
+
+
 def main() -> dict[str, Any]:
-    """The end-to-end run of ``make bench``."""
+    """The end-to-end run of ``make bench``, then the lighter one (``LIGHT_RATE``)."""
     figures = run_pipeline(RATE, DURATION_S, SAMPLE_S)
     report(figures)
+    if LIGHT_SECONDS > 0:
+        lighter = run_pipeline(
+            LIGHT_RATE, LIGHT_SECONDS, SAMPLE_S, (0.95 * LIGHT_RATE, LIGHT_SECONDS)
+        )
+        report(lighter)
+        light = light_figures(lighter)
+        main_cpu = sum((figures.get("cpu_us_per_message") or {}).values()) or None
+        figures["light"] = light
+        figures["comparisons"] += light_comparisons(light, main_cpu)
+        p99 = light["p99_s"]
+        figures["summary"] += (
+            f"; at {LIGHT_RATE:,.0f} msg/s p99 {'-' if p99 is None else f'{p99:.2f}'} s"
+        )
     return figures
 
 

@@ -535,6 +535,17 @@ def _end_to_end_head(result: Mapping[str, Any], plot: str | None) -> list[str]:
         ),
         "",
     ]
+    light: Mapping[str, Any] = result.get("light") or {}
+    if light:
+        rate = fmt(_num(light.get("rate_asked_per_s")))
+        lines += [
+            f"A lighter run on a fresh stack, {rate} msg/s asked for "
+            f"{fmt(_num(light.get('duration_s')))} s (not a target of the issue: it shows the "
+            "pipeline's own latency when the cores are not all busy): p99 observed_at → row "
+            f"under 2 s {_yes(light.get('p99_met'))}, zero loss {_yes(light.get('zero_loss'))}; "
+            "its figures are the rows starting with its rate below.",
+            "",
+        ]
     peaks: Mapping[str, Any] = result.get("peak_rss_mb") or {}
     if peaks:
         lines += _table(

@@ -12,6 +12,8 @@ from benchmarks.end_to_end import (
     histogram_buckets,
     histogram_quantile,
     latency_figures,
+    light_comparisons,
+    light_figures,
     live_figures,
     loss_figures,
     scaled_registry,
@@ -146,3 +148,40 @@ def test_stage_settings_pass_only_the_set_variables_on() -> None:
         "CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS": "500",
         "CITYSENSE_INGEST_LINGER_MS": "20",
     }
+
+
+def _run_figures(p99: float, share: float, drain: float | None) -> dict[str, object]:
+    return {
+        "rate_asked_per_s": 2500.0,
+        "duration_s": 120.0,
+        "offered_per_s": 2490.0,
+        "sustained_per_s": 2480.0,
+        "drain_s": drain,
+        "zero_loss": True,
+        "latency": {"p50_s": 0.4, "p99_s": p99, "max_s": 3.0, "share_within_target": share},
+        "cpu_us_per_message": {"kafka": 60.0, "ingest": 40.0},
+    }
+
+
+def test_light_figures_judge_p99_on_the_share_within_two_seconds() -> None:
+    light = light_figures(_run_figures(1.2, 0.995, 4.0))
+    assert light["p99_met"] is True
+    assert light["kept_up"] is True
+    assert light["cpu_us_per_message"] == 100.0
+    slow = light_figures(_run_figures(2.5, 0.98, None))
+    assert slow["p99_met"] is False
+    assert slow["kept_up"] is False
+
+
+def test_light_comparisons_are_named_after_the_rate_and_beside_the_main_run() -> None:
+    rows = {
+        r["figure"]: r for r in light_comparisons(light_figures(_run_figures(1.0, 1.0, 1.0)), 400.0)
+    }
+    p99 = rows["at 2,500 msg/s: latency p99 observed_at → row"]
+    assert p99["ratio"] == 0.5
+    cpu = rows["at 2,500 msg/s: CPU per message, all processes"]
+    assert cpu["versus_value"] == 400.0
+    assert cpu["ratio"] == 0.25
+    # No main-run figure: no ratio rather than a division by zero.
+    unmatched = light_comparisons(light_figures(_run_figures(1.0, 1.0, 1.0)), None)
+    assert unmatched[-1]["ratio"] is None

@@ -205,3 +205,23 @@ def test_grid_puts_positioned_records_beside_fixed_ones() -> None:
         "positioned records, window stage": 0.75,
         "positioned records, grid stage": 0.375,
     }
+
+
+def test_the_lighter_run_is_named_in_the_head_with_its_verdicts() -> None:
+    lighter = {
+        **END_TO_END,
+        "result": {
+            **END_TO_END["result"],
+            "light": {
+                "rate_asked_per_s": 2500.0,
+                "duration_s": 120.0,
+                "p99_met": True,
+                "zero_loss": False,
+            },
+        },
+    }
+    page = render_markdown(_document(end_to_end=lighter), "r.json")
+    assert "A lighter run on a fresh stack, 2,500 msg/s asked for 120 s" in page
+    assert "under 2 s yes, zero loss **no**" in page
+    # Without one, no such paragraph.
+    assert "lighter run" not in render_markdown(_document(end_to_end=END_TO_END), "r.json")
