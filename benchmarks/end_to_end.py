@@ -355,6 +355,20 @@ def histogram_buckets(text: str, name: str) -> list[tuple[float, float]]:
     return sorted(sums.items())
 
 
+def records_per_batch(text: str) -> float | None:
+    """Ingest's mean records per Kafka produce batch: records acknowledged over batches sent
+    (its produce-time histogram counts one observation per batch). Tansu's CPU follows the
+    record batches it stores (``benchmarks/kafka_broker.py``), so this explains its share."""
+    records = batches = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "citysense_ingest_produced_records_total":
+                records += float(sample.value)
+            elif sample.name == "citysense_ingest_kafka_produce_seconds_count":
+                batches += float(sample.value)
+    return records / batches if batches else None
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -760,6 +774,13 @@ def _run(
         if s.name in ("sink", "run")
     )
     histogram = latency_figures(histogram_buckets(latency_text, LATENCY))
+    batching = records_per_batch(
+        "".join(
+            _http_text(f"http://127.0.0.1:{s.port}/metrics")
+            for s in stages
+            if s.name in ("ingest", "run")
+        )
+    )
     exits = {stage.name: stage.stop() for stage in reversed(stages)}
     rows = asyncio.run(_count_rows(env["CITYSENSE_DATABASE_URL"]))
     latency = asyncio.run(commit_latency(env["CITYSENSE_DATABASE_URL"]))
@@ -769,9 +790,21 @@ def _run(
     in_kafka, distinct, dead = asyncio.run(_kafka_counts(settings.kafka))
     print(f"read back {sum(in_kafka.values()):,} records in {time.monotonic() - counted:.0f} s")
     loss = loss_figures(summary, in_kafka, distinct, rows, dead)
-    return _figures(
+    figures = _figures(
         rate, duration_s, sample_s, startup_s, summary, observation, latency, loss, exits, targets
     )
+    figures["ingest_records_per_batch"] = batching
+    figures["comparisons"].append(
+        {
+            "figure": "ingest: records per Kafka produce batch",
+            "value": batching,
+            "unit": "records",
+            "versus": "-",
+            "versus_value": None,
+            "ratio": None,
+        }
+    )
+    return figures
 
 
 def loss_figures(

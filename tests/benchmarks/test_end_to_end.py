@@ -16,6 +16,7 @@ from benchmarks.end_to_end import (
     light_figures,
     live_figures,
     loss_figures,
+    records_per_batch,
     scaled_registry,
     stage_settings,
     steady_rate,
@@ -185,3 +186,20 @@ def test_light_comparisons_are_named_after_the_rate_and_beside_the_main_run() ->
     # No main-run figure: no ratio rather than a division by zero.
     unmatched = light_comparisons(light_figures(_run_figures(1.0, 1.0, 1.0)), None)
     assert unmatched[-1]["ratio"] is None
+
+
+def test_records_per_batch_divides_records_acknowledged_by_batches_over_topics() -> None:
+    text = "\n".join(
+        [
+            "# TYPE citysense_ingest_produced_records_total counter",
+            'citysense_ingest_produced_records_total{topic="city.noise.measurements.v1"} 300.0',
+            'citysense_ingest_produced_records_total{topic="city.air.measurements.v1"} 100.0',
+            "# TYPE citysense_ingest_kafka_produce_seconds histogram",
+            'citysense_ingest_kafka_produce_seconds_bucket{le="+Inf"} 25.0',
+            "citysense_ingest_kafka_produce_seconds_count 25.0",
+            "citysense_ingest_kafka_produce_seconds_sum 0.5",
+            "",
+        ]
+    )
+    assert records_per_batch(text) == 16.0
+    assert records_per_batch("") is None
