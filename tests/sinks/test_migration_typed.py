@@ -14,8 +14,10 @@ import pytest
 
 from citysense.settings import PublishSettings, Settings
 from sinks.opendata import default_catalog
+from sinks.opendata._catalog import Dataset
+from sinks.opendata._csv_copy import copy_csv_rows, copy_statement, set_copy_session
 from sinks.opendata._datasets import BUILTIN_DATASETS
-from sinks.opendata._query import RecordsRequest, build_records
+from sinks.opendata._query import RecordsRequest, build_export, build_records
 from sinks.timescale import _migrations, migrate
 from sinks.timescale._registry import sync_registry
 from tests.sinks._helpers import fresh_database
@@ -53,23 +55,37 @@ def _values(kind: str, i: int, shift: float = 0.0) -> dict[str, float]:
 
 
 def _windows(shift: float = 0.0, revision: int = 1) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for i in range(2 * len(AWKWARD)):
-        start = T + i * HOUR
-        out.append(window("noise-a", "noise", start, 3600, _values("noise", i, shift), revision=revision))
-        out.append(window("noise-b", "noise", start, 86400, _values("noise", i, shift), revision=revision))
-        out.append(window("air-a", "air", start, 3600, _values("air", i, shift), revision=revision))
-        for size in (60, 900):
-            out.append(
-                window("site:piscine", "occupancy", start, size, _values("occ", i, shift), revision=revision)
-            )
-    return out  # fmt: skip
+    shapes = [
+        ("noise-a", "noise", 3600),
+        ("noise-b", "noise", 86400),
+        ("air-a", "air", 3600),
+        ("site:piscine", "occupancy", 60),
+        ("site:piscine", "occupancy", 900),
+    ]
+    return [
+        window(key, kind, T + i * HOUR, size, _values(kind, i, shift), revision=revision)
+        for i in range(2 * len(AWKWARD))
+        for key, kind, size in shapes
+    ]
 
 
 async def _rows(conn: psycopg.AsyncConnection[Any], relation: str) -> list[str]:
     """Every row of ``relation`` as PostgreSQL's text (shortest exact float text), sorted."""
     rows = await (await conn.execute(f"SELECT t::text FROM {relation} AS t")).fetchall()
     return sorted(str(r[0]) for r in rows)
+
+
+async def _csv_lines(conn: psycopg.AsyncConnection[Any], dataset: Dataset) -> list[bytes]:
+    """The dataset's CSV export as PostgreSQL writes it (per-type formatting), lines sorted."""
+    compiled = build_export(dataset, RecordsRequest(limit=-1))
+    types = [c.type for c in compiled.columns]
+    async with conn.transaction():
+        await set_copy_session(conn, "Europe/Paris")
+        statement = await copy_statement(conn, compiled.query, compiled.params, types, ";")
+        if statement is None:  # a geo_shape column: the Python writer, same bytes
+            return []
+        chunks = [data async for data, _ in copy_csv_rows(conn, statement, compiled.params)]
+    return sorted(b"".join(chunks).split(b"\r\n"))
 
 
 async def test_typed_columns_give_every_view_what_the_jsonb_gave(
@@ -94,12 +110,16 @@ async def test_typed_columns_give_every_view_what_the_jsonb_gave(
                 assert row is not None
                 await conn.execute(f"CREATE VIEW reference.{view} AS {row[0]}")
             old = {view: await _rows(conn, f"opendata.{view}") for view in views}
+            old_csv = {d.id: await _csv_lines(conn, d) for d in BUILTIN_DATASETS}
 
             monkeypatch.undo()
             assert [m.version for m in await migrate(conn)] == [5]
             for view in views:
                 # The upgrade computed the columns of the rows already there.
                 assert await _rows(conn, f"opendata.{view}") == old[view], view
+            for dataset in BUILTIN_DATASETS:
+                assert await _csv_lines(conn, dataset) == old_csv[dataset.id], dataset.id
+            assert len(old_csv["bruit-horaire"]) > 2 * len(AWKWARD)
             # Rows written afterwards: new ones, and the old ones replaced by a higher revision
             # (the sink's upsert, an UPDATE that recomputes the columns).
             later = [
@@ -164,7 +184,8 @@ async def test_a_year_mean_per_sensor_reads_the_typed_column(settings: Settings)
             assert row is not None
             plan = str(row[0])
             assert "indicators" not in plan
-            assert "avg(" in plan and ".laeq_db)" in plan
+            assert "avg(" in plan
+            assert ".laeq_db)" in plan
             result = await (await conn.execute(compiled.query, compiled.params)).fetchall()
             assert [r[:2] for r in result] == [("noise-a", 50.0)]
 

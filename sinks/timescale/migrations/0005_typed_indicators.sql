@@ -18,8 +18,10 @@
 --
 -- Adding the columns rewrites each aggregates table once (its chunks, under an exclusive lock):
 -- on an existing database this migration takes as long as copying the window results. The
--- aggregates hypertables are never compressed (sinks/timescale/_policies.py), which TimescaleDB
--- requires for adding a generated column. The traffic counts (arrays of entries) stay in jsonb.
+-- aggregates hypertables are never compressed (sinks/timescale/_policies.py): TimescaleDB
+-- refuses to add a column with a default or constraint to a hypertable with compression enabled
+-- (timescale/timescaledb issue 3429), and a generated column is likely refused likewise. The
+-- traffic counts (arrays of entries) stay in jsonb.
 
 DO $$
 DECLARE
