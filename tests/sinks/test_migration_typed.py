@@ -34,9 +34,10 @@ AWKWARD = (2.4999999999999996, 2.5, 3.5, -2.5, -0.0, 0.1 + 0.2, 1e-300, 1.797693
 
 def _values(kind: str, i: int, shift: float = 0.0) -> dict[str, float]:
     v = AWKWARD[i % len(AWKWARD)] + shift
+    names: tuple[str, ...]
     if kind == "noise":
-        names = ("laeq_db", "lamax_db", "l10_db", "l50_db", "l90_db", "coverage")
-        names += ("lden_db", "ld_db", "le_db", "ln_db")
+        names = ("laeq_db", "lamax_db", "l10_db", "l50_db", "l90_db", "coverage", "lden_db")
+        names += ("ld_db", "le_db", "ln_db")
     elif kind == "air":
         names = ("pm2_5_ugm3_mean", "pm10_ugm3_mean", "no2_ugm3_mean", "o3_ugm3_mean")
         names += ("so2_ugm3_mean",)
