@@ -1,11 +1,12 @@
 """The built-in catalogue of published datasets, or the one a TOML file defines instead.
 
 Each built-in dataset is a view in schema ``opendata`` created by the sink's migrations
-(``0003_opendata.sql``, ``0004_mobile_air.sql`` for the map); a test compares every field here
-with its view's columns (names and types), so the two cannot drift apart. Metadata follows what
-the portals reusers know show: titles and descriptions in French and English, keywords, an EU
-data theme and an EU update frequency (Publications Office authority tables ``data-theme`` and
-``frequency``), units.
+(``0003_opendata.sql``, ``0004_mobile_air.sql`` for the map; ``0005_typed_indicators.sql`` makes
+the numeric indicator fields read typed columns instead of ``jsonb``); a test compares every
+field here with its view's columns (names and types), so the two cannot drift apart. Metadata
+follows what the portals reusers know show: titles and descriptions in French and English,
+keywords, an EU data theme and an EU update frequency (Publications Office authority tables
+``data-theme`` and ``frequency``), units.
 
 ``publish.datasets_file`` names a TOML file whose ``[[datasets]]`` tables replace the built-in
 list; each table has the fields of :class:`~sinks.opendata._catalog.Dataset`, for example::
