@@ -184,8 +184,9 @@ class Table:
         except KeyError:
             raise AttributeError(name) from None
 
-    def _rows_of(self, codes: list[int], partition: int) -> Int64Array:
-        """The rows of window ``codes``, new ones taken from the free list in order.
+    def _rows_of(self, codes: list[int], partitions: Int64Array) -> Int64Array:
+        """The rows of window ``codes``, new ones taken from the free list in order; a new
+        row's partition is ``partitions[i]`` for ``codes[i]``.
 
         Why in one call: a 1-minute window definition opens a row for every few records, and
         setting a new row's columns one scalar at a time cost more than folding into it.
@@ -195,7 +196,8 @@ class Table:
         found: list[int] = []
         new_codes: list[int] = []
         new_rows: list[int] = []
-        for code in codes:
+        new_positions: list[int] = []
+        for position, code in enumerate(codes):
             row = lookup.get(code)
             if row is None:
                 if not free:
@@ -203,6 +205,7 @@ class Table:
                 row = lookup[code] = free.pop()
                 new_codes.append(code)
                 new_rows.append(row)
+                new_positions.append(position)
             found.append(row)
         if new_rows:
             arrays = self._arrays
@@ -210,7 +213,7 @@ class Table:
             made_codes = np.asarray(new_codes, dtype=np.int64)
             arrays["key"][made] = made_codes & _KEY_MASK
             arrays["start"][made] = (made_codes >> KEY_BITS) * self.window.size_us
-            arrays["partition"][made] = partition
+            arrays["partition"][made] = partitions[new_positions]
             arrays["live"][made] = True
         return np.asarray(found, dtype=np.int64)
 
@@ -238,18 +241,19 @@ class Table:
         self,
         columns: Columns,
         selected: Int64Array,
-        partition: int,
+        partitions: Int64Array,
         facts: KeyFacts,
     ) -> None:
-        """Fold the records at ``selected`` (indices into ``columns``) into their windows."""
+        """Fold the records at ``selected`` (indices into ``columns``) into their windows;
+        ``partitions``: each record's partition id (a new row takes its first record's)."""
         if not len(selected):
             return
         size = self.window.size_us
         keys = columns.key[selected].astype(np.int64)
         window_numbers = columns.time_us[selected] // size
         codes = (window_numbers << KEY_BITS) | keys
-        unique, inverse = np.unique(codes, return_inverse=True)
-        rows = self._rows_of(unique.tolist(), partition)
+        unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        rows = self._rows_of(unique.tolist(), partitions[selected[first]])
         arrays = self._arrays
         groups = len(unique)
         arrays["count"][rows] += np.bincount(inverse, minlength=groups)
