@@ -387,7 +387,17 @@ class _StageRunner:
         consumer = self.consumer
         assert consumer is not None
         service = self.service
+        interval_s = service.settings.aggregate.poll_interval_ms / 1000
+        polled_at = -interval_s
         while not service.stopping.is_set():
+            if interval_s:
+                wait_s = polled_at + interval_s - time.monotonic()
+                if wait_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(service.stopping.wait(), wait_s)
+                    if service.stopping.is_set():
+                        break
+                polled_at = time.monotonic()
             batches = await consumer.getmany(
                 timeout_ms=_POLL_MS, max_records=service.settings.aggregate.max_poll_records
             )
