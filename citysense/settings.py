@@ -546,6 +546,10 @@ class AggregateSettings(_Section):
     late_topic: str = LATE_TOPIC
     dead_letter_topic: str = DEADLETTER_TOPIC
     max_poll_records: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: Shortest time between two polls of each of the aggregator's consumers (ms); 0: poll
+    #: again at once. A poll soon after the last one hands out the few partitions the broker
+    #: answered for meanwhile, and every poll and fetch costs the same whatever it holds.
+    poll_interval_ms: int = Field(default=0, ge=0, le=5_000)
     #: How often the lowest offset still needed by a kept window is committed.
     commit_interval_s: float = Field(default=5.0, gt=0, le=600)
     #: Occupancy: ``affluence`` level thresholds on the percent of capacity (1 + thresholds met).

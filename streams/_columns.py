@@ -48,7 +48,15 @@ try:
 except ImportError:  # librt, mypyc's runtime library, comes with mypy: a development dependency
     _extract = None  # type: ignore[assignment]
 
-__all__ = ["AIR_QUANTITIES", "DOUBLE_FIELDS", "MAP_FIELDS", "Columns", "KeyTable", "extract"]
+__all__ = [
+    "AIR_QUANTITIES",
+    "DOUBLE_FIELDS",
+    "MAP_FIELDS",
+    "Columns",
+    "KeyTable",
+    "extract",
+    "extract_parts",
+]
 
 #: Device health quantities: not city indicators, never aggregated.
 _DEVICE_HEALTH: Final = frozenset({"battery_pct", "battery_v", "board_temperature_c"})
@@ -482,22 +490,56 @@ def _extract_with(
 ) -> Columns:
     """:func:`extract` with this core module and these programs (the tests pass the core's
     plain source, or no programs)."""
+    return _extract_parts_with(core, programs, (records,), kind, keys)[0]
+
+
+def _extract_parts_with(
+    core: ModuleType | None,
+    programs: dict[bytes, bytes],
+    parts: Sequence[Sequence[Any]],
+    kind: str,
+    keys: KeyTable,
+) -> tuple[Columns, list[int]]:
+    """:func:`extract_parts` with this core module and these programs."""
     schema_name = measurement_schema_name(kind)
     width = len(DOUBLE_FIELDS[kind])
-    batch = records if type(records) is list else list(records)
-    out: Any
-    if core is None:
-        out = _ArrayWriter(width)
-        slow: Sequence[int] = range(len(batch))
-    else:
-        out = column_writer(core, kind)
-        slow = core.extract(
-            out, batch, kind.encode(), programs, _CLASS_BYTES, keys.lookup, keys.ids
-        )
+    out: Any = _ArrayWriter(width) if core is None else column_writer(core, kind)
+    kind_bytes = kind.encode()
     rejected: list[tuple[int, str]] = []
-    for position in slow:
-        _add(out, position, batch[position], kind, schema_name, keys, rejected)
-    return _columns(out, rejected)
+    stops: list[int] = []
+    start = 0
+    for records in parts:
+        batch = records if type(records) is list else list(records)
+        slow: Sequence[int]
+        if core is None:
+            slow = range(len(batch))
+        else:
+            slow = core.extract(
+                out, batch, kind_bytes, programs, _CLASS_BYTES, keys.lookup, keys.ids
+            )
+        # A part's rows stay together (its fast ones, then its others), so each part is one
+        # run of rows; rejected positions count from the first part's first record.
+        part_rejected: list[tuple[int, str]] = []
+        for position in slow:
+            _add(out, position, batch[position], kind, schema_name, keys, part_rejected)
+        rejected += [(start + position, reason) for position, reason in part_rejected]
+        start += len(batch)
+        stops.append(out.rows)
+    return _columns(out, rejected), stops
+
+
+def extract_parts(
+    parts: Sequence[Sequence[Any]], kind: str, keys: KeyTable
+) -> tuple[Columns, list[int]]:
+    """The columns of several partitions' records (each part as :func:`extract` takes it) in
+    one set of columns, and the row where each part ends: part i is rows ``stops[i-1]`` to
+    ``stops[i]``, in the order :func:`extract` gives them for that part alone. ``rejected``
+    positions count through the parts in order, as in their concatenation.
+
+    Why: a live poll hands out a few records of each of a kind's partitions; one set of columns
+    per partition paid the columns' fixed numpy cost (and the stage's per-batch cost) for a
+    dozen records each."""
+    return _extract_parts_with(_extract, _PROGRAMS.get(kind, {}), parts, kind, keys)
 
 
 def extract(records: Sequence[Any], kind: str, keys: KeyTable) -> Columns:

@@ -57,7 +57,7 @@ from schemas import aggregate_topic, encode, measurement_topic
 from schemas._aggregate_codec import decode_aggregate as _decode_aggregate
 from schemas._aggregate_codec import encode_aggregate
 from streams import _metrics as metrics
-from streams._columns import extract
+from streams._columns import Columns, extract, extract_parts
 from streams._stage import LateItem, WindowStage, registry_facts
 
 __all__ = ["AggregateService", "AllToOneAssignor"]
@@ -300,6 +300,15 @@ class _StageRunner:
             cut += 1
         return records[:cut], records[cut:], resume.watermark
 
+    async def handle_poll(
+        self, batches: Mapping[TopicPartition, Sequence[Any]], now_s: float
+    ) -> None:
+        """One poll's batches, partition by partition, in the poll's order."""
+        for tp, records in batches.items():
+            if records:
+                await self.handle(tp, records, now_s)
+                self.positions[tp] = records[-1].offset + 1
+
     def update_lag(self, consumer: AIOKafkaConsumer) -> None:
         """``citysense_aggregate_consumer_lag_records`` per topic (:mod:`citysense.consumer_lag`):
         what the autoscaler and the lag panel read; a topic no longer held is no longer
@@ -378,16 +387,23 @@ class _StageRunner:
         consumer = self.consumer
         assert consumer is not None
         service = self.service
+        interval_s = service.settings.aggregate.poll_interval_ms / 1000
+        polled_at = -interval_s
         while not service.stopping.is_set():
+            if interval_s:
+                wait_s = polled_at + interval_s - time.monotonic()
+                if wait_s > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(service.stopping.wait(), wait_s)
+                    if service.stopping.is_set():
+                        break
+                polled_at = time.monotonic()
             batches = await consumer.getmany(
                 timeout_ms=_POLL_MS, max_records=service.settings.aggregate.max_poll_records
             )
             now = time.monotonic()
             await self.mark_busy(consumer, now)
-            for tp, records in batches.items():
-                if records:
-                    await self.handle(tp, records, now)
-                    self.positions[tp] = records[-1].offset + 1
+            await self.handle_poll(batches, now)
             await self.mark_busy(consumer, time.monotonic())
             await self.emit(time.monotonic())
             self.update_lag(consumer)
@@ -439,7 +455,7 @@ class _WindowRunner(_StageRunner):
         settings = service.settings
         super().__init__(service, "window", settings.aggregate.group_id)
         facts = registry_facts(service.registry)
-        self.stages = {
+        self.stages: dict[str, WindowStage] = {
             kind: WindowStage(kind, settings.aggregate, facts) for kind in settings.aggregate.kinds
         }
         self.kind_of = {measurement_topic(kind): kind for kind in self.stages}
@@ -545,6 +561,73 @@ class _WindowRunner(_StageRunner):
                 await self.service.late(
                     kind, tp, fresh, columns, late, stage.watermarks.current(now_s)
                 )
+
+    async def handle_poll(
+        self, batches: Mapping[TopicPartition, Sequence[Any]], now_s: float
+    ) -> None:
+        """One poll's batches, each kind's partitions folded together (:meth:`WindowStage.
+        fold_parts`), with the same outcome as :meth:`handle` partition by partition: the same
+        state, and the same records on each topic in the same order (dead letters, then late
+        records, each in the poll's partition order, as the per-partition path sends them).
+
+        While a partition is still replaying what the last checkpoint covered, the poll goes
+        partition by partition (:meth:`handle`): a replayed batch is judged at its stored
+        watermark, not the live one.
+        """
+        if self.resume:
+            await super().handle_poll(batches, now_s)
+            return
+        service = self.service
+        #: Per kind, its partitions' deduplicated batches, in the poll's order.
+        parts: dict[str, list[tuple[TopicPartition, Sequence[Any]]]] = {}
+        fresh: dict[TopicPartition, Sequence[Any]] = {}
+        for tp, records in batches.items():
+            if not records:
+                continue
+            self.positions[tp] = records[-1].offset + 1
+            metrics.RECORDS.labels(tp.topic).inc(len(records))
+            unique = self._unique(records)
+            if unique:
+                parts.setdefault(self.kind_of[tp.topic], []).append((tp, unique))
+                fresh[tp] = unique
+        if not parts:
+            return
+        extracted: dict[str, tuple[Columns, list[int]]] = {}
+        rejected: dict[TopicPartition, list[tuple[int, str]]] = {}
+        for kind, kind_parts in parts.items():
+            columns, stops = extract_parts(
+                [records for _, records in kind_parts], kind, self.stages[kind].keys
+            )
+            extracted[kind] = columns, stops
+            if columns.rejected:
+                starts = [0]
+                for _, records in kind_parts:
+                    starts.append(starts[-1] + len(records))
+                part = 0
+                for position, reason in columns.rejected:
+                    while position >= starts[part + 1]:
+                        part += 1
+                    tp = kind_parts[part][0]
+                    rejected.setdefault(tp, []).append((position - starts[part], reason))
+        for tp in batches:
+            for position, reason in rejected.get(tp, ()):
+                await service.dead_letter(tp.topic, fresh[tp][position], reason)
+        late: dict[TopicPartition, tuple[list[LateItem], int]] = {}
+        for kind, kind_parts in parts.items():
+            columns, stops = extracted[kind]
+            outcome = self.stages[kind].fold_parts(
+                [(tp, stop) for (tp, _), stop in zip(kind_parts, stops, strict=True)],
+                columns,
+                now_s,
+            )
+            for (tp, _), part_late in zip(kind_parts, outcome, strict=True):
+                if part_late[0]:
+                    late[tp] = part_late
+        for tp in batches:
+            if tp in late:
+                kind = self.kind_of[tp.topic]
+                items, watermark = late[tp]
+                await service.late(kind, tp, fresh[tp], extracted[kind][0], items, watermark)
 
     async def emit(self, now_s: float) -> None:
         service = self.service

@@ -157,36 +157,103 @@ class WindowStage:
         reached that value; windows that had closed by then are not emitted again (they were),
         and nothing is reported late twice.
         """
-        pid = self._partition_id(partition)
-        n = len(columns)
-        if not n:
+        if not len(columns):
             self.watermarks.observe(partition, NO_WATERMARK, now_s)
             return []
-        watermark = self.watermarks.current(now_s) if replay_watermark is None else replay_watermark
+        if replay_watermark is None:
+            return self.fold_parts([(partition, len(columns))], columns, now_s)[0][0]
+        pid = self._partition_id(partition)
+        pids = np.full(len(columns), pid, dtype=np.int64)
+        late = self._fold_tables(columns, pids, np.full(len(columns), replay_watermark))
+        for table in self.tables:
+            table.mark_emitted_through(replay_watermark, pid)
+        if self.kind == "traffic":
+            self._queue_readings(columns, pids, late)
+        self.watermarks.observe(partition, int(columns.time_us.max()), now_s)
+        return []
+
+    def fold_parts(
+        self, parts: Sequence[tuple[Hashable, int]], columns: Columns, now_s: float
+    ) -> list[tuple[list[LateItem], int]]:
+        """Fold several partitions' batches of one poll, given as runs of rows of ``columns``
+        (``(partition, stop)``: the part's rows end at ``stop``, the next part's begin there),
+        exactly as :meth:`fold` one part after the other: each part is judged against the
+        watermark reached before it (the previous parts observed). Per part: its late records
+        (row indices into ``columns``) and the watermark after it.
+
+        Why: a live poll brings a few records of each partition; folding each alone paid every
+        window table's fixed numpy cost per partition, most of the aggregator's CPU at a few
+        thousand records a second. The state reached is the same: a row's records come from
+        one partition (the key decides it), so its sums add in the same order.
+        """
+        watermarks = self.watermarks
+        times = columns.time_us
+        starts: list[int] = []
+        pids: list[int] = []
+        before: list[int] = []
+        after: list[int] = []
+        start = 0
+        for partition, stop in parts:
+            starts.append(start)
+            pids.append(self._partition_id(partition))
+            start = stop
+        filled = [i for i, (_, stop) in enumerate(parts) if stop > starts[i]]
+        highest = np.maximum.reduceat(times, [starts[i] for i in filled]).tolist() if filled else []
+        maxima = dict(zip(filled, highest, strict=True))
+        for i, (partition, _stop) in enumerate(parts):
+            high = maxima.get(i)
+            if high is None:  # nothing to fold: as :meth:`fold`, the partition is not observed
+                current = watermarks.current(now_s)
+                before.append(current)
+                after.append(current)
+                continue
+            before.append(watermarks.current(now_s))
+            watermarks.observe(partition, int(high), now_s)
+            after.append(watermarks.current(now_s))
+        out: list[tuple[list[LateItem], int]] = [([], w) for w in after]
+        if not len(columns):
+            return out
+        lengths = [stop - first for (_, stop), first in zip(parts, starts, strict=True)]
+        if len(parts) == 1:
+            record_pids = np.full(len(columns), pids[0], dtype=np.int64)
+            record_watermarks = np.full(len(columns), before[0], dtype=np.int64)
+        else:
+            record_pids = np.repeat(np.asarray(pids, dtype=np.int64), lengths)
+            record_watermarks = np.repeat(np.asarray(before, dtype=np.int64), lengths)
+        late = self._fold_tables(columns, record_pids, record_watermarks)
+        items: list[LateItem] = []
+        if self.kind == "traffic":
+            items = self._queue_readings(columns, record_pids, late)
+        for index in np.flatnonzero(late).tolist():
+            items.append(LateItem(index, "beyond_allowed_lateness"))
+        if not items:
+            return out
+        items.sort(key=lambda item: item.index)
+        part = 0
+        for item in items:
+            while item.index >= parts[part][1]:
+                part += 1
+            out[part][0].append(item)
+        return out
+
+    def _fold_tables(
+        self, columns: Columns, pids: Int64Array, watermarks: Int64Array
+    ) -> np.ndarray[Any, Any]:
+        """Fold every record not too late (against its own watermark) into every table; the
+        records too late for some table."""
         facts = self._key_facts()
-        late = np.zeros(n, dtype=np.bool_)
+        late = np.zeros(len(columns), dtype=np.bool_)
         times = columns.time_us
         for table in self.tables:
             w = table.window
             closes = times - times % w.size_us + (w.size_us + w.grace_us)
-            too_late = closes + w.lateness_us <= watermark
+            too_late = closes + w.lateness_us <= watermarks
             late |= too_late
-            table.fold(columns, np.flatnonzero(~too_late), pid, facts)
-            if replay_watermark is not None:
-                table.mark_emitted_through(replay_watermark, pid)
-        items: list[LateItem] = []
-        if self.kind == "traffic":
-            items = self._queue_readings(columns, pid, late)
-        self.watermarks.observe(partition, int(times.max()), now_s)
-        if replay_watermark is not None:
-            return []
-        for index in np.flatnonzero(late).tolist():
-            items.append(LateItem(index, "beyond_allowed_lateness"))
-        items.sort(key=lambda item: item.index)
-        return items
+            table.fold(columns, np.flatnonzero(~too_late), pids, facts)
+        return late
 
     def _queue_readings(
-        self, columns: Columns, pid: int, late: np.ndarray[Any, Any]
+        self, columns: Columns, pids: Int64Array, late: np.ndarray[Any, Any]
     ) -> list[LateItem]:
         """Queue cumulative counter readings (those without a period count) for differencing."""
         cumulative = (columns.count_value < 0) & (columns.count_cumulative >= 0)
@@ -205,7 +272,7 @@ class WindowStage:
                 int(columns.time_us[record]),
                 int(columns.count_cumulative[entry]),
                 int(columns.offset[record]),
-                pid,
+                int(pids[record]),
             )
             last = self._last.get(counter)
             if last is not None and reading.time_us <= last.time_us:

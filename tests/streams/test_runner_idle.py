@@ -11,6 +11,8 @@ integration tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -123,3 +125,32 @@ async def test_a_partition_never_handed_out_is_busy_when_its_position_is_behind(
     assert runner.watermarks.idle(B, 50.0)
     await runner.mark_busy(runner.consumer, 50.0)
     assert not runner.watermarks.idle(B, 50.0)
+
+
+class _Timed(_Consumer):
+    """Records when each poll happened (the real clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.times.append(time.monotonic())
+        return await super().getmany(timeout_ms, max_records)
+
+
+async def test_poll_interval_spaces_the_polls() -> None:
+    """``aggregate.poll_interval_ms``: a poll comes at least that long after the previous one
+    (the rounds themselves take no time here)."""
+    service = _Service([0.0], rounds=4)
+    service.settings = Settings(
+        aggregate=AggregateSettings(idle_timeout_s=IDLE_S, poll_interval_ms=80)
+    )
+    runner = _Runner(service, [0.0])
+    consumer = runner.consumer = _Timed()
+    for tp in (A, B):
+        runner.assign(tp, 0.0)
+    await runner.run()
+    gaps = [b - a for a, b in itertools.pairwise(consumer.times)]
+    assert len(gaps) >= 3
+    assert min(gaps) >= 0.079
