@@ -71,6 +71,7 @@ from sinks.timescale._writer import (
     decode_record_generic,
     is_poison,
     load_offsets,
+    prepare_connection,
     record_labels,
     store_offsets,
     write_rows,
@@ -283,6 +284,8 @@ class TimescaleSink:
                 max_size=self._settings.database.pool_max,
                 open=False,
                 check=AsyncConnectionPool.check_connection,
+                # The aggregates' staging tables, once per session instead of once per batch.
+                configure=prepare_connection,
                 kwargs={"connect_timeout": 5, "application_name": "citysense-sink"},
                 name="citysense-sink",
             )

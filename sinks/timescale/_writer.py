@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import operator
 import struct
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +77,7 @@ __all__ = [
     "is_poison",
     "load_offsets",
     "pg_micros",
+    "prepare_connection",
     "record_labels",
     "row_values",
     "store_offsets",
@@ -860,6 +862,31 @@ def _copy_tuple(row: Row, types: Sequence[str]) -> tuple[Any, ...]:
 _FLOAT8: Final = struct.Struct(">d")
 
 
+async def prepare_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Create the aggregates' staging tables of a new session, committed; the sink's pool runs it
+    on every connection it opens (``configure``).
+
+    Aggregates go through their staging table in every batch; without this, each batch would
+    ask for each of them again (``CREATE TEMPORARY TABLE IF NOT EXISTS``: a round trip, a catalog
+    lookup and a notice per aggregate table). Created and committed here, outside any batch, a
+    rolled-back batch cannot take them away; temporary tables last as long as the session, and
+    the pool does not reset sessions. Raw tables' staging tables, used only when a COPY meets a
+    duplicate, are still created on demand.
+    """
+    for name, table in TABLES.items():
+        if table.mode == "aggregate":
+            await conn.execute(_STAGING[name])
+    await conn.commit()
+    _STAGED[conn] = _AGGREGATE_STAGING
+
+
+#: The staging tables each session has already created (see :func:`prepare_connection`).
+_STAGED: Final[weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+_AGGREGATE_STAGING: Final = frozenset(n for n, t in TABLES.items() if t.mode == "aggregate")
+
+
 async def write_rows(
     conn: psycopg.AsyncConnection[Any],
     tables: Mapping[str, Sequence[Row]],
@@ -873,17 +900,33 @@ async def write_rows(
     the staging table at once (what a COPY meeting a duplicate falls back to). ``clear_staging``
     empties the staging tables afterwards, for callers that write several times in one
     transaction (poison isolation).
+
+    Every raw table's COPY shares one savepoint: a batch of the four kinds costs two statements
+    besides its COPYs, not two per table. Should one of them meet a duplicate, the savepoint is
+    rolled back (all of them) and each raw table is written again in a savepoint of its own, so
+    that only the table holding the duplicate takes the ``ON CONFLICT`` path.
     """
     written: dict[str, int] = {}
     async with conn.cursor() as cur:
-        for name, rows in tables.items():
-            if not rows:
-                continue
-            direct = _COPY_DIRECT.get(name) if copy_direct else None
-            if direct is not None:
+        pending = {name: rows for name, rows in tables.items() if rows}
+        direct = [name for name in pending if name in _COPY_DIRECT] if copy_direct else []
+        if len(direct) > 1:
+            await cur.execute("SAVEPOINT citysense_copy")
+            try:
+                for name in direct:
+                    await _copy(cur, _COPY_DIRECT[name], _COPY_TYPES[name], pending[name])
+            except psycopg.errors.UniqueViolation:
+                await cur.execute("ROLLBACK TO SAVEPOINT citysense_copy")
+            else:
+                await cur.execute("RELEASE SAVEPOINT citysense_copy")
+                for name in direct:
+                    written[name] = len(pending.pop(name))
+        staged = _STAGED.get(conn, frozenset())
+        for name, rows in pending.items():
+            if copy_direct and name in _COPY_DIRECT:
                 await cur.execute("SAVEPOINT citysense_copy")
                 try:
-                    await _copy(cur, direct, _COPY_TYPES[name], rows)
+                    await _copy(cur, _COPY_DIRECT[name], _COPY_TYPES[name], rows)
                 except psycopg.errors.UniqueViolation:
                     # A duplicate record in Kafka: this table's rows take the ON CONFLICT path.
                     await cur.execute("ROLLBACK TO SAVEPOINT citysense_copy")
@@ -891,7 +934,8 @@ async def write_rows(
                     await cur.execute("RELEASE SAVEPOINT citysense_copy")
                     written[name] = len(rows)
                     continue
-            await cur.execute(_STAGING[name])
+            if name not in staged:
+                await cur.execute(_STAGING[name])
             await _copy(cur, _COPY_STAGING[name], _COPY_TYPES[name], rows)
             await cur.execute(_INSERT[name])
             written[name] = max(cur.rowcount, 0)

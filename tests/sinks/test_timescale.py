@@ -40,6 +40,7 @@ from sinks.timescale._writer import (
     Rows,
     add_record,
     decode_record,
+    prepare_connection,
     store_offsets,
     write_rows,
 )
@@ -358,6 +359,106 @@ async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
         assert await count(url, "traffic_measurements") == 15
         assert await count(url, "traffic_counts") == 180
         assert await scalar(url, "SELECT next_offset FROM consumer_offsets") == 15
+
+
+async def test_a_duplicate_in_one_raw_table_leaves_the_others_on_the_direct_copy(
+    settings: Settings,
+) -> None:
+    """All raw COPYs of a batch share one savepoint; a duplicate in one table rolls them all
+    back, then every raw table is written again in its own savepoint: each row lands once, the
+    counts are the rows added, and the offsets commit with them."""
+
+    def batch(noise: range, traffic: range) -> dict[str, list[Row]]:
+        rows = Rows()
+        values = [v for _, v in framed("NoiseMeasurement", (noise_record("n", i) for i in noise))]
+        values += [
+            v for _, v in framed("TrafficMeasurement", (traffic_record("t", i) for i in traffic))
+        ]
+        for value in values:
+            add_record(rows, *decode_record(value))
+        return rows.tables()
+
+    async with (
+        migrated_database(settings) as url,
+        await psycopg.AsyncConnection.connect(url) as conn,
+    ):
+        assert await write_rows(conn, batch(range(10), range(10))) == {
+            "noise_measurements": 10,
+            "traffic_measurements": 10,
+            "traffic_counts": 120,
+        }
+        await conn.commit()
+        # New noise rows; traffic rows 5..9 stored already.
+        written = await write_rows(conn, batch(range(10, 20), range(5, 15)))
+        await store_offsets(conn, "g", {("t", 0): 40})
+        await conn.commit()
+        assert written == {
+            "noise_measurements": 10,
+            "traffic_measurements": 5,
+            "traffic_counts": 60,
+        }
+        assert await count(url, "noise_measurements") == 20
+        assert await count(url, "traffic_measurements") == 15
+        assert await count(url, "traffic_counts") == 180
+        assert await scalar(url, "SELECT next_offset FROM consumer_offsets") == 40
+
+
+async def test_staging_tables_made_once_per_session_outlive_a_rolled_back_batch(
+    settings: Settings,
+) -> None:
+    """prepare_connection (the sink pool's ``configure``) creates and commits the aggregates'
+    staging tables: a batch rolled back afterwards does not take them away, and later batches
+    upsert through them without creating them."""
+    async with (
+        migrated_database(settings) as url,
+        await psycopg.AsyncConnection.connect(url) as conn,
+    ):
+        await prepare_connection(conn)
+        temporary = (
+            "SELECT count(*) FROM pg_class WHERE relpersistence = 't' "
+            "AND relname LIKE 'citysense_stage_%'"
+        )
+        aggregates = [t for t in TABLES.values() if t.mode == "aggregate"]
+        assert (await (await conn.execute(temporary)).fetchone()) == (len(aggregates),)
+        await conn.commit()
+
+        def batch(revision: int) -> dict[str, list[Row]]:
+            rows = Rows()
+            for _, value in framed("Aggregate", [aggregate_record("k", 0, revision=revision)]):
+                add_record(rows, *decode_record(value))
+            return rows.tables()
+
+        await write_rows(conn, batch(1))
+        await conn.rollback()
+        assert (await (await conn.execute(temporary)).fetchone()) == (len(aggregates),)
+        await conn.commit()
+        assert await write_rows(conn, batch(2)) == {"noise_aggregates": 1}
+        await conn.commit()
+        assert await scalar(url, "SELECT revision FROM noise_aggregates WHERE key = 'k'") == 2
+
+
+async def test_count_and_region_keys_lead_with_sensor_and_time(settings: Settings) -> None:
+    """Migration 0006: each count or region row goes into two indexes (its key, led by the
+    sensor and time, and TimescaleDB's time index), and the key still refuses a second row of
+    the same natural key."""
+    async with migrated_database(settings) as url:
+        for table, key in (
+            ("traffic_counts", '(sensor_id, "time", line, direction, traffic_class)'),
+            ("occupancy_regions", '(sensor_id, "time", region)'),
+        ):
+            definitions = await scalar(
+                url,
+                "SELECT array_agg(indexdef ORDER BY indexname) FROM pg_indexes "
+                "WHERE schemaname = 'public' AND tablename = %s",
+                (table,),
+            )
+            assert len(definitions) == 2, definitions
+            assert any(d.endswith(f"USING btree {key}") and "UNIQUE" in d for d in definitions)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            insert = "INSERT INTO occupancy_regions VALUES (%s, 'o', 1, 2)"
+            await conn.execute(insert, (T0,))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await conn.execute(insert, (T0,))
 
 
 async def test_timestamps_sent_as_micros_arrive_as_the_records_instants(
