@@ -114,7 +114,9 @@ async def test_typed_columns_give_every_view_what_the_jsonb_gave(
             old_csv = {d.id: await _csv_lines(conn, d) for d in BUILTIN_DATASETS}
 
             monkeypatch.undo()
-            assert [m.version for m in await migrate(conn)] == [5]
+            applied = [m.version for m in await migrate(conn)]
+            assert applied == [m.version for m in _migrations.MIGRATIONS if m.version >= 5]
+            assert applied[0] == 5
             for view in views:
                 # The upgrade computed the columns of the rows already there.
                 assert await _rows(conn, f"opendata.{view}") == old[view], view
