@@ -249,6 +249,13 @@ class MqttListener:
         """Disconnect; the persistent session keeps anything unacknowledged for redelivery."""
         self._stopping = True
         client = self._client
+        # Our own handle on the connection, so that paho's close after DISCONNECT does not end
+        # it: see _close_gracefully.
+        held: socket.socket | None = None
+        if self._sock is not None:
+            # A TLS socket cannot be duplicated: it is closed as paho closes it.
+            with contextlib.suppress(OSError, NotImplementedError, AttributeError):
+                held = self._sock.dup()
         if client is not None:
             # Flush the PUBACKs queued by the last releases before saying goodbye.
             with contextlib.suppress(Exception):
@@ -257,6 +264,8 @@ class MqttListener:
             client.disconnect()
             with contextlib.suppress(Exception):
                 client.loop_write()
+        if held is not None:
+            await _close_gracefully(held, _CLOSE_WAIT_S)
         for task in (self._misc_task, self._reconnect_task):
             await self._lifecycle.cancel(task)
         self._misc_task = self._reconnect_task = None
@@ -501,3 +510,38 @@ class MqttListener:
 
 def _nothing() -> None:
     return None
+
+
+#: How long a stopping listener waits for the broker to close the connection after DISCONNECT.
+_CLOSE_WAIT_S = 2.0
+
+
+async def _close_gracefully(sock: socket.socket, wait_s: float) -> None:
+    """End the connection with a FIN, never a reset, so the broker reads our last PUBACKs.
+
+    Intake was paused before the stop, so the broker's newer PUBLISH packets sit unread in our
+    receive buffer; closing a socket with unread data makes the kernel answer with a reset
+    (RFC 2525, section 2.17), and a reset can make the broker's side drop what it had not read
+    yet: the last PUBACKs, whose messages it would then redeliver (a valid record twice, which
+    the natural key absorbs, or a malformed one dead-lettered twice). Paho closes its socket as
+    soon as DISCONNECT is written; ``sock`` is a duplicate of it, so the connection outlives that
+    close. Here the write side is shut (FIN after everything written), and what the broker still
+    sends is read and discarded until it closes its side (MQTT 5.0, 3.14: the server closes the
+    connection after DISCONNECT) or ``wait_s`` passes. The discarded PUBLISHes were never
+    acknowledged: the persistent session redelivers them.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        end = loop.time() + wait_s
+        while (left := end - loop.time()) > 0:
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), left)
+            except (TimeoutError, OSError):
+                break
+            if not data:
+                break
+    finally:
+        sock.close()

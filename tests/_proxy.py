@@ -133,11 +133,18 @@ class FaultProxy:
                         continue  # read and discard: the peer waits for an answer in vain
                     dst.write(data)
                     await dst.drain()
+                if self.mode != "drop" and dst.can_write_eof():
+                    # A peer's orderly close is passed on as one, after what it wrote: an
+                    # abort would discard the last bytes (a client's final acknowledgements)
+                    # and answer with a reset, which real networks do not do.
+                    dst.write_eof()
+                    return
             dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.discard(writer)
-        self._writers.discard(up_writer)
+        for end in (writer, up_writer):
+            end.close()
+            self._writers.discard(end)
 
 
 @contextlib.contextmanager
