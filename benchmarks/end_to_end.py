@@ -795,14 +795,7 @@ def _run(
     )
     figures["ingest_records_per_batch"] = batching
     figures["comparisons"].append(
-        {
-            "figure": "ingest: records per Kafka produce batch",
-            "value": batching,
-            "unit": "records",
-            "versus": "-",
-            "versus_value": None,
-            "ratio": None,
-        }
+        comparison("ingest: records per Kafka produce batch", batching, "records", "-", None)
     )
     return figures
 
@@ -938,6 +931,21 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def comparison(
+    figure: str, value: float | None, unit: str, versus: str, reference: float | None
+) -> dict[str, Any]:
+    """One row of the comparison table: ``value`` beside ``reference`` and their ratio."""
+    ratio = value / reference if value is not None and reference else None
+    return {
+        "figure": figure,
+        "value": value,
+        "unit": unit,
+        "versus": versus,
+        "versus_value": reference,
+        "ratio": ratio,
+    }
+
+
 def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """Each headline figure beside its peer, ceiling or target (for the report)."""
     out: list[dict[str, Any]] = []
@@ -945,17 +953,7 @@ def comparisons(figures: dict[str, Any]) -> list[dict[str, Any]]:
     def add(
         figure: str, value: float | None, unit: str, versus: str, reference: float | None
     ) -> None:
-        ratio = value / reference if value is not None and reference else None
-        out.append(
-            {
-                "figure": figure,
-                "value": value,
-                "unit": unit,
-                "versus": versus,
-                "versus_value": reference,
-                "ratio": ratio,
-            }
-        )
+        out.append(comparison(figure, value, unit, versus, reference))
 
     offered = figures["offered_per_s"]
     for stage, rate in figures["stage_rates_per_s"].items():
@@ -1113,17 +1111,7 @@ def light_comparisons(light: Mapping[str, Any], main_cpu: float | None) -> list[
             main_cpu,
         ),
     ]
-    return [
-        {
-            "figure": figure,
-            "value": value,
-            "unit": unit,
-            "versus": versus,
-            "versus_value": reference,
-            "ratio": value / reference if value is not None and reference else None,
-        }
-        for figure, value, unit, versus, reference in rows
-    ]
+    return [comparison(*row) for row in rows]
 
 
 def main() -> dict[str, Any]:
