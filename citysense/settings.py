@@ -377,6 +377,9 @@ class SinkSettings(_Section):
     dead_letter_topic: str = DEADLETTER_TOPIC
     batch_max_records: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_wait_s: float = Field(default=0.5, gt=0, le=60)
+    #: Shortest time between two polls that make the consumer fetch again (ms): a poll that
+    #: emptied what was fetched is followed by the next one only after this; 0: at once.
+    poll_interval_ms: int = Field(default=0, ge=0, le=5_000)
     #: Capped exponential backoff with full jitter while the database is down or read-only.
     retry_initial_s: float = Field(default=0.2, gt=0, le=60)
     retry_max_s: float = Field(default=10.0, gt=0, le=600)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -252,6 +253,8 @@ class TimescaleSink:
         self._failing = False
         self._failures = 0
         self._retry_at = 0.0
+        #: When a poll last took every record fetched so far (monotonic), for ``poll_interval_ms``.
+        self._drained_at = -math.inf
         self._positions: dict[TopicPartition, int] = {}
         self._last_kafka_commit = 0.0
         self._started = False
@@ -481,15 +484,19 @@ class TimescaleSink:
         its round trips to the database is noticed only when the loop runs). So a chunk at a
         time, letting the write task and callbacks run before each.
         """
+        wait_s = self._drained_at + self._sink.poll_interval_ms / 1000 - time.monotonic()
+        if wait_s > 0:
+            # The last poll emptied what was fetched, so this one makes the consumer fetch
+            # again: not before the interval (a write in progress goes on meanwhile).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait_s)
+            if self._stopping.is_set():
+                return
         timeout_ms = int(self._poll_timeout() * 1000)
         await asyncio.sleep(0)
+        max_records = max(1, min(_DECODE_CHUNK, self._sink.batch_max_records - self._buffer.count))
         try:
-            fetched = await consumer.getmany(
-                timeout_ms=timeout_ms,
-                max_records=max(
-                    1, min(_DECODE_CHUNK, self._sink.batch_max_records - self._buffer.count)
-                ),
-            )
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except OffsetOutOfRangeError as exc:
             # Real Kafka: the stored offset is past the end (the broker lost data) or before
             # the start (retention deleted what the sink never read).
@@ -504,6 +511,8 @@ class TimescaleSink:
             self._unpositioned |= waiting & consumer.assignment()
             log.debug("partition assigned before it was positioned", extra={"error": str(exc)})
             return
+        if sum(map(len, fetched.values())) < max_records:
+            self._drained_at = time.monotonic()
         if self._unverified:
             await self._verify_positions()
         for tp, records in fetched.items():

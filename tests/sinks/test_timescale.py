@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -329,6 +330,52 @@ async def test_replaying_the_same_records_twice_leaves_one_row_each(
         assert total == sum(
             c["count"] for i in range(200) if i % 4 == 1 for c in traffic_record("t1", i)["counts"]
         )
+
+
+async def test_poll_interval_spaces_the_polls_that_fetch_again(settings: Settings) -> None:
+    """``sink.poll_interval_ms``: after a poll that took every record fetched so far, the next
+    poll (the one that makes the consumer fetch again) waits that long; every record still
+    arrives."""
+    topic = unique("test.noise")
+    await produce(
+        settings, topic, framed("NoiseMeasurement", (noise_record("n0", i) for i in range(50)))
+    )
+    config = sink_settings(topic, poll_interval_ms=300)
+    polls: list[tuple[float, int, int]] = []  # (when, asked, returned)
+    async with database(settings) as db:
+        url = db.database.url.get_secret_value()
+        async with TimescaleSink(db, config) as sink:
+            consumer = sink._consumer
+            assert consumer is not None
+            getmany = consumer.getmany
+
+            async def spied(
+                *partitions: Any, timeout_ms: int = 0, max_records: int | None = None
+            ) -> Any:
+                when = time.monotonic()
+                fetched = await getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+                polls.append((when, max_records or 0, sum(map(len, fetched.values()))))
+                return fetched
+
+            consumer.getmany = spied
+            await wait_until(lambda: _rows_at_least(url, 50), 60, "first records")
+            await produce(
+                settings,
+                topic,
+                framed("NoiseMeasurement", (noise_record("n1", i) for i in range(50, 90))),
+            )
+            await wait_until(lambda: _rows_at_least(url, 90), 60, "second records")
+    gaps = [
+        later[0] - earlier[0]
+        for earlier, later in itertools.pairwise(polls)
+        if earlier[2] < earlier[1]
+    ]
+    assert len(gaps) >= 3
+    assert min(gaps) >= 0.29
+
+
+async def _rows_at_least(url: str, rows: int) -> bool:
+    return await count(url, "noise_measurements") >= rows
 
 
 async def test_a_duplicate_turns_the_direct_copy_into_an_insert_on_conflict(
