@@ -148,7 +148,8 @@ def test_lean_switch_defaults_to_every_fast_path() -> None:
     [
         ("0", set()),
         ("off", set()),
-        ("1", {"mqtt-read", "mqtt-publish", "sink-copy"}),
+        ("1", {"mqtt-read", "mqtt-publish", "sink-copy", "kafka-records"}),
+        ("kafka-records", {"kafka-records"}),
         ("mqtt-read", {"mqtt-read"}),
         (" sink-copy , mqtt-publish ", {"sink-copy", "mqtt-publish"}),
     ],
@@ -168,7 +169,9 @@ def test_a_bad_lean_switch_fails_at_start_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("CITYSENSE_LEAN", value)
-    with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy"):
+    with pytest.raises(
+        SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy, kafka-records"
+    ):
         load_settings()
 
 
