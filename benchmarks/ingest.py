@@ -63,6 +63,10 @@ def _base_env(env: dict[str, str], root: Path) -> dict[str, str]:
     base.update(env)
     base["CITYSENSE_STACK_DIR"] = str(root / "no-stack")
     base["CITYSENSE_LOG_LEVEL"] = "WARNING"
+    # Ingest's own ceiling over the general default of 6 partitions per topic (several batches
+    # in flight per kind), not the embedded stack's single partition, which the end-to-end
+    # benchmark runs.
+    base["CITYSENSE_KAFKA_PARTITIONS"] = "6"
     return base
 
 

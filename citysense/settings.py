@@ -219,6 +219,8 @@ class KafkaSettings(_Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_file: Path | None = None
+    #: Partitions of each topic a stage creates (an existing topic keeps its own); the embedded
+    #: stack's env sets 1 (docs/architecture.md#kafka-requests).
     partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=7)
 

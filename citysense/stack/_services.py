@@ -39,6 +39,9 @@ SERVICE_NAMES = ("mosquitto", "kafka", "postgres", "prometheus")
 MQTT_USER = "citysense"
 PG_USER = "citysense"
 PG_DATABASE = "citysense"
+#: Partitions per topic the stages create on the embedded broker (``[kafka] partitions``
+#: elsewhere defaults to 6): see :meth:`Stack.env`.
+EMBEDDED_PARTITIONS = 1
 #: As root, where the PostgreSQL data of a stack the ``postgres`` user cannot enter goes
 #: (the Filesystem Hierarchy Standard's place for a program's persistent state).
 SYSTEM_STATE_DIR = Path("/var/lib/citysense")
@@ -128,6 +131,10 @@ class Stack:
             ),
             "CITYSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
             "CITYSENSE_KAFKA_IDEMPOTENCE": "false",
+            # One partition per topic: Tansu's in-memory engine reads the list of every batch a
+            # partition holds on each fetch, so its CPU follows the batches stored, and one
+            # partition per topic stores the fewest, largest ones (docs/stack.md).
+            "CITYSENSE_KAFKA_PARTITIONS": str(EMBEDDED_PARTITIONS),
             "CITYSENSE_DATABASE_URL": (
                 f"postgresql://{PG_USER}:{s['postgres_password']}"
                 f"@127.0.0.1:{self.postgres_port}/{PG_DATABASE}"
