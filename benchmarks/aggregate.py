@@ -30,11 +30,7 @@ contents:
    it), so the table also shows the delays less that bound: the time past the moment the
    watermark itself passed window end + grace. Skipped when ``CITYSENSE_BENCH_AGG_PACED_S`` is 0.
 
-6. fast path ``kafka-records`` (docs/runtime.md#fast-paths): the 1-minute case again, with
-   ``lean`` on and off, alternated (on, off, off, on, on, off), compared by the medians of the
-   rates and of the CPU per record (phase ``lean``).
-
-``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,1m,1h,lean``) runs only some of the
+``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,1m,1h``) runs only some of the
 timed phases, e.g. ``1m`` to work on the aggregator's 1-minute windows without the Quix peer's
 minutes; the target is then judged on what ran. Each citysense run also reports the aggregator's
 process CPU time per record over the timed interval (steadier than the rate on a shared machine).
@@ -102,10 +98,10 @@ PACED_S = float(os.environ.get("CITYSENSE_BENCH_AGG_PACED_S", "150"))
 PACED_RATE = 2000.0
 #: Timed runs of each citysense phase (short ones; Quix runs once, it takes minutes).
 RUNS = int(os.environ.get("CITYSENSE_BENCH_AGG_RUNS", "3"))
-#: The timed phases to run (``quix``, ``1m``, ``1h``, ``lean``); the default full run has all.
+#: The timed phases to run (``quix``, ``1m``, ``1h``); the default full run has all three.
 PHASES = tuple(
     phase.strip()
-    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,1m,1h,lean").split(",")
+    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,1m,1h").split(",")
     if phase.strip()
 )
 POLL_S = 0.1
@@ -623,47 +619,6 @@ def _citysense_once(
     return run
 
 
-#: The modes of the fast-path comparison, alternated so that a drift of the machine's load
-#: weighs on both.
-FAST_PATH_MODES = ("on", "off", "off", "on", "on", "off")
-
-
-def run_fast_path(
-    base: dict[str, str], registry: Path, count: int, workdir: Path
-) -> dict[str, Any]:
-    """The 1-minute case with ``lean`` on and off (the ``kafka-records`` fast path and no
-    other, as the aggregator has no other): per mode the median rate and CPU per record."""
-    kafka = KafkaSettings(bootstrap=base["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False)
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    cpu: dict[str, list[float]] = {"on": [], "off": []}
-    for mode in FAST_PATH_MODES:
-        asyncio.run(reset_outputs(kafka))
-        env = {**base, "CITYSENSE_LEAN": "1" if mode == "on" else "0"}
-        run = _citysense_once(env, registry, {"name": "1m", "size_s": 60}, count, workdir)
-        rates[mode].append(run.rate)
-        cpu[mode].append(run.extra["cpu_us_per_record"])
-    figures: dict[str, Any] = {}
-    for mode in ("on", "off"):
-        figures[mode] = median(rates[mode])
-        figures[f"{mode}_runs"] = rates[mode]
-        figures[f"{mode}_cpu_us_per_record"] = median(cpu[mode])
-        figures[f"{mode}_cpu_us_per_record_runs"] = cpu[mode]
-    figures["gain"] = figures["on"] / figures["off"] - 1 if figures["off"] else 0.0
-    figures["cpu_gain"] = (
-        figures["off_cpu_us_per_record"] / figures["on_cpu_us_per_record"] - 1
-        if figures["on_cpu_us_per_record"]
-        else 0.0
-    )
-    print(
-        f"fast path kafka-records: {figures['on']:,.0f} records/s on, {figures['off']:,.0f} off "
-        f"({figures['gain']:+.0%}; kept at >= +15 %); CPU "
-        f"{figures['on_cpu_us_per_record']:.2f} µs per record on, "
-        f"{figures['off_cpu_us_per_record']:.2f} off ({figures['cpu_gain']:+.0%} records per "
-        "CPU second)"
-    )
-    return figures
-
-
 def _wait_for(
     aggregator: Aggregator, done: Any, deadline: float, poll_s: float = POLL_S
 ) -> tuple[float, float]:
@@ -818,9 +773,7 @@ def _paced_rows(paced: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
-def report(
-    runs: list[Run], paced: dict[str, Any] | None, fast_path: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
     """Print the tables; return the figures with ``summary`` and ``target_met``."""
     quix, one_minute, one_hour = runs
     ratio = one_minute.rate / quix.rate if quix.rate else 0.0
@@ -893,7 +846,6 @@ def report(
         "citysense_1h": one_hour.figures(),
         "ratio_1m_to_quix": ratio,
         "paced": paced,
-        **({"fast_paths": {"kafka-records": fast_path}} if fast_path is not None else {}),
         "summary": summary,
         "target_met": target,
     }
@@ -929,14 +881,11 @@ def main() -> dict[str, Any]:
                 if "1h" in PHASES
                 else skipped,
             ]
-            fast_path = (
-                run_fast_path(base, registry, produced, workdir) if "lean" in PHASES else None
-            )
         paced = run_paced(registry, workdir) if PACED_S > 0 else None
     finally:
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(workdir, ignore_errors=True)
-    return report(runs, paced, fast_path)
+    return report(runs, paced)
 
 
 if __name__ == "__main__":

@@ -274,22 +274,6 @@ def _aggregate(result: Mapping[str, Any]) -> list[Comparison]:
         "target",
         200_000,
     )
-    records = _get(result, "fast_paths", "kafka-records") or {}
-    runs = len(records.get("on_runs") or [])
-    rows.add(
-        f"fast path kafka-records on: 1-min windows (median of {runs})",
-        records.get("on"),
-        "records/s",
-        "kafka-records off, alternated runs",
-        records.get("off"),
-    )
-    rows.add(
-        "aggregator CPU, kafka-records on",
-        records.get("on_cpu_us_per_record"),
-        "µs/record",
-        "kafka-records off",
-        records.get("off_cpu_us_per_record"),
-    )
     paced = result.get("paced") or {}
     rows.add(
         "emit delay p50 (sensor windows)",

@@ -109,9 +109,6 @@ class FastPath(StrEnum):
     #: The sink transcodes a current noise or air Avro value straight to its binary COPY tuple
     #: (``sinks.timescale._copyrow``) instead of the generic Avro decoder.
     SINK_COPY = "sink-copy"
-    #: The aggregator's runners read aiokafka's own record objects instead of the
-    #: ``ConsumerRecord`` built from each (``streams._aiokafka_private``).
-    KAFKA_RECORDS = "kafka-records"
 
 
 def parse_lean(value: str) -> frozenset[FastPath]:

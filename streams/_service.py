@@ -52,11 +52,10 @@ from citysense.clients import ensure_topics, kafka_consumer, kafka_producer
 from citysense.consumer_lag import TopicLagGauge, topic_lag
 from citysense.registry import Registry
 from citysense.runtime import Lifecycle
-from citysense.settings import FastPath, Settings
+from citysense.settings import Settings
 from schemas import aggregate_topic, encode, measurement_topic
 from schemas._aggregate_codec import decode_aggregate as _decode_aggregate
 from schemas._aggregate_codec import encode_aggregate
-from streams import _aiokafka_private
 from streams import _metrics as metrics
 from streams._columns import Columns, extract, extract_parts
 from streams._stage import LateItem, WindowStage, registry_facts
@@ -390,8 +389,6 @@ class _StageRunner:
         service = self.service
         interval_s = service.settings.aggregate.poll_interval_ms / 1000
         polled_at = -interval_s
-        if service.settings.fast(FastPath.KAFKA_RECORDS) and _aiokafka_private.supported():
-            _aiokafka_private.hand_out_raw_records(consumer)
         while not service.stopping.is_set():
             if interval_s:
                 wait_s = polled_at + interval_s - time.monotonic()

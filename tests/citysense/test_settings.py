@@ -148,8 +148,7 @@ def test_lean_switch_defaults_to_every_fast_path() -> None:
     [
         ("0", set()),
         ("off", set()),
-        ("1", {"mqtt-read", "mqtt-publish", "sink-copy", "kafka-records"}),
-        ("kafka-records", {"kafka-records"}),
+        ("1", {"mqtt-read", "mqtt-publish", "sink-copy"}),
         ("mqtt-read", {"mqtt-read"}),
         (" sink-copy , mqtt-publish ", {"sink-copy", "mqtt-publish"}),
     ],
@@ -169,9 +168,7 @@ def test_a_bad_lean_switch_fails_at_start_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("CITYSENSE_LEAN", value)
-    with pytest.raises(
-        SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy, kafka-records"
-    ):
+    with pytest.raises(SettingsError, match=r"lean: .*mqtt-read, mqtt-publish, sink-copy"):
         load_settings()
 
 

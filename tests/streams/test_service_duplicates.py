@@ -27,10 +27,10 @@ from tests.streams.test_service_integration import (
 pytestmark = pytest.mark.integration
 
 
-async def test_a_measurement_delivered_twice_counts_once(settings: Settings, lean: str) -> None:
+async def test_a_measurement_delivered_twice_counts_once(settings: Settings) -> None:
     tag = uuid.uuid4().hex[:8]
     sensor = f"dup-{tag}"
-    config = _settings(settings, f"aggregate-dup-{tag}", lean)
+    config = _settings(settings, f"aggregate-dup-{tag}")
     topic = schemas.measurement_topic("noise")
     await ensure_topics(settings.kafka, [topic, AGGREGATES])
     base = _future_base()

@@ -32,12 +32,7 @@ def _future_base() -> int:
     return now - now % MINUTE
 
 
-def _settings(settings: Settings, group: str, lean: str = "1") -> Settings:
-    """The aggregator's settings for these tests; ``lean`` ``"0"``: the ``kafka-records`` fast
-    path off (``ConsumerRecord`` s, aiokafka's public path). A test run in both modes reads the
-    first run's records too (the topic is shared and a new group reads from the start), so only
-    one whose later records cannot hold the watermark past the second run's (the duplicate
-    test) takes both."""
+def _settings(settings: Settings, group: str) -> Settings:
     aggregate = AggregateSettings(
         group_id=group,
         kinds=("noise",),
@@ -50,7 +45,7 @@ def _settings(settings: Settings, group: str, lean: str = "1") -> Settings:
         idle_timeout_s=2.0,
         commit_interval_s=0.2,
     )
-    return settings.model_copy(update={"aggregate": aggregate, "lean": lean})
+    return settings.model_copy(update={"aggregate": aggregate})
 
 
 async def _produce(settings: Settings, items: list[tuple[str, bytes]]) -> None:
