@@ -8,10 +8,10 @@ on free loopback ports, in a temporary directory, a fresh database):
    instead, every stage in one process), started in that order, each waited for on ``/readyz``;
 2. ``citysense simulate`` at ``RATE`` messages/s for ``DURATION_S`` (``CITYSENSE_BENCH_E2E_RATE``,
    default 10,000; ``CITYSENSE_BENCH_E2E_SECONDS``, default 600: the target's 10 minutes, so
-   that ``make bench`` measures it; 120 for a quicker look), ``--processes`` ``CITYSENSE_BENCH_E2E_SIM_PROCESSES``
-   (default 1), with the ``nation`` fleet repeated ``FLEET_COPIES`` times
-   (``CITYSENSE_BENCH_E2E_FLEET_COPIES``, default 25: 950 sensors, each sending about 10
-   messages a second at 10,000 msg/s; the stages load the same registry);
+   that ``make bench`` measures it; 120 for a quicker look), ``--processes``
+   ``CITYSENSE_BENCH_E2E_SIM_PROCESSES`` (default 1), with the ``nation`` fleet repeated
+   ``FLEET_COPIES`` times (``CITYSENSE_BENCH_E2E_FLEET_COPIES``, default 25: 950 sensors, each
+   sending about 10 messages a second at 10,000 msg/s; the stages load the same registry);
 3. every ``SAMPLE_S`` seconds (``CITYSENSE_BENCH_E2E_SAMPLE_S``, default 5), what ``citysense
    status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
    consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
