@@ -511,7 +511,7 @@ class TimescaleSink:
             self._unpositioned |= waiting & consumer.assignment()
             log.debug("partition assigned before it was positioned", extra={"error": str(exc)})
             return
-        if sum(map(len, fetched.values())) < max_records:
+        if self._sink.poll_interval_ms and sum(map(len, fetched.values())) < max_records:
             self._drained_at = time.monotonic()
         if self._unverified:
             await self._verify_positions()
