@@ -7,8 +7,9 @@ on free loopback ports, in a temporary directory, a fresh database):
    ``publish``, ``aggregate``, ``ingest``; ``CITYSENSE_BENCH_E2E_LAYOUT=run`` runs ``citysense run``
    instead, every stage in one process), started in that order, each waited for on ``/readyz``;
 2. ``citysense simulate`` at ``RATE`` messages/s for ``DURATION_S`` (``CITYSENSE_BENCH_E2E_RATE``,
-   default 10,000; ``CITYSENSE_BENCH_E2E_SECONDS``, default 600: the target's 10 minutes, so
-   that ``make bench`` measures it; 120 for a quicker look), ``--processes``
+   default 10,100: 1 % above the 10,000 target, see below; ``CITYSENSE_BENCH_E2E_SECONDS``,
+   default 600: the target's 10 minutes, so that ``make bench`` measures it; 120 for a quicker
+   look), ``--processes``
    ``CITYSENSE_BENCH_E2E_SIM_PROCESSES`` (default 1), with the ``nation`` fleet repeated
    ``FLEET_COPIES`` times (``CITYSENSE_BENCH_E2E_FLEET_COPIES``, default 25: 950 sensors, each
    sending about 10 messages a second at 10,000 msg/s; the stages load the same registry);
@@ -59,7 +60,12 @@ last quarter of the load phase is at most 10 % above that of the second quarter.
 
 Targets (the product issue): at least 10,000 msg/s through every stage for 10 minutes, zero
 loss, p99 under 2 s, flat memory. Every process shares the machine's cores with the broker,
-Kafka, PostgreSQL and the simulator itself.
+Kafka, PostgreSQL and the simulator itself. The rate check is strict (the slowest stage's
+sustained rate at or above 10,000), so the simulator is asked for 1 % more: a simulator paced at
+exactly 10,000 offers a hair under it (9,999.9 over ten minutes: its first and last seconds) and
+each stage's median of 5-second samples scatters around what is offered, so a pipeline that keeps
+up would fail the check by a fraction of a message per second. With 10,100 offered, a pass means
+every stage carried at least the target, not the target minus the pacing's rounding.
 
 The stages run on the default settings: the caller's ``CITYSENSE_*`` variables are not passed
 on, except ``CITYSENSE_BENCH_E2E_SET_<NAME>=<value>``, given to every stage as
@@ -117,7 +123,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The command line of this checkout's ``citysense`` (not whichever the PATH has).
 CITYSENSE = [sys.executable, "-c", "from citysense.cli import main; main()"]
 
-RATE = float(os.environ.get("CITYSENSE_BENCH_E2E_RATE", "10000"))
+#: 1 % above ``TARGET_RATE``, so that the strict check judges the stages, not the pacing's rounding.
+RATE = float(os.environ.get("CITYSENSE_BENCH_E2E_RATE", "10100"))
 DURATION_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SECONDS", "600"))
 SAMPLE_S = float(os.environ.get("CITYSENSE_BENCH_E2E_SAMPLE_S", "5"))
 SIM_PROCESSES = int(os.environ.get("CITYSENSE_BENCH_E2E_SIM_PROCESSES", "1"))
