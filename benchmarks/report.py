@@ -501,14 +501,14 @@ def _beside_the_stages(result: Mapping[str, Any], results: Mapping[str, Any]) ->
 def _end_to_end_head(result: Mapping[str, Any], plot: str | None) -> list[str]:
     targets: Mapping[str, Any] = result.get("targets") or {}
     seconds = _num(result.get("duration_s")) or 0.0
-    length = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    sim = result.get("simulator") or {}
     target_s = _num(result.get("target_seconds")) or 600.0
+    length, target = (f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" for s in (seconds, target_s))
+    sim = result.get("simulator") or {}
     span = (
-        "It lasted the issue's 10 minutes."
+        f"It lasted the issue's {target}."
         if seconds >= target_s
-        else f"The issue's run lasts 10 minutes; this one {length} "
-        "(`CITYSENSE_BENCH_E2E_SECONDS=600 make bench` for the full one)."
+        else f"The issue's run lasts {target}; this one {length} "
+        f"(`CITYSENSE_BENCH_E2E_SECONDS={target_s:.0f} make bench` for the full one)."
     )
     lines = [
         f"{result.get('summary', '')}.",

@@ -150,7 +150,7 @@ def test_a_full_length_run_does_not_point_to_the_full_run() -> None:
     full = {**END_TO_END, "result": {**END_TO_END["result"], "duration_s": 600.0}}
     page = render_markdown(_document(end_to_end=full), "r.json")
     assert "asked for 10 min (stages layout)" in page
-    assert "It lasted the issue's 10 minutes." in page
+    assert "It lasted the issue's 10 min." in page
     assert "CITYSENSE_BENCH_E2E_SECONDS=600" not in page
 
 
