@@ -153,14 +153,22 @@ class _SideGroup:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """aiokafka calls these from its coordinator task, which runs beside the runner's loop: each
+    waits for the loop's round in progress to end (:attr:`_StageRunner.round_lock`), so a
+    revocation never commits a read position ahead of the watermark its records were judged at,
+    nor frees state that a round is still folding into."""
+
     def __init__(self, runner: _StageRunner) -> None:
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._runner.revoked(revoked)
+        async with self._runner.round_lock:
+            self._runner.rebalances += 1
+            await self._runner.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._runner.assigned(assigned)
+        async with self._runner.round_lock:
+            await self._runner.assigned(assigned)
 
 
 class _StageRunner:
@@ -181,6 +189,11 @@ class _StageRunner:
         #: on since (a restart would then take windows never sent for sent ones).
         self.emitted_watermark = 0
         self.last_commit = 0.0
+        #: Held by each round of :meth:`run` from the records handed out to the commit, and by
+        #: the rebalance callbacks (:class:`_Rebalance`): a round and a rebalance never overlap.
+        self.round_lock = asyncio.Lock()
+        #: Revocations so far: a poll that a revocation overtook is not handled (see run).
+        self.rebalances = 0
 
     # Overridden by the two stages.
     def topics(self) -> list[str]:
@@ -398,22 +411,37 @@ class _StageRunner:
                     if service.stopping.is_set():
                         break
                 polled_at = time.monotonic()
+            rebalances = self.rebalances
             batches = await consumer.getmany(
                 timeout_ms=_POLL_MS, max_records=service.settings.aggregate.max_poll_records
             )
-            now = time.monotonic()
-            await self.mark_busy(consumer, now)
-            await self.handle_poll(batches, now)
-            await self.mark_busy(consumer, time.monotonic())
-            await self.emit(time.monotonic())
-            self.update_lag(consumer)
-            # The acknowledgements are awaited by the commit (every commit_interval_s), not every
-            # round: waiting for Kafka each round left the process idle for a round trip per
-            # poll. Sends Kafka failed are sent again at once, as before.
-            if service.reap():
-                await service.flush()
-            await self.try_commit()
-        await self.drain()
+            async with self.round_lock:
+                if self.rebalances != rebalances:
+                    # Fetched before a revocation: not handled. The partitions' next owner
+                    # (this process too) reads them again from the checkpoint the revocation
+                    # committed, which did not cover them.
+                    batches = {}
+                await self._round(consumer, batches)
+        async with self.round_lock:
+            await self.drain()
+
+    async def _round(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        """One poll's records handled, what is due emitted, and a commit if one is due."""
+        service = self.service
+        now = time.monotonic()
+        await self.mark_busy(consumer, now)
+        await self.handle_poll(batches, now)
+        await self.mark_busy(consumer, time.monotonic())
+        await self.emit(time.monotonic())
+        self.update_lag(consumer)
+        # The acknowledgements are awaited by the commit (every commit_interval_s), not every
+        # round: waiting for Kafka each round left the process idle for a round trip per
+        # poll. Sends Kafka failed are sent again at once, as before.
+        if service.reap():
+            await service.flush()
+        await self.try_commit()
 
     async def drain(self) -> None:
         """At stop: send what is due, wait for Kafka's acks, commit; within half the shutdown
@@ -459,8 +487,9 @@ class _WindowRunner(_StageRunner):
             kind: WindowStage(kind, settings.aggregate, facts) for kind in settings.aggregate.kinds
         }
         self.kind_of = {measurement_topic(kind): kind for kind in self.stages}
-        #: Digests of the last records' idempotency keys, to drop ingest's duplicates.
-        self._recent: set[int] = set()
+        #: Digests of the last records' idempotency keys, to drop ingest's duplicates, each
+        #: with the offset of the record that carried it first.
+        self._recent: dict[int, int] = {}
         self._recent_ring: deque[int] = deque(maxlen=_DUPLICATE_WINDOW)
         #: Per kind, the watermark of its last emit. A partition's checkpoint stores its own
         #: kind's: its records were judged late or on time against that kind's watermark. The
@@ -512,7 +541,12 @@ class _WindowRunner(_StageRunner):
         """``records`` less the copies of one seen among the last ``_DUPLICATE_WINDOW``, by
         their ``idempotency-key`` header: ingest is at-least-once (a message the MQTT broker
         redelivers, a record Kafka's producer sends again), and the sink's primary key keeps
-        one row of each, so a window must count one too."""
+        one row of each, so a window must count one too.
+
+        A copy is a record at another offset than the first one with its key (a key's copies
+        share the key's partition). The first one read again is no copy: after a rebalance in
+        this process the partition is replayed from its checkpoint, and dropping those records
+        rebuilt the windows without them (the fault suite's Kafka partition)."""
         recent, ring = self._recent, self._recent_ring
         # Per record, on every measurement: no generator per record, and no copy of the batch
         # unless something is dropped.
@@ -527,14 +561,16 @@ class _WindowRunner(_StageRunner):
                         break
                 if key is not None:
                     digest = hash(bytes(key))
-                    if digest in recent:
+                    first = recent.get(digest)
+                    if first is None:
+                        if len(ring) == ring.maxlen:
+                            del recent[ring[0]]
+                        ring.append(digest)
+                        recent[digest] = record.offset
+                    elif first != record.offset:
                         if kept is None:
                             kept = list(records[:index])
                         continue
-                    if len(ring) == ring.maxlen:
-                        recent.discard(ring[0])
-                    ring.append(digest)
-                    recent.add(digest)
             if kept is not None:
                 kept.append(record)
         return records if kept is None else kept

@@ -56,9 +56,7 @@ class FaultProxy:
         self._call(self._listen())
 
     def stop(self) -> None:
-        self._call(self._refuse())
-        # The aborted transports close their sockets on the loop's next turns: let them.
-        self._call(asyncio.sleep(0.2))
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
@@ -101,50 +99,68 @@ class FaultProxy:
             self._server = None
         await self._abort_all()
 
+    async def _shutdown(self) -> None:
+        """Refuse, then end every connection's task: a task left pending on the stopped loop
+        kept its sockets, which the garbage collector found later, in another test, as
+        unclosed ones of a closed loop (a ResourceWarning, an error under pytest)."""
+        await self._refuse()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # The closed transports close their sockets on the loop's next turns: let them.
+        await asyncio.sleep(0.2)
+
     async def _abort_all(self) -> None:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "drop":  # a black hole: hold the connection, answer nothing
-            self._writers.add(writer)
-            try:
+        # Registered at once: a reset or a stop while the upstream connection is being made
+        # aborts this one too.
+        self._writers.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            if self.mode == "drop":  # a black hole: hold the connection, answer nothing
                 with contextlib.suppress(OSError):
                     while await reader.read(65536):
                         pass
-            finally:
                 writer.transport.abort()
-                self._writers.discard(writer)
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._writers.add(up_writer)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    if self.latency_s:
-                        await asyncio.sleep(self.latency_s)
-                    if self.mode == "drop":
-                        continue  # read and discard: the peer waits for an answer in vain
-                    dst.write(data)
-                    await dst.drain()
-                if self.mode != "drop" and dst.can_write_eof():
-                    # A peer's orderly close is passed on as one, after what it wrote: an
-                    # abort would discard the last bytes (a client's final acknowledgements)
-                    # and answer with a reset, which real networks do not do.
-                    dst.write_eof()
-                    return
-            dst.transport.abort()
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                    while data := await src.read(65536):
+                        if self.latency_s:
+                            await asyncio.sleep(self.latency_s)
+                        if self.mode == "drop":
+                            continue  # read and discard: the peer waits for an answer in vain
+                        dst.write(data)
+                        await dst.drain()
+                    if self.mode != "drop" and dst.can_write_eof():
+                        # A peer's orderly close is passed on as one, after what it wrote: an
+                        # abort would discard the last bytes (a client's final
+                        # acknowledgements) and answer with a reset, which real networks do
+                        # not do.
+                        dst.write_eof()
+                        return
+                dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        for end in (writer, up_writer):
-            end.close()
-            self._writers.discard(end)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            # Closed on every way out, a cancellation by stop() too (close() after an abort
+            # does nothing).
+            for end in (writer, up_writer):
+                if end is not None:
+                    end.close()
+                    self._writers.discard(end)
 
 
 @contextlib.contextmanager
