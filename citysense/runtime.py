@@ -34,7 +34,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from citysense.errors import StartupError
-from citysense.heap import trim_every
 from citysense.settings import HttpSettings, Settings
 
 __all__ = [
@@ -375,7 +374,6 @@ async def run_components(
     shutdown_deadline_s: float,
     stage: str = "run",
     stop_event: asyncio.Event | None = None,
-    heap_trim_interval_s: float = 0.0,
 ) -> int:
     """Run ``components`` until a signal or a failure; returns the process exit status.
 
@@ -383,8 +381,6 @@ async def run_components(
     configured); None when a component serves them itself. Returns 0 after a signal and a clean
     shutdown, 1 after a component's failure or a shutdown that ran over its deadline. A start
     that fails stops what had started, in reverse order, then raises its error.
-    ``heap_trim_interval_s``: while they run, the C heap's free pages are given back to the
-    system this often (:mod:`citysense.heap`); 0 never.
     """
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -403,7 +399,6 @@ async def run_components(
     status = 0
     start_error: Exception | None = None
     watches: dict[asyncio.Task[str], Component] = {}
-    trimmer: asyncio.Task[None] | None = None
     #: Components whose stop has begun: their watch ending from then on is their stop (the
     #: publication API's ``wait_failed`` returns when its server stops), not a failure.
     stopping: set[str] = set()
@@ -424,8 +419,6 @@ async def run_components(
         # them out of every later full collection.
         gc.collect()
         gc.freeze()
-        if heap_trim_interval_s > 0:
-            trimmer = asyncio.create_task(trim_every(heap_trim_interval_s), name="heap-trim")
         watches = {
             asyncio.create_task(_failure_of(c), name=f"watch-{c.name}"): c for c in components
         }
@@ -440,8 +433,6 @@ async def run_components(
     except Exception as exc:
         start_error = exc
     finally:
-        if trimmer is not None:
-            trimmer.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if health is not None:
@@ -570,7 +561,6 @@ def run_stage(
             settings.http if health else None,
             stage=stage,
             shutdown_deadline_s=settings.shutdown_deadline_s,
-            heap_trim_interval_s=settings.heap_trim_interval_s,
         )
 
     return run(main)

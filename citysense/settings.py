@@ -692,9 +692,6 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     registry: Path | None = None
     shutdown_deadline_s: float = Field(default=20.0, gt=0, le=600)
-    #: How often a running stage gives its C heap's free pages back to the system
-    #: (``malloc_trim``, :mod:`citysense.heap`); ``0`` never.
-    heap_trim_interval_s: float = Field(default=30.0, ge=0, le=3600)
     #: The fast paths (``CITYSENSE_LEAN``): ``1`` all (the default), ``0`` none, so every stage
     #: takes its libraries' public, generic paths, or a comma list of :class:`FastPath` names.
     lean: str = "1"
