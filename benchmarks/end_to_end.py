@@ -17,9 +17,11 @@ on free loopback ports, in a temporary directory, a fresh database):
    status`` sees (:func:`citysense.status.collect`: each stage's rate from its ``/metrics``, the
    consumer groups' lag from Kafka and the sink's stored offsets) and each process's RSS
    and CPU time (psutil, children included), kept for the plot and for each process's CPU per
-   message (where the cores go). The aggregator's read position is the one it
-   commits every ``aggregate.commit_interval_s`` (5 s), so its lag saw-tooths by up to that
-   many seconds of input;
+   message (where the cores go). The aggregator's lag is measured at the offset it commits
+   every ``aggregate.commit_interval_s`` (5 s), the lowest one its kept state still needs for
+   a replay (a cumulative counter's last reading included), not at its read position: it
+   saw-tooths, over minutes in the 10-minute run, while its rate keeps up (its own
+   ``citysense_aggregate_consumer_lag_records`` counts from the read position);
 4. after the simulator stops, the drain: sampling goes on until the sink has consumed every valid
    message's record (its ``citysense_sink_records_total`` on the measurement topics) and the
    groups have no lag, or ``DRAIN_TIMEOUT_S``;
