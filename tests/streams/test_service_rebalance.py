@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -60,16 +61,19 @@ async def _send(
     return TopicPartition(NOISE, sent.partition), sent.offset
 
 
-async def _until(condition: Any, deadline_s: float, what: str) -> None:
+async def _until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
     end = time.monotonic() + deadline_s
     while not condition():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)
 
 
-def _member(settings: Settings, group: str) -> AIOKafkaConsumer:
-    """A second member of the window stage's group, polling in the background."""
-    return AIOKafkaConsumer(
+async def _join_then_leave(
+    settings: Settings, group: str, joined: Callable[[], bool], what: str
+) -> None:
+    """A second member of the window stage's group, polling in the background until
+    ``joined()`` says its rebalance reached the service, then leaving: two rebalances."""
+    member = AIOKafkaConsumer(
         NOISE,
         **settings.kafka.client_options(),
         group_id=group,
@@ -77,11 +81,20 @@ def _member(settings: Settings, group: str) -> AIOKafkaConsumer:
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
+    await member.start()
 
+    async def poll() -> None:
+        while True:
+            await member.getmany(timeout_ms=200)
 
-async def _poll(member: AIOKafkaConsumer) -> None:
-    while True:
-        await member.getmany(timeout_ms=200)
+    polling = asyncio.create_task(poll())
+    try:
+        await _until(joined, 60, what)
+    finally:
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+        await member.stop()
 
 
 async def test_a_rebalance_in_the_same_process_keeps_the_replayed_records(
@@ -119,16 +132,9 @@ async def test_a_rebalance_in_the_same_process_keeps_the_replayed_records(
         await asyncio.sleep(1.0)
         # A second member joins (a rebalance), then leaves (another): the service is assigned
         # the partition again and replays it from its checkpoint, in the same process.
-        member = _member(config, group)
-        await member.start()
-        polling = asyncio.create_task(_poll(member))
-        try:
-            await _until(lambda: rebalances["assigned"] >= 1, 60, "the join's rebalance")
-        finally:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
-            await member.stop()
+        await _join_then_leave(
+            config, group, lambda: rebalances["assigned"] >= 1, "the join's rebalance"
+        )
         await _until(lambda: rebalances["assigned"] >= 2, 60, "the leave's rebalance")
         # A record two minutes on closes the minute.
         await _send(config, [noise(sensor, base + 2 * MINUTE, 40.0)], 3)
@@ -175,16 +181,7 @@ async def test_a_revocation_waits_for_the_round_in_progress(
 
         monkeypatch.setattr(window, "_round", slow_round)
         monkeypatch.setattr(window, "revoked", watched_revoked)
-        member = _member(config, group)
-        await member.start()
-        polling = asyncio.create_task(_poll(member))
-        try:
-            await _until(lambda: in_round["revoked"] >= 1, 60, "a revocation")
-        finally:
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
-            await member.stop()
+        await _join_then_leave(config, group, lambda: in_round["revoked"] >= 1, "a revocation")
         await _until(lambda: in_round["revoked"] >= 2, 60, "the second revocation")
     finally:
         await service.stop()
