@@ -20,9 +20,20 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["median", "table", "timed_median"]
+__all__ = ["median", "settings_asked", "table", "timed_median"]
+
+
+def settings_asked(environ: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``<prefix><NAME>=<value>`` of ``environ`` as ``CITYSENSE_<NAME>=<value>``: the settings a
+    benchmark run was asked to give the processes it starts, which otherwise get none of the
+    caller's ``CITYSENSE_*`` variables (a run is the defaults unless asked)."""
+    return {
+        "CITYSENSE_" + name[len(prefix) :]: value
+        for name, value in environ.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
 
 
 def median(values: Sequence[float]) -> float:

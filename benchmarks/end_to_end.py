@@ -109,7 +109,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
-from benchmarks import table
+from benchmarks import settings_asked, table
 from citysense.clients import kafka_consumer
 from citysense.settings import DatabaseSettings, KafkaSettings, Settings
 from citysense.stack import Stack, free_port, temporary_stack
@@ -688,12 +688,7 @@ def stage_settings(environ: Mapping[str, str]) -> dict[str, str]:
     defaults unless asked: ``CITYSENSE_BENCH_E2E_SET_KAFKA_FETCH_MAX_WAIT_MS=500`` runs the
     pipeline with ``[kafka] fetch_max_wait_ms = 500``, to compare settings in one session.
     """
-    prefix = "CITYSENSE_BENCH_E2E_SET_"
-    return {
-        "CITYSENSE_" + name[len(prefix) :]: value
-        for name, value in environ.items()
-        if name.startswith(prefix) and len(name) > len(prefix)
-    }
+    return settings_asked(environ, "CITYSENSE_BENCH_E2E_SET_")
 
 
 def _run(

@@ -233,3 +233,22 @@ def test_the_lighter_run_is_named_in_the_head_with_its_verdicts() -> None:
     assert "under 2 s yes, zero loss **no**" in page
     # Without one, no such paragraph.
     assert "lighter run" not in render_markdown(_document(end_to_end=END_TO_END), "r.json")
+
+
+def test_aggregate_rates_stand_beside_quix_and_the_target() -> None:
+    result = {
+        "quix": {"records_per_s": 20_000.0, "peak_rss_mb": 200.0},
+        "citysense_1m": {"records_per_s": 190_000.0, "peak_rss_mb": 300.0},
+        "citysense_1m_sensor": {"records_per_s": 250_000.0, "peak_rss_mb": 260.0},
+        "citysense_1h": {"records_per_s": 300_000.0, "peak_rss_mb": 240.0},
+    }
+    rows = {(c.figure, c.versus): c.ratio for c in comparisons_of("aggregate", result)}
+    quix = "Quix Streams peer, 1-min, per sensor"
+    assert rows[("citysense aggregate, 1-min windows", quix)] == 9.5
+    assert rows[
+        ("citysense aggregate, 1-min windows, per sensor only (the peer's work)", quix)
+    ] == (12.5)
+    assert rows[("citysense aggregate, 1-min windows", "target")] == 0.95
+    # An older results file without the per-sensor run: no such row.
+    del result["citysense_1m_sensor"]
+    assert not any("per sensor only" in c.figure for c in comparisons_of("aggregate", result))

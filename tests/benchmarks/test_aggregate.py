@@ -1,0 +1,26 @@
+"""The aggregation benchmark's own logic (the run itself is ``make bench``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.aggregate import aggregator_env
+
+
+def test_settings_asked_reach_the_aggregator_and_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows = [{"name": "1m", "size_s": 60, "scopes": ["sensor"]}]
+    monkeypatch.setenv("CITYSENSE_BENCH_AGG_SET_AGGREGATE_WINDOWS", json.dumps(windows))
+    monkeypatch.setenv("CITYSENSE_BENCH_AGG_SET_KAFKA_FETCH_MAX_WAIT_MS", "100")
+    monkeypatch.setenv("CITYSENSE_KAFKA_LINGER_MS", "50")  # the caller's own: not passed on
+    base = {"CITYSENSE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+    env = aggregator_env(base, tmp_path / "registry.toml", [{"name": "1h", "size_s": 3600}], 1)
+    assert json.loads(env["CITYSENSE_AGGREGATE_WINDOWS"]) == windows
+    assert env["CITYSENSE_KAFKA_FETCH_MAX_WAIT_MS"] == "100"
+    assert "CITYSENSE_KAFKA_LINGER_MS" not in env
+    assert "CITYSENSE_BENCH_AGG_SET_AGGREGATE_WINDOWS" not in env
+    assert env["CITYSENSE_KAFKA_BOOTSTRAP"] == "127.0.0.1:9"
