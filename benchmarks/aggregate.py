@@ -35,12 +35,19 @@ is the work the Quix peer does (per sensor only; its rollup stage, per site, rea
 per-sensor result back from Kafka and is the rest of the default scopes' cost), so the ratio to
 Quix is taken on that row, and the 200,000 records/s target on the default scopes.
 
-``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,1m,1m-sensor,1h``) runs only
-some of the timed phases, e.g. ``1m`` to work on the aggregator's 1-minute windows without the
-Quix peer's minutes; the target is then judged on what ran. Each citysense run also reports the
-aggregator's process CPU time per record over the timed interval (steadier than the rate on a
-shared machine). ``CITYSENSE_BENCH_AGG_SET_<NAME>=<value>`` runs the aggregator with
-``CITYSENSE_<NAME>=<value>``, to compare a setting in one session.
+Ceilings (phase ``ceiling``): a bare consumer of each Kafka client reads the same topic once and
+only takes each record's value (:func:`reader_child`): aiokafka, the aggregator's client, with
+its fetch sizes, and confluent-kafka (librdkafka), the client under Quix Streams. No consumer
+built on a client can be faster than its row, so the aggregator's rate stands beside
+aiokafka's, and the absolute rates, which move several-fold from one machine to another (the
+machine is shared), beside figures of the same run.
+
+``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,ceiling,1m,1m-sensor,1h``)
+runs only some of the timed phases, e.g. ``1m`` to work on the aggregator's 1-minute windows
+without the Quix peer's minutes; the target is then judged on what ran. Each citysense run
+also reports the aggregator's process CPU time per record over the timed interval (steadier
+than the rate on a shared machine). ``CITYSENSE_BENCH_AGG_SET_<NAME>=<value>`` runs the
+aggregator with ``CITYSENSE_<NAME>=<value>``, to compare a setting in one session.
 
 Targets (the aggregation issue): ≥ 200,000 records/s through one aggregator process and ≥ 35x the
 Quix Streams peer (1-minute windows both, the ratio in the same scope). Every process shares
@@ -73,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import uvloop
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
@@ -105,10 +113,13 @@ PACED_S = float(os.environ.get("CITYSENSE_BENCH_AGG_PACED_S", "150"))
 PACED_RATE = 2000.0
 #: Timed runs of each citysense phase (short ones; Quix runs once, it takes minutes).
 RUNS = int(os.environ.get("CITYSENSE_BENCH_AGG_RUNS", "3"))
-#: The timed phases to run (``quix``, ``1m``, ``1m-sensor``, ``1h``); the default full run has all.
+#: The timed phases to run (``quix``, ``ceiling``, ``1m``, ``1m-sensor``, ``1h``); the default
+#: full run has all.
 PHASES = tuple(
     phase.strip()
-    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,1m,1m-sensor,1h").split(",")
+    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,ceiling,1m,1m-sensor,1h").split(
+        ","
+    )
     if phase.strip()
 )
 #: ``CITYSENSE_BENCH_AGG_SET_<NAME>=<value>`` runs the aggregator with ``CITYSENSE_<NAME>=<value>``
@@ -491,6 +502,113 @@ def run_quix(bootstrap: str, count: int, workdir: Path) -> Run:
     )
 
 
+# --- read ceilings: the Kafka clients alone ---------------------------------------------------
+
+
+def reader_child(client: str, bootstrap: str, count: int) -> None:
+    """A bare consumer reading the input once and doing nothing with it but take each record's
+    value (run as ``python -m benchmarks.aggregate read <client> …``): the ceiling of any
+    consumer built on that client, here and on this machine.
+
+    ``aiokafka`` (the aggregator's client, on uvloop, with the aggregator's fetch sizes and
+    ``max_poll_records``) or ``confluent-kafka`` (librdkafka; the client under Quix Streams).
+    Prints one JSON line: wall times of the first and the ``count``-th record.
+    """
+    times = (
+        _confluent_read(bootstrap, count)
+        if client == "confluent-kafka"
+        else uvloop.run(_aiokafka_read(bootstrap, count))
+    )
+    print(json.dumps({"first": times[0], "last": times[1]}), flush=True)
+
+
+async def _aiokafka_read(bootstrap: str, count: int) -> tuple[float, float]:
+    consumer = kafka_consumer(
+        KafkaSettings(bootstrap=bootstrap, idempotence=False),
+        MEASUREMENTS,
+        group_id=None,
+        max_poll_records=AggregateSettings().max_poll_records,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    seen, first = 0, 0.0
+    try:
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                if records and not seen:
+                    first = time.time()
+                for record in records:
+                    len(record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return first, time.time()
+
+
+def _confluent_read(bootstrap: str, count: int) -> tuple[float, float]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            # The fetch sizes the aggregator's aiokafka consumer uses.
+            "max.partition.fetch.bytes": 8 << 20,
+            "fetch.max.bytes": 64 << 20,
+        }
+    )
+    # Assigned, as aiokafka's reader without a group: no group join before the first fetch.
+    consumer.assign([TopicPartition(MEASUREMENTS, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    seen, first = 0, 0.0
+    try:
+        while seen < count:
+            for message in consumer.consume(num_messages=10_000, timeout=0.2):
+                if message.error() is not None:
+                    continue
+                len(message.value() or b"")
+                if not seen:
+                    first = time.time()
+                seen += 1
+    finally:
+        consumer.close()
+    return first, time.time()
+
+
+def run_reader(client: str, bootstrap: str, count: int, workdir: Path) -> Run:
+    """:func:`reader_child` in a subprocess, as the other consumers run; RSS sampled."""
+    log = workdir / f"read-{client}.log"
+    started = time.time()
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.aggregate", "read", client, bootstrap, str(count)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=REPO,
+        )
+    sampler = RssSampler(proc.pid)
+    try:
+        out, _ = proc.communicate(timeout=STARTUP_S + count * SECONDS_PER_RECORD_MAX)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{client} log:\n{_tail(log)}\n{client} did not finish") from None
+    finally:
+        peak = sampler.stop()
+        stop_process(proc)
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"{client} log:\n{_tail(log)}\n{client} exited {proc.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return Run(
+        label=f"{client}, read only (ceiling)",
+        records=count - 1,
+        seconds=result["last"] - result["first"],
+        startup_s=result["first"] - started,
+        peak_rss_mb=peak,
+    )
+
+
 # --- citysense aggregate ----------------------------------------------------------------------
 
 
@@ -787,7 +905,7 @@ def _paced_rows(paced: dict[str, Any]) -> list[list[object]]:
 
 def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
     """Print the tables; return the figures with ``summary`` and ``target_met``."""
-    quix, one_minute, one_minute_sensor, one_hour = runs
+    quix, aiokafka_read, confluent_read, one_minute, one_minute_sensor, one_hour = runs
     ratio = one_minute.rate / quix.rate if quix.rate else 0.0
     same_work_ratio = one_minute_sensor.rate / quix.rate if quix.rate else 0.0
     print(
@@ -851,11 +969,18 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
         f"{one_minute_sensor.rate:,.0f}/s = {same_work_ratio:.1f}x Quix ({quix.rate:,.0f}/s, "
         f"per sensor); 1-h {one_hour.rate:,.0f}/s"
     )
+    if aiokafka_read.rate:
+        summary += (
+            f"; aiokafka alone reads {aiokafka_read.rate:,.0f}/s "
+            f"(1-min = {one_minute.rate / aiokafka_read.rate:.2f} of it)"
+        )
     if paced is not None and "sensor.kafka_ts.p50_s" in paced:
         summary += f"; emit delay p50 {paced['sensor.kafka_ts.p50_s']:.2f} s (sensor windows)"
     return {
         "records": RECORDS,
         "quix": quix.figures(),
+        "read_aiokafka": aiokafka_read.figures(),
+        "read_confluent_kafka": confluent_read.figures(),
         "citysense_1m": one_minute.figures(),
         "citysense_1m_sensor": one_minute_sensor.figures(),
         "citysense_1h": one_hour.figures(),
@@ -890,6 +1015,12 @@ def main() -> dict[str, Any]:
             skipped = Run(label="(not run)")
             runs = [
                 run_quix(kafka.bootstrap, produced, workdir) if "quix" in PHASES else skipped,
+                *(
+                    run_reader(client, kafka.bootstrap, produced, workdir)
+                    if "ceiling" in PHASES
+                    else skipped
+                    for client in ("aiokafka", "confluent-kafka")
+                ),
                 run_citysense(base, registry, {"name": "1m", "size_s": 60}, produced, workdir)
                 if "1m" in PHASES
                 else skipped,
@@ -917,5 +1048,8 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["quix"]:
         bootstrap, group, count, state_dir = sys.argv[2:6]
         quix_child(bootstrap, group, int(count), state_dir)
+    elif sys.argv[1:2] == ["read"]:
+        client, bootstrap, count = sys.argv[2:5]
+        reader_child(client, bootstrap, int(count))
     else:
         print(json.dumps(main(), indent=2, default=str))

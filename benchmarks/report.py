@@ -282,6 +282,23 @@ def _aggregate(result: Mapping[str, Any]) -> list[Comparison]:
         "target",
         200_000,
     )
+    # Each consumer beside what its Kafka client alone reads of the same topic.
+    rows.add(
+        "citysense aggregate, 1-min windows",
+        _get(result, "citysense_1m", "records_per_s"),
+        "records/s",
+        "aiokafka alone, read only (its client's ceiling)",
+        _get(result, "read_aiokafka", "records_per_s"),
+        needs_reference=True,
+    )
+    rows.add(
+        "Quix Streams peer, 1-min",
+        quix,
+        "records/s",
+        "confluent-kafka alone, read only (its client's ceiling)",
+        _get(result, "read_confluent_kafka", "records_per_s"),
+        needs_reference=True,
+    )
     paced = result.get("paced") or {}
     rows.add(
         "emit delay p50 (sensor windows)",

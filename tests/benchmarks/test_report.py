@@ -249,6 +249,14 @@ def test_aggregate_rates_stand_beside_quix_and_the_target() -> None:
         ("citysense aggregate, 1-min windows, per sensor only (the peer's work)", quix)
     ] == (12.5)
     assert rows[("citysense aggregate, 1-min windows", "target")] == 0.95
-    # An older results file without the per-sensor run: no such row.
+    # An older results file without the per-sensor run or the ceilings: no such rows.
+    assert not any("ceiling" in versus for _, versus in rows)
+    result["read_aiokafka"] = {"records_per_s": 400_000.0}
+    result["read_confluent_kafka"] = {"records_per_s": 800_000.0}
+    rows = {(c.figure, c.versus): c.ratio for c in comparisons_of("aggregate", result)}
+    ceiling = "aiokafka alone, read only (its client's ceiling)"
+    assert rows[("citysense aggregate, 1-min windows", ceiling)] == 0.475
+    peer = "confluent-kafka alone, read only (its client's ceiling)"
+    assert rows[("Quix Streams peer, 1-min", peer)] == 0.025
     del result["citysense_1m_sensor"]
     assert not any("per sensor only" in c.figure for c in comparisons_of("aggregate", result))
