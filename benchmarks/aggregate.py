@@ -463,20 +463,18 @@ def quix_child(bootstrap: str, group: str, count: int, state_dir: str) -> None:
 
 def run_quix(bootstrap: str, count: int, workdir: Path) -> Run:
     """Quix Streams over the input in a subprocess; RSS sampled from outside."""
-    log = workdir / "quix.log"
+    group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+    args = ["quix", bootstrap, group, str(count), str(workdir / "quix-state")]
+    return _child_run("Quix Streams 1-min mean/count", args, count, workdir / "quix.log")
+
+
+def _child_run(label: str, args: list[str], count: int, log: Path) -> Run:
+    """``python -m benchmarks.aggregate <args>`` (a child printing the wall times of its first
+    and ``count``-th record as its last JSON line), timed from outside, its RSS sampled."""
     started = time.time()
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.aggregate",
-                "quix",
-                bootstrap,
-                f"bench-quix-{uuid.uuid4().hex[:8]}",
-                str(count),
-                str(workdir / "quix-state"),
-            ],
+            [sys.executable, "-m", "benchmarks.aggregate", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             # This checkout's benchmarks package, whichever directory the run started from.
@@ -486,15 +484,15 @@ def run_quix(bootstrap: str, count: int, workdir: Path) -> Run:
     try:
         out, _ = proc.communicate(timeout=STARTUP_S + count * SECONDS_PER_RECORD_MAX)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"Quix log:\n{_tail(log)}\nQuix did not finish in time") from None
+        raise RuntimeError(f"{label} log:\n{_tail(log)}\n{label} did not finish") from None
     finally:
         peak = sampler.stop()
         stop_process(proc)
     if proc.returncode != 0 or not out.strip():
-        raise RuntimeError(f"Quix log:\n{_tail(log)}\nQuix exited {proc.returncode}")
+        raise RuntimeError(f"{label} log:\n{_tail(log)}\n{label} exited {proc.returncode}")
     result = json.loads(out.decode().strip().splitlines()[-1])
     return Run(
-        label="Quix Streams 1-min mean/count",
+        label=label,
         records=count - 1,  # the interval from the first record to the last
         seconds=result["last"] - result["first"],
         startup_s=result["first"] - started,
@@ -581,33 +579,8 @@ def _confluent_read(bootstrap: str, count: int) -> tuple[float, float]:
 
 def run_reader(client: str, bootstrap: str, count: int, workdir: Path) -> Run:
     """:func:`reader_child` in a subprocess, as the other consumers run; RSS sampled."""
-    log = workdir / f"read-{client}.log"
-    started = time.time()
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.aggregate", "read", client, bootstrap, str(count)],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=REPO,
-        )
-    sampler = RssSampler(proc.pid)
-    try:
-        out, _ = proc.communicate(timeout=STARTUP_S + count * SECONDS_PER_RECORD_MAX)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{client} log:\n{_tail(log)}\n{client} did not finish") from None
-    finally:
-        peak = sampler.stop()
-        stop_process(proc)
-    if proc.returncode != 0 or not out.strip():
-        raise RuntimeError(f"{client} log:\n{_tail(log)}\n{client} exited {proc.returncode}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    return Run(
-        label=f"{client}, read only (ceiling)",
-        records=count - 1,
-        seconds=result["last"] - result["first"],
-        startup_s=result["first"] - started,
-        peak_rss_mb=peak,
-    )
+    args = ["read", client, bootstrap, str(count)]
+    return _child_run(f"{client}, read only (ceiling)", args, count, workdir / f"read-{client}.log")
 
 
 # --- citysense aggregate ----------------------------------------------------------------------
