@@ -42,7 +42,13 @@ built on a client can be faster than its row, so the aggregator's rate stands be
 aiokafka's, and the absolute rates, which move several-fold from one machine to another (the
 machine is shared), beside figures of the same run.
 
-``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,ceiling,1m,1m-sensor,1h``)
+The other ceiling (phase ``stage``, :func:`stage_work`): the window stage's own work on the same
+records in memory, 1-minute windows per sensor, with no Kafka client at all (a child process
+builds the records, polls of ``max_poll_records`` split by partition, and times only the
+stage). No aggregator can do the peer's work faster than that row on this machine, whatever
+its Kafka client, so it bounds the ratio to Quix a client change alone could give.
+
+``CITYSENSE_BENCH_AGG_PHASES`` (comma-separated, default ``quix,ceiling,stage,1m,1m-sensor,1h``)
 runs only some of the timed phases, e.g. ``1m`` to work on the aggregator's 1-minute windows
 without the Quix peer's minutes; the target is then judged on what ran. Each citysense run
 also reports the aggregator's process CPU time per record over the timed interval (steadier
@@ -59,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import json
 import math
 import os
@@ -113,13 +120,12 @@ PACED_S = float(os.environ.get("CITYSENSE_BENCH_AGG_PACED_S", "150"))
 PACED_RATE = 2000.0
 #: Timed runs of each citysense phase (short ones; Quix runs once, it takes minutes).
 RUNS = int(os.environ.get("CITYSENSE_BENCH_AGG_RUNS", "3"))
-#: The timed phases to run (``quix``, ``ceiling``, ``1m``, ``1m-sensor``, ``1h``); the default
-#: full run has all.
+#: The timed phases to run (``quix``, ``ceiling``, ``stage``, ``1m``, ``1m-sensor``, ``1h``);
+#: the default full run has all.
+ALL_PHASES = "quix,ceiling,stage,1m,1m-sensor,1h"
 PHASES = tuple(
     phase.strip()
-    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", "quix,ceiling,1m,1m-sensor,1h").split(
-        ","
-    )
+    for phase in os.environ.get("CITYSENSE_BENCH_AGG_PHASES", ALL_PHASES).split(",")
     if phase.strip()
 )
 #: ``CITYSENSE_BENCH_AGG_SET_<NAME>=<value>`` runs the aggregator with ``CITYSENSE_<NAME>=<value>``
@@ -577,6 +583,77 @@ def _confluent_read(bootstrap: str, count: int) -> tuple[float, float]:
     return first, time.time()
 
 
+def stage_child(count: int) -> None:
+    """:func:`stage_work` over ``count`` records (run as ``python -m benchmarks.aggregate stage
+    …``): prints one JSON line, ``first`` 0 and ``last`` the seconds the work took (making the
+    records is not timed), and the number of results."""
+    seconds, results = stage_work(count)
+    print(json.dumps({"first": 0.0, "last": seconds, "results": results}), flush=True)
+
+
+def stage_work(count: int) -> tuple[float, int]:
+    """The window stage's own work on the input, in memory, with no Kafka client at all: the
+    ceiling of the aggregator's 1-minute windows per sensor (the Quix peer's work) on a client
+    that would cost nothing. Returns the seconds that work took and the results it gave.
+
+    The same records (:func:`records`, the same seed), polled ``max_poll_records`` at a time
+    and split by partition as a poll hands them out, go through what the aggregator does with
+    a poll in that scope: :func:`streams._columns.extract_parts`, :meth:`WindowStage.fold_parts`,
+    :meth:`WindowStage.advance` and :func:`schemas._aggregate_codec.encode_aggregate` of each
+    result. Left out: the consumer, the producer, the service's bookkeeping (dead letters,
+    commits, metrics).
+    """
+    from schemas._aggregate_codec import encode_aggregate
+    from streams._columns import extract_parts
+    from streams._stage import WindowStage
+
+    settings = AggregateSettings(
+        windows=[WindowSettings(name="1m", size_s=60, scopes=("sensor",))],
+        daily={"enabled": False},
+    )
+    stage = WindowStage(KIND, settings, lambda _sensor: (INTERVAL_S, None))
+    span = math.ceil(count / SENSORS) * INTERVAL_S
+    pairs = records(count, (time.time() - span) // 3600 * 3600)
+    poll = settings.max_poll_records
+    offsets = [0] * PARTITIONS
+    worked = 0.0
+    results = 0
+    done = 0
+    while done < count:
+        by_partition: dict[int, list[_Polled]] = {}
+        for key, value in itertools.islice(pairs, poll):
+            partition = partition_of(key)
+            by_partition.setdefault(partition, []).append(_Polled(key, value, offsets[partition]))
+            offsets[partition] += 1
+        done += sum(len(part) for part in by_partition.values())
+        began = time.perf_counter()
+        columns, stops = extract_parts(list(by_partition.values()), KIND, stage.keys)
+        stage.fold_parts(list(zip(by_partition, stops, strict=True)), columns, 0.0)
+        emitted = stage.advance(0.0)
+        for result in emitted:
+            encode_aggregate(result)
+        worked += time.perf_counter() - began
+        results += len(emitted)
+    return worked, results
+
+
+@dataclass(slots=True)
+class _Polled:
+    """What the stage reads of a polled record (aiokafka's ``ConsumerRecord`` has these)."""
+
+    key: bytes
+    value: bytes
+    offset: int
+
+
+def run_stage(count: int, workdir: Path) -> Run:
+    """:func:`stage_child` in a subprocess (its RSS holds no more than a poll of records)."""
+    label = "citysense window stage alone, in memory (no Kafka), 1-min per sensor"
+    run = _child_run(label, ["stage", str(count)], count, workdir / "stage.log")
+    run.startup_s = 0.0  # the child's clock starts at 0: there is no start-up to tell
+    return run
+
+
 def run_reader(client: str, bootstrap: str, count: int, workdir: Path) -> Run:
     """:func:`reader_child` in a subprocess, as the other consumers run; RSS sampled."""
     args = ["read", client, bootstrap, str(count)]
@@ -879,7 +956,7 @@ def _paced_rows(paced: dict[str, Any]) -> list[list[object]]:
 
 def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
     """Print the tables; return the figures with ``summary`` and ``target_met``."""
-    quix, aiokafka_read, confluent_read, one_minute, one_minute_sensor, one_hour = runs
+    quix, aiokafka_read, confluent_read, in_memory, one_minute, one_minute_sensor, one_hour = runs
     ratio = one_minute.rate / quix.rate if quix.rate else 0.0
     same_work_ratio = one_minute_sensor.rate / quix.rate if quix.rate else 0.0
     print(
@@ -943,6 +1020,11 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
         f"{one_minute_sensor.rate:,.0f}/s = {same_work_ratio:.1f}x Quix ({quix.rate:,.0f}/s, "
         f"per sensor); 1-h {one_hour.rate:,.0f}/s"
     )
+    if in_memory.rate and quix.rate:
+        summary += (
+            f"; the window stage alone in memory (no Kafka) {in_memory.rate:,.0f}/s = "
+            f"{in_memory.rate / quix.rate:.1f}x Quix"
+        )
     if aiokafka_read.rate:
         summary += (
             f"; aiokafka alone reads {aiokafka_read.rate:,.0f}/s "
@@ -956,6 +1038,7 @@ def report(runs: list[Run], paced: dict[str, Any] | None) -> dict[str, Any]:
         "quix": quix.figures() if quix.records else None,
         "read_aiokafka": aiokafka_read.figures() if aiokafka_read.records else None,
         "read_confluent_kafka": confluent_read.figures() if confluent_read.records else None,
+        "stage_in_memory": in_memory.figures() if in_memory.records else None,
         "citysense_1m": one_minute.figures() if one_minute.records else None,
         "citysense_1m_sensor": one_minute_sensor.figures() if one_minute_sensor.records else None,
         "citysense_1h": one_hour.figures() if one_hour.records else None,
@@ -996,6 +1079,7 @@ def main() -> dict[str, Any]:
                     else skipped
                     for client in ("aiokafka", "confluent-kafka")
                 ),
+                run_stage(produced, workdir) if "stage" in PHASES else skipped,
                 run_citysense(base, registry, {"name": "1m", "size_s": 60}, produced, workdir)
                 if "1m" in PHASES
                 else skipped,
@@ -1023,6 +1107,8 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["quix"]:
         bootstrap, group, count, state_dir = sys.argv[2:6]
         quix_child(bootstrap, group, int(count), state_dir)
+    elif sys.argv[1:2] == ["stage"]:
+        stage_child(int(sys.argv[2]))
     elif sys.argv[1:2] == ["read"]:
         client, bootstrap, count = sys.argv[2:5]
         reader_child(client, bootstrap, int(count))

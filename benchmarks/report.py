@@ -291,6 +291,15 @@ def _aggregate(result: Mapping[str, Any]) -> list[Comparison]:
         _get(result, "read_aiokafka", "records_per_s"),
         needs_reference=True,
     )
+    # What a free Kafka client would leave: the window stage's own work, in memory.
+    rows.add(
+        "citysense window stage alone, in memory (no Kafka), 1-min, per sensor",
+        _get(result, "stage_in_memory", "records_per_s"),
+        "records/s",
+        "Quix Streams peer, 1-min, per sensor",
+        quix,
+        needs_reference=True,
+    )
     rows.add(
         "Quix Streams peer, 1-min",
         quix,

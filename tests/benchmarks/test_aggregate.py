@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.aggregate import aggregator_env
+from benchmarks.aggregate import SENSORS, aggregator_env, stage_work
 
 
 def test_settings_asked_reach_the_aggregator_and_win(
@@ -24,3 +24,15 @@ def test_settings_asked_reach_the_aggregator_and_win(
     assert "CITYSENSE_KAFKA_LINGER_MS" not in env
     assert "CITYSENSE_BENCH_AGG_SET_AGGREGATE_WINDOWS" not in env
     assert env["CITYSENSE_KAFKA_BOOTSTRAP"] == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(("minutes", "closed"), [(2, 1), (4, 3)])
+def test_the_in_memory_stage_emits_each_closed_window_of_each_sensor(
+    minutes: int, closed: int
+) -> None:
+    # A sensor reports every 10 s from an hour's start, so ``minutes`` minutes of records; the
+    # watermark trails the newest by the default 10 s and a 1-minute window closes 5 s after
+    # its end: every minute but the last is emitted, once per sensor.
+    seconds, results = stage_work(SENSORS * 6 * minutes)
+    assert results == SENSORS * closed
+    assert seconds > 0

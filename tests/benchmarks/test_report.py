@@ -258,5 +258,10 @@ def test_aggregate_rates_stand_beside_quix_and_the_target() -> None:
     assert rows[("citysense aggregate, 1-min windows", ceiling)] == 0.475
     peer = "confluent-kafka alone, read only (its client's ceiling)"
     assert rows[("Quix Streams peer, 1-min", peer)] == 0.025
+    in_memory = "citysense window stage alone, in memory (no Kafka), 1-min, per sensor"
+    assert (in_memory, quix) not in rows  # older files have no in-memory run
+    result["stage_in_memory"] = {"records_per_s": 600_000.0}
+    rows = {(c.figure, c.versus): c.ratio for c in comparisons_of("aggregate", result)}
+    assert rows[(in_memory, quix)] == 30.0
     del result["citysense_1m_sensor"]
     assert not any("per sensor only" in c.figure for c in comparisons_of("aggregate", result))
