@@ -228,6 +228,13 @@ def records(count: int, start: float, seed: int = 7) -> Iterator[tuple[bytes, by
         yield ids[index].encode(), encode(ids[index], datetime.fromtimestamp(at, UTC), rng)
 
 
+def input_start(count: int) -> float:
+    """Where ``count`` records of the input start (epoch s): on an hour, so that they end at
+    about now."""
+    span = math.ceil(count / SENSORS) * INTERVAL_S
+    return (time.time() - span) // 3600 * 3600
+
+
 def partition_of(key: bytes) -> int:
     """The Java client's default partitioner, as ingest uses."""
     return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
@@ -476,7 +483,8 @@ def run_quix(bootstrap: str, count: int, workdir: Path) -> Run:
 
 def _child_run(label: str, args: list[str], count: int, log: Path) -> Run:
     """``python -m benchmarks.aggregate <args>`` (a child printing the wall times of its first
-    and ``count``-th record as its last JSON line), timed from outside, its RSS sampled."""
+    and ``count``-th record as its last JSON line, and any other figure of its run), timed from
+    outside, its RSS sampled."""
     started = time.time()
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -497,12 +505,14 @@ def _child_run(label: str, args: list[str], count: int, log: Path) -> Run:
     if proc.returncode != 0 or not out.strip():
         raise RuntimeError(f"{label} log:\n{_tail(log)}\n{label} exited {proc.returncode}")
     result = json.loads(out.decode().strip().splitlines()[-1])
+    first, last = result.pop("first"), result.pop("last")
     return Run(
         label=label,
         records=count - 1,  # the interval from the first record to the last
-        seconds=result["last"] - result["first"],
-        startup_s=result["first"] - started,
+        seconds=last - first,
+        startup_s=first - started,
         peak_rss_mb=peak,
+        extra=result,  # what else the child told (the table's columns, e.g. windows emitted)
     )
 
 
@@ -586,9 +596,10 @@ def _confluent_read(bootstrap: str, count: int) -> tuple[float, float]:
 def stage_child(count: int) -> None:
     """:func:`stage_work` over ``count`` records (run as ``python -m benchmarks.aggregate stage
     …``): prints one JSON line, ``first`` 0 and ``last`` the seconds the work took (making the
-    records is not timed), and the number of results."""
+    records is not timed), and the number of windows emitted (the 1-minute per-sensor run's
+    count, when both did the same work)."""
     seconds, results = stage_work(count)
-    print(json.dumps({"first": 0.0, "last": seconds, "results": results}), flush=True)
+    print(json.dumps({"first": 0.0, "last": seconds, "windows_emitted": results}), flush=True)
 
 
 def stage_work(count: int) -> tuple[float, int]:
@@ -612,8 +623,7 @@ def stage_work(count: int) -> tuple[float, int]:
         daily={"enabled": False},
     )
     stage = WindowStage(KIND, settings, lambda _sensor: (INTERVAL_S, None))
-    span = math.ceil(count / SENSORS) * INTERVAL_S
-    pairs = records(count, (time.time() - span) // 3600 * 3600)
+    pairs = records(count, input_start(count))
     poll = settings.max_poll_records
     offsets = [0] * PARTITIONS
     worked = 0.0
@@ -1065,10 +1075,8 @@ def main() -> dict[str, Any]:
         with temporary_stack("citysense-bench-aggregate-", only=("kafka",)) as stack:
             base = stack.env()
             kafka = KafkaSettings(bootstrap=base["CITYSENSE_KAFKA_BOOTSTRAP"], idempotence=False)
-            span = math.ceil(RECORDS / SENSORS) * INTERVAL_S
-            start = (time.time() - span) // 3600 * 3600
             began = time.perf_counter()
-            produced = asyncio.run(produce(kafka, records(RECORDS, start)))
+            produced = asyncio.run(produce(kafka, records(RECORDS, input_start(RECORDS))))
             print(f"produced {produced:,} records in {time.perf_counter() - began:.1f} s")
             skipped = Run(label="(not run)")
             runs = [
